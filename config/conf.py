@@ -1,0 +1,302 @@
+"""The gateway's configuration: defaults <- YAML file (``GATEWAY_CONFIG``) <- environment.
+
+Every setting has a YAML path (``usage_caps.enforce_caps``) and an environment name made from
+it: ``GATEWAY_`` + the path in capitals with ``__`` between levels
+(``GATEWAY_USAGE_CAPS__ENFORCE_CAPS``). A few well-known names stay plain (``PORT``,
+``DATABASE_URL``, ``REDIS_URL``, ...; see ``PLAIN_ENV``). Lists are given in the environment as
+comma-separated values or JSON. This module imports nothing from Django so that it can be
+validated (and tested) before Django starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "GATEWAY_"
+CONFIG_FILE_ENV = "GATEWAY_CONFIG"
+
+# Well-known variable -> YAML path. Everything else is GATEWAY_<PATH>.
+PLAIN_ENV: dict[str, tuple[str, ...]] = {
+    "PORT": ("server", "port"),
+    "TLS_PORT": ("server", "tls_port"),
+    "TLS_CERTFILE": ("server", "tls_certfile"),
+    "TLS_KEYFILE": ("server", "tls_keyfile"),
+    "DATABASE_URL": ("database", "url"),
+    "REDIS_URL": ("redis", "url"),
+    "CELERY_BROKER_URL": ("celery", "broker_url"),
+    "AWS_REGION": ("aws", "region"),
+}
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or wrong; the message is one line naming the key."""
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_comma_list)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    tls_port: int = Field(8443, ge=1, le=65535)
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    # Where `make run` keeps a generated self-signed pair when none is configured.
+    tls_autogenerate: bool = True
+    secret_key: str | None = Field(None, min_length=32)
+    debug: bool = False
+    allowed_hosts: StrList = ["*"]
+    csrf_trusted_origins: StrList = []
+    # The proxy reads request bodies itself; Claude Code sends long contexts.
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    # /metrics is open to loopback; elsewhere it needs this bearer token.
+    metrics_token: str | None = None
+    shutdown_grace_seconds: int = Field(30, ge=0)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("tls_certfile and tls_keyfile must be given together")
+        return self
+
+
+class DatabaseConfig(Section):
+    url: str = f"sqlite:///{BASE_DIR / 'var' / 'gateway.sqlite3'}"
+    conn_max_age: int = Field(60, ge=0)
+
+    @model_validator(mode="after")
+    def _scheme(self) -> DatabaseConfig:
+        scheme = self.url.split("://", 1)[0]
+        if scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
+            raise ValueError(f"unsupported database scheme {scheme!r} (use sqlite or postgres)")
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class RedisConfig(Section):
+    """The counter store and cache; no url means the embedded store (the database)."""
+
+    url: str | None = None
+    usage_summary_prefix: str = "usage_summary:"
+    usage_cap_prefix: str = "usage_cap:"
+    hourly_summary_ttl: int = Field(90000, gt=0)
+    daily_cap_ttl: int = Field(90000, gt=0)
+    hourly_cap_ttl: int = Field(7200, gt=0)
+    # Past the longest month's end, so a monthly counter outlives its window.
+    monthly_cap_ttl: int = Field(32 * 86400 + 3600, gt=0)
+
+    @model_validator(mode="after")
+    def _scheme(self) -> RedisConfig:
+        if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("url must start with redis://, rediss:// or unix://")
+        return self
+
+
+class UsageCapsConfig(Section):
+    default_daily_requests: int | None = Field(1000, gt=0)
+    default_daily_tokens: int | None = Field(100000, gt=0)
+    default_daily_cost_cents: int | None = Field(1000, gt=0)
+    enforce_caps: bool = True
+    grace_period_minutes: float = Field(5, ge=0)
+    # Output estimate = min(max_tokens, this): Claude Code asks for 128k on every call.
+    output_estimate_ceiling: int = Field(8192, gt=0)
+    # A reservation held by a dead worker is released after this many seconds.
+    reservation_lease_seconds: int = Field(900, gt=0)
+    # When the counter store is unreachable: closed (503), open (serve and reconcile later),
+    # or closed only for users who have a cost cap.
+    store_failure_mode: Literal["closed", "open", "closed_for_cost_caps"] = "closed_for_cost_caps"
+
+
+class CeleryConfig(Section):
+    """No broker url means the embedded broker: files under var/, no service needed."""
+
+    broker_url: str | None = None
+    task_always_eager: bool = False
+
+
+class AwsConfig(Section):
+    """The upstream: the local emulator by default, real Bedrock when configured."""
+
+    upstream: Literal["emulator", "bedrock"] = "emulator"
+    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    # Overrides the regional endpoint (a VPC endpoint, a proxy, the emulator elsewhere).
+    endpoint_url: str | None = None
+    emulator_port: int = Field(8100, ge=1, le=65535)
+    # Explicit keys, else botocore's default chain. AWS_BEARER_TOKEN_BEDROCK is never read:
+    # clients set it for themselves; the gateway's own Bedrock API key is bedrock_api_key.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    bedrock_api_key: str | None = None
+    connect_timeout: float = Field(5, gt=0)
+    read_timeout: float = Field(300, gt=0)
+    max_pool_connections: int = Field(200, gt=0)
+    # Prefix for Anthropic model names -> inference profiles: auto derives us./eu./apac.
+    # from the region; "global", "none" or an explicit prefix otherwise.
+    model_prefix: str = "auto"
+
+    @model_validator(mode="after")
+    def _keys(self) -> AwsConfig:
+        if bool(self.access_key_id) != bool(self.secret_access_key):
+            raise ValueError("access_key_id and secret_access_key must be given together")
+        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
+            raise ValueError("endpoint_url must be an http(s) URL")
+        return self
+
+    @property
+    def resolved_endpoint(self) -> str:
+        if self.endpoint_url:
+            return self.endpoint_url.rstrip("/")
+        if self.upstream == "emulator":
+            return f"http://127.0.0.1:{self.emulator_port}"
+        return f"https://bedrock-runtime.{self.region}.amazonaws.com"
+
+
+class OAuthProviderConfig(Section):
+    client_id: str
+    secret: str = ""
+    # OIDC issuer / Okta or Auth0 domain / GitLab server / Microsoft tenant, where needed.
+    server_url: str | None = None
+    tenant: str | None = None
+    name: str | None = None
+
+
+class AuthConfig(Section):
+    admin_emails: StrList = []
+    allowed_email_domains: StrList = []
+    allowed_github_orgs: StrList = []
+    local_passwords: bool = False
+    # Providers by allauth id: google, github, microsoft, gitlab, okta, auth0.
+    providers: dict[str, OAuthProviderConfig] = {}
+    # Generic OpenID Connect providers by a short id of our choosing.
+    oidc: dict[str, OAuthProviderConfig] = {}
+    api_key_prefix: str = "SSOK_"
+
+    @model_validator(mode="after")
+    def _known_providers(self) -> AuthConfig:
+        known = {"google", "github", "microsoft", "gitlab", "okta", "auth0"}
+        unknown = set(self.providers) - known
+        if unknown:
+            raise ValueError(f"unknown provider {sorted(unknown)[0]!r}; known: {sorted(known)}")
+        for key, provider in self.oidc.items():
+            if not provider.server_url:
+                raise ValueError(f"oidc.{key}.server_url (the issuer URL) is required")
+        return self
+
+
+class JwtConfig(Section):
+    signing_key: str | None = Field(None, min_length=32)
+    access_token_lifetime_seconds: int = Field(3600, gt=0)
+    refresh_token_lifetime_days: float = Field(90, gt=0)
+
+
+class GatewayConfig(Section):
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    redis: RedisConfig = RedisConfig()
+    usage_caps: UsageCapsConfig = UsageCapsConfig()
+    celery: CeleryConfig = CeleryConfig()
+    aws: AwsConfig = AwsConfig()
+    auth: AuthConfig = AuthConfig()
+    jwt: JwtConfig = JwtConfig()
+
+    @model_validator(mode="after")
+    def _secrets(self) -> GatewayConfig:
+        # Secrets have defaults only in the embedded demo mode (see settings.py).
+        if not self.database.is_embedded and not self.server.secret_key:
+            raise ValueError("server.secret_key is required when DATABASE_URL is not SQLite")
+        return self
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        node = tree.get(part)
+        if not isinstance(node, dict):
+            node = tree[part] = {}
+        tree = node
+    tree[path[-1]] = value
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_tree(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    tree: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    for name, path in PLAIN_ENV.items():
+        if environ.get(name):
+            _set_path(tree, path, environ[name])
+            sources[path] = name
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_FILE_ENV:
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part)
+        if path:
+            _set_path(tree, path, value)
+            sources[path] = name
+    return tree, sources
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise ConfigError(f"{CONFIG_FILE_ENV}: cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{CONFIG_FILE_ENV}: {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{CONFIG_FILE_ENV}: {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Build the validated configuration, or raise ConfigError naming the bad key."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    yaml_path = environ.get(CONFIG_FILE_ENV)
+    if yaml_path:
+        data = _read_yaml(yaml_path)
+    env_data, sources = _env_tree(environ)
+    data = _merge(data, env_data)
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        path = tuple(str(part) for part in error["loc"])
+        origin = sources.get(path)
+        where = f" (from {origin})" if origin else (f" (in {yaml_path})" if yaml_path else "")
+        message = error["msg"].removeprefix("Value error, ")
+        key = ".".join(path)
+        raise ConfigError(f"{key}: {message}{where}" if key else f"{message}{where}") from None

@@ -1,0 +1,17 @@
+"""Routes: each app owns its urls; the proxy (/bedrock, /anthropic) lives in gateway."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
+    path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("accounts.urls")),
+    path("", include("costs.urls")),
+    path("", include("caps.urls")),
+    path("", include("usage.urls")),
+    path("", include("gateway.urls")),
+]
