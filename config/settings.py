@@ -1,5 +1,6 @@
 """Django settings, all derived from the one validated configuration object (config/conf.py)."""
 
+import os
 import secrets
 import sys
 from datetime import timedelta
@@ -100,8 +101,9 @@ if GATEWAY.database.is_embedded:
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A file (not memory) so that gateway processes started by tests see the test database.
-    _db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # A file (not memory) so that gateway processes started by tests see the test database;
+    # one per test run, so that concurrent runs never share one.
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
     _db["CONN_MAX_AGE"] = 0
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
