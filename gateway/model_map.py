@@ -1,0 +1,168 @@
+"""Anthropic model names -> Bedrock inference profiles, from the admin-editable ModelAlias table.
+
+The hot path reads a per-process snapshot of the table, never the database when warm:
+- every VERSION_CHECK_SECONDS the snapshot's version is compared with a version key in Django's
+  cache; an admin edit (model_map_invalidate) writes a new version and drops this process's
+  snapshot, so the edit is visible at once here and, on the shared Redis cache, in every other
+  process within VERSION_CHECK_SECONDS;
+- the embedded default's locmem cache is per process, so there a snapshot is also reloaded when
+  older than LOCAL_MAX_AGE_SECONDS (another process's edit shows within a few seconds); on Redis
+  MAX_AGE_SECONDS only catches edits made outside the admin (a shell, SQL).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache, caches
+from django.core.cache.backends.locmem import LocMemCache
+
+VERSION_KEY = "gateway:model_map:version"
+VERSION_CHECK_SECONDS = 1.0
+LOCAL_MAX_AGE_SECONDS = 5.0
+MAX_AGE_SECONDS = 300.0
+
+# aws.model_prefix "auto": the geography of the configured region. Regions outside these
+# geographies get the global profile, which Bedrock offers from most regions.
+_GEOGRAPHIES = (("us-gov-", "us-gov."), ("us-", "us."), ("eu-", "eu."), ("ap-", "apac."))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One active alias as the hot path and GET /v1/models see it."""
+
+    id: int
+    anthropic_name: str
+    bedrock_model_id: str
+    display_name: str
+    released_at: date | None
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    by_name: dict[str, ModelEntry]
+    version: object
+    loaded_at: float
+
+
+class _State:
+    snapshot: _Snapshot | None = None
+    checked_at: float = 0.0
+
+
+_state = _State()
+
+
+def model_prefix(*, setting: str, region: str) -> str:
+    """The inference-profile prefix ("us.", "global.", "") for aws.model_prefix and region."""
+    value = setting.strip().rstrip(".")
+    if value == "auto":
+        for region_start, prefix in _GEOGRAPHIES:
+            if region.startswith(region_start):
+                return prefix
+        return "global."
+    if value in ("none", ""):
+        return ""
+    return f"{value}."
+
+
+def is_bedrock_id(name: str) -> bool:
+    """Whether a requested model is already a Bedrock id or ARN (used as it is)."""
+    return "anthropic." in name or name.startswith("arn:")
+
+
+def profile_id(bedrock_model_id: str) -> str:
+    """A stored base id with the configured prefix; profile ids and ARNs are left as they are."""
+    if not bedrock_model_id.startswith("anthropic."):
+        return bedrock_model_id
+    aws = settings.GATEWAY.aws
+    return model_prefix(setting=aws.model_prefix, region=aws.region) + bedrock_model_id
+
+
+def _max_age() -> float:
+    return LOCAL_MAX_AGE_SECONDS if isinstance(caches["default"], LocMemCache) else MAX_AGE_SECONDS
+
+
+def _needs_check(now: float) -> bool:
+    snapshot = _state.snapshot
+    return (
+        snapshot is None
+        or now - _state.checked_at >= VERSION_CHECK_SECONDS
+        or now - snapshot.loaded_at >= _max_age()
+    )
+
+
+def _load(version: object, now: float) -> _Snapshot:
+    from gateway.models import ModelAlias
+
+    rows = ModelAlias.objects.filter(is_active=True).values_list(
+        "id", "anthropic_name", "bedrock_model_id", "display_name", "released_at"
+    )
+    by_name = {row[1]: ModelEntry(*row) for row in rows}
+    return _Snapshot(by_name=by_name, version=version, loaded_at=now)
+
+
+def _refresh() -> _Snapshot:
+    # Runs at most about once a second per process: a cache read, and a query only on change.
+    now = time.monotonic()
+    version = cache.get(VERSION_KEY)
+    snapshot = _state.snapshot
+    if snapshot is None or snapshot.version != version or now - snapshot.loaded_at >= _max_age():
+        snapshot = _load(version, now)
+        _state.snapshot = snapshot
+    _state.checked_at = now
+    return snapshot
+
+
+def _snapshot() -> _Snapshot:
+    if _needs_check(time.monotonic()):
+        return _refresh()
+    return _state.snapshot
+
+
+async def _asnapshot() -> _Snapshot:
+    if _needs_check(time.monotonic()):
+        return await sync_to_async(_refresh)()
+    return _state.snapshot
+
+
+def _resolve(snapshot: _Snapshot, name: str) -> str | None:
+    if is_bedrock_id(name):
+        return name
+    entry = snapshot.by_name.get(name)
+    return profile_id(entry.bedrock_model_id) if entry else None
+
+
+def resolve_bedrock_model(name: str) -> str | None:
+    """The Bedrock model id to call for an Anthropic model name; None if the name is unknown."""
+    if is_bedrock_id(name):
+        return name
+    return _resolve(_snapshot(), name)
+
+
+async def aresolve_bedrock_model(name: str) -> str | None:
+    """resolve_bedrock_model for async views: touches no database or cache when warm."""
+    if is_bedrock_id(name):
+        return name
+    return _resolve(await _asnapshot(), name)
+
+
+def active_models() -> list[ModelEntry]:
+    """The active aliases, newest entry first."""
+    return sorted(_snapshot().by_name.values(), key=lambda entry: -entry.id)
+
+
+async def aactive_models() -> list[ModelEntry]:
+    """active_models for async views."""
+    return sorted((await _asnapshot()).by_name.values(), key=lambda entry: -entry.id)
+
+
+def model_map_invalidate() -> None:
+    """Call after any change to ModelAlias rows: this process at once, others within seconds."""
+    cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    _state.snapshot = None
