@@ -122,7 +122,7 @@ class Command(BaseCommand):
         common = {
             "app": "config.asgi:application",
             "host": server.host,
-            "lifespan": "off",
+            "lifespan": "on",
             "timeout_graceful_shutdown": server.shutdown_grace_seconds,
             "access_log": False,
         }
