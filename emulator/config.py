@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .errors import BedrockError
@@ -59,16 +59,25 @@ class Knobs:
     stall_after: int = 1  # ... after this many events
 
 
+def _name(value: str) -> str | None:
+    # "none" lets a request switch off an error the server was started with.
+    return None if value.lower() in ("", "none") else value
+
+
+def _count(value: str) -> int | None:
+    return None if value.lower() in ("", "none") else int(value)
+
+
 # header -> (Knobs field, parser)
-KNOB_HEADERS: dict[str, tuple[str, type]] = {
+KNOB_HEADERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "x-emulator-ttfb-ms": ("ttfb_ms", float),
     "x-emulator-tokens-per-second": ("tokens_per_second", float),
     "x-emulator-reply-tokens": ("reply_tokens", int),
-    "x-emulator-error": ("error", str),
+    "x-emulator-error": ("error", _name),
     "x-emulator-error-rate": ("error_rate", float),
-    "x-emulator-stream-error": ("stream_error", str),
+    "x-emulator-stream-error": ("stream_error", _name),
     "x-emulator-stream-error-after": ("stream_error_after", int),
-    "x-emulator-cut-after": ("cut_after", int),
+    "x-emulator-cut-after": ("cut_after", _count),
     "x-emulator-stall-ms": ("stall_ms", float),
     "x-emulator-stall-after": ("stall_after", int),
 }

@@ -232,7 +232,11 @@ def test_cache_is_per_model(client):
 
 def test_one_hour_cache_writes_are_reported_apart(client):
     system = [
-        {"type": "text", "text": "x" * 400 + "1h", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+        {
+            "type": "text",
+            "text": "x" * 400 + "1h",
+            "cache_control": {"type": "ephemeral", "ttl": "1h"},
+        },
         {"type": "text", "text": "y" * 200 + "5m", "cache_control": {"type": "ephemeral"}},
     ]
 

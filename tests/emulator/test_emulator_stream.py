@@ -33,10 +33,14 @@ def request_body(text="Stream this", **extra):
 
 
 def stream(client, body=None, model=MODEL):
-    response = client.invoke_model_with_response_stream(
-        modelId=model, body=body or request_body()
-    )
+    response = client.invoke_model_with_response_stream(modelId=model, body=body or request_body())
     return response, [json.loads(event["chunk"]["bytes"]) for event in response["body"]]
+
+
+def collect(events, into):
+    """Append events to ``into`` until the stream ends or raises."""
+    for event in events:
+        into.append(event)
 
 
 def test_stream_carries_every_anthropic_event_in_order(client):
@@ -80,7 +84,9 @@ def test_stream_carries_every_anthropic_event_in_order(client):
 
 def test_streamed_text_equals_the_invoke_reply(client):
     _, events = stream(client, request_body("same words"))
-    plain = json.loads(client.invoke_model(modelId=MODEL, body=request_body("same words"))["body"].read())
+    plain = json.loads(
+        client.invoke_model(modelId=MODEL, body=request_body("same words"))["body"].read()
+    )
 
     text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
     assert text == plain["content"][0]["text"]
@@ -107,7 +113,9 @@ def test_tool_use_streams_input_json_deltas(client):
 
 
 def test_stream_reports_cache_usage_in_message_start_and_metrics(client):
-    system = [{"type": "text", "text": "stream cache " * 20, "cache_control": {"type": "ephemeral"}}]
+    system = [
+        {"type": "text", "text": "stream cache " * 20, "cache_control": {"type": "ephemeral"}}
+    ]
     body = request_body(system=system)
 
     _, first = stream(client, body)
@@ -138,10 +146,13 @@ def test_mid_stream_exception_frame_raises_in_botocore(emulator, name):
     received = []
 
     with pytest.raises(EventStreamError) as caught:
-        for event in response["body"]:
-            received.append(json.loads(event["chunk"]["bytes"])["type"])
+        collect(response["body"], received)
 
-    assert received == ["message_start", "content_block_start", "content_block_delta"]
+    assert [json.loads(e["chunk"]["bytes"])["type"] for e in received] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+    ]
     assert caught.value.response["Error"]["Code"] == name
     assert caught.value.response["Error"]["Message"]
 
@@ -152,8 +163,7 @@ def test_cut_after_closes_the_connection_mid_stream(emulator):
     received = []
 
     with pytest.raises(Exception):  # noqa: B017, PT011 (urllib3's protocol error, wrapped or not)
-        for event in response["body"]:
-            received.append(event)
+        collect(response["body"], received)
 
     assert len(received) == 2
 
