@@ -43,6 +43,7 @@ class CounterStore(Protocol):
     def incr_many(self, increments: Sequence[Increment]) -> None: ...
     def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, int]]: ...
     def delete(self, keys: Iterable[str]) -> None: ...
+    def replace_many(self, values: Sequence[Increment]) -> None: ...
     def scan(self, prefix: str) -> list[str]: ...
     def ping(self) -> None: ...
     async def aincr_many(self, increments: Sequence[Increment]) -> None: ...
@@ -112,6 +113,19 @@ class RedisStore:
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
+    def replace_many(self, values: Sequence[Increment]) -> None:
+        """Set each hash to exactly `deltas` (absolute values), all keys in one MULTI/EXEC."""
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            for item in values:
+                pipe.delete(item.key)
+                if item.deltas:
+                    pipe.hset(item.key, mapping={k: int(v) for k, v in item.deltas.items()})
+                    pipe.expire(item.key, item.ttl)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
     def delete(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:
@@ -173,6 +187,22 @@ class DatabaseStore:
 
     def delete(self, keys: Iterable[str]) -> None:
         Counter.objects.filter(key__in=list(keys)).delete()
+
+    def replace_many(self, values: Sequence[Increment]) -> None:
+        """Set each hash to exactly `deltas` (absolute values), in one transaction."""
+        now = timezone.now()
+        with transaction.atomic():
+            Counter.objects.filter(key__in=[item.key for item in values]).delete()
+            Counter.objects.bulk_create(
+                Counter(
+                    key=item.key,
+                    field=name,
+                    value=int(value),
+                    expires_at=now + timedelta(seconds=item.ttl),
+                )
+                for item in values
+                for name, value in item.deltas.items()
+            )
 
     def scan(self, prefix: str) -> list[str]:
         rows = Counter.objects.filter(key__startswith=prefix, expires_at__gt=timezone.now())

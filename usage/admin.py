@@ -1,0 +1,64 @@
+from django.contrib import admin
+
+from usage.models import UsageRecord, UsageSummary
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Usage is written by the proxy and the jobs only; admins look, never edit."""
+
+    def has_add_permission(self, request) -> bool:  # noqa: ANN001
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started_at",
+        "user",
+        "model_id",
+        "route",
+        "upstream_status",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cost_micros",
+        "latency_ms",
+        "client_family",
+    ]
+    list_filter = [
+        "base_model_id",
+        "route",
+        "upstream_status",
+        "client_family",
+        "streaming",
+        ("started_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["user__email", "model_id", "request_id", "session_id", "=call_id"]
+    date_hierarchy = "started_at"
+    list_select_related = ["user"]
+    show_full_result_count = False
+
+
+@admin.register(UsageSummary)
+class UsageSummaryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "period_start",
+        "period",
+        "user",
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cost_micros",
+        "unknown_cost_requests",
+    ]
+    list_filter = ["period", ("period_start", admin.DateFieldListFilter)]
+    search_fields = ["user__email"]
+    date_hierarchy = "period_start"
+    list_select_related = ["user"]

@@ -1,0 +1,221 @@
+"""Reads of usage: records for the API, summaries merged from persisted rows and live counters.
+
+See usage.services for why a persisted hour and its live counter are never added together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.utils import timezone
+
+from costs.pricing import price_get
+from usage.models import UsageRecord, UsageSummary
+from usage.services import (
+    RECORD_AGGREGATES,
+    SUMMARY_AGGREGATES,
+    Totals,
+    record_hourly_totals,
+)
+from usage.store import StoreUnavailable, get_store
+from usage.windows import (
+    HOUR,
+    floor_hour,
+    hours_between,
+    live_window_start,
+    period_start,
+    summary_key,
+    summary_key_parse,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def records_query(
+    *,
+    user_id: int | None,
+    model: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    api_key_id: int | None = None,
+    status: int | str | None = None,
+) -> QuerySet[UsageRecord]:
+    """Usage records, newest first with a stable tiebreak; `user_id` None means every user.
+
+    `model` matches the id as called or its base id; `status` is an HTTP status or
+    "success" (2xx) / "error" (anything else).
+    """
+    rows = UsageRecord.objects.select_related("api_key", "user")
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    if model:
+        rows = rows.filter(Q(model_id=model) | Q(base_model_id=model))
+    if start is not None:
+        rows = rows.filter(started_at__gte=start)
+    if end is not None:
+        rows = rows.filter(started_at__lt=end)
+    if api_key_id is not None:
+        rows = rows.filter(api_key_id=api_key_id)
+    if status == "success":
+        rows = rows.filter(upstream_status__gte=200, upstream_status__lt=300)
+    elif status == "error":
+        rows = rows.exclude(upstream_status__gte=200, upstream_status__lt=300)
+    elif status is not None:
+        rows = rows.filter(upstream_status=status)
+    return rows.order_by("-started_at", "-id")
+
+
+def hourly_totals_merged(
+    *, start: datetime, end: datetime, user_id: int | None = None, now: datetime | None = None
+) -> dict[tuple[int, datetime], Totals]:
+    """Per (user, hour) totals of the hours in the live window: persisted rows, else live keys.
+
+    Only hours whose live key may still exist are looked at (the rest are persisted rows,
+    read by the caller in bulk). If the store cannot be reached, the hours not yet persisted
+    are computed from the records instead, so figures are never stale.
+    """
+    now = now or timezone.now()
+    window_start = max(start, live_window_start(now))
+    window_end = min(end, floor_hour(now) + HOUR)
+    if window_start >= window_end:
+        return {}
+    persisted_rows = UsageSummary.objects.filter(
+        period="hourly", period_start__gte=window_start, period_start__lt=window_end
+    )
+    if user_id is not None:
+        persisted_rows = persisted_rows.filter(user_id=user_id)
+    merged = {
+        (row.user_id, row.period_start): Totals.from_mapping(row.__dict__) for row in persisted_rows
+    }
+    store = get_store()
+    try:
+        if user_id is not None:
+            keys = [summary_key(user_id, h) for h in hours_between(window_start, window_end)]
+        else:
+            keys = store.scan(settings.GATEWAY.redis.usage_summary_prefix)
+        live = store.get_many(keys)
+    except StoreUnavailable:
+        logger.warning("counter store unavailable; live hours computed from records")
+        for slot, totals in record_hourly_totals(
+            start=window_start, end=window_end, user_id=user_id
+        ).items():
+            merged.setdefault(slot, totals)
+        return merged
+    for key, values in live.items():
+        parsed = summary_key_parse(key)
+        if not parsed or not values or not (window_start <= parsed[1] < window_end):
+            continue
+        # Persisted wins: a live key of a persisted hour is already counted in the row.
+        merged.setdefault(parsed, Totals.from_mapping(values))
+    return merged
+
+
+def _iter_totals(rows: Iterable[Mapping]) -> Iterable[tuple[Mapping, Totals]]:
+    for row in rows:
+        yield row, Totals.from_mapping(row)
+
+
+def summary_buckets(
+    *,
+    start: datetime,
+    end: datetime,
+    bucket: str,
+    user_id: int | None = None,
+    now: datetime | None = None,
+) -> dict[datetime, Totals]:
+    """Totals per `bucket` window (hourly/daily/weekly/monthly) over [start, end).
+
+    Persisted hourly rows before the live window, plus the merged live window (persisted rows
+    or live counters, never both).
+    """
+    now = now or timezone.now()
+    cut = max(start, min(end, live_window_start(now)))
+    buckets: dict[datetime, Totals] = defaultdict(Totals)
+    if start < cut:
+        rows = UsageSummary.objects.filter(
+            period="hourly", period_start__gte=start, period_start__lt=cut
+        )
+        if user_id is not None:
+            rows = rows.filter(user_id=user_id)
+        for row in rows.values("period_start").annotate(**SUMMARY_AGGREGATES):
+            key = period_start(bucket, row["period_start"])
+            buckets[key] = buckets[key] + Totals.from_mapping(row)
+    merged = hourly_totals_merged(start=cut, end=end, user_id=user_id, now=now)
+    for (_user, hour), totals in merged.items():
+        key = period_start(bucket, hour)
+        buckets[key] = buckets[key] + totals
+    return dict(sorted(buckets.items()))
+
+
+def record_breakdown(
+    *, start: datetime, end: datetime, by: str, user_id: int | None = None
+) -> list[tuple[str, Totals]]:
+    """Totals per value of a record column (`base_model_id`, `client_family`) in [start, end)."""
+    rows = UsageRecord.objects.filter(started_at__gte=start, started_at__lt=end)
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    rows = rows.values(by).annotate(**RECORD_AGGREGATES).order_by(by)
+    return [(row[by], totals) for row, totals in _iter_totals(rows)]
+
+
+def unpriced_models(*, now: datetime | None = None) -> list[dict]:
+    """Models seen in records with an unknown cost, and whether a price is known for them now."""
+    now = now or timezone.now()
+    rows = (
+        UsageRecord.objects.filter(cost_micros__isnull=True)
+        .values("base_model_id")
+        .annotate(
+            requests=Count("id"),
+            first_seen=Min("started_at"),
+            last_seen=Max("started_at"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+        )
+        .order_by("base_model_id")
+    )
+    return [
+        {**row, "priced_now": price_get(model_id=row["base_model_id"], at=now) is not None}
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A range's totals with their breakdowns (periods from summaries, the rest from records)."""
+
+    start: datetime
+    end: datetime
+    totals: Totals
+    by_period: list[tuple[datetime, Totals]]
+    by_model: list[tuple[str, Totals]]
+    by_client: list[tuple[str, Totals]]
+
+
+_BUCKETS = {"hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly"}
+
+
+def usage_summary(
+    *, user_id: int | None, start: datetime, end: datetime, group_by: str = "day"
+) -> Summary:
+    """Summary of [start, end) (hour-aligned) for one user, or all users when `user_id` is None.
+
+    Totals and periods come from persisted hourly rows merged with the live counters (current
+    and recent hours), so they are up to the second; per-model and per-client breakdowns
+    come from the records.
+    """
+    buckets = summary_buckets(start=start, end=end, bucket=_BUCKETS[group_by], user_id=user_id)
+    totals = sum(buckets.values(), Totals())
+    return Summary(
+        start=start,
+        end=end,
+        totals=totals,
+        by_period=list(buckets.items()),
+        by_model=record_breakdown(start=start, end=end, by="base_model_id", user_id=user_id),
+        by_client=record_breakdown(start=start, end=end, by="client_family", user_id=user_id),
+    )

@@ -1,0 +1,468 @@
+"""Usage metering: record each call, keep live hourly counters, persist and roll up summaries.
+
+Windows and double counting. A call counts in the hour where it started. For each (user,
+hour) there are up to two figures: the live counter in the store and the persisted hourly
+`UsageSummary` row. Readers use the persisted row when there is one and the live counter
+otherwise ("persisted wins"), so the two are never added together. The hourly job computes
+each completed hour from the usage records (absolute values, so running it twice or
+concurrently writes the same rows), upserts it, and only then deletes the live keys: a crash
+between the two steps leaves a key that readers ignore and the next run deletes. A call
+recorded after its hour was persisted (a stream from 10:59 to 11:06 recorded at 11:06, after
+the 11:05 job) adds itself to the persisted rows in the transaction that inserts it instead
+of to a live key; the job also recomputes the last few hours on every run, so a call that
+raced the job is folded in at the next run at the latest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from costs.pricing import Usage, call_cost_micros, model_base_id
+from usage.models import UsageRecord, UsageSummary
+from usage.store import DatabaseStore, Increment, get_store
+from usage.windows import (
+    HOUR,
+    ceil_hour,
+    floor_hour,
+    period_end,
+    period_start,
+    summary_key,
+    summary_key_parse,
+)
+
+logger = logging.getLogger(__name__)
+
+# Recompute this many completed hours on every hourly run (late and raced records).
+PERSIST_LOOKBACK_HOURS = 3
+
+
+@dataclass(frozen=True)
+class Totals:
+    """A user's (or everyone's) usage over some window; money in micro-dollars."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_micros: int = 0  # of the calls with a known price
+    unknown_cost_requests: int = 0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(**{f: getattr(self, f) + getattr(other, f) for f in TOTAL_FIELDS})
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, int | None]) -> Totals:
+        return cls(**{f: int(values.get(f) or 0) for f in TOTAL_FIELDS})
+
+    def as_dict(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in TOTAL_FIELDS}
+
+
+TOTAL_FIELDS = tuple(f.name for f in fields(Totals))
+
+# Aggregates of UsageRecord rows into Totals' fields.
+RECORD_AGGREGATES = {
+    "requests": Count("id"),
+    "input_tokens": Sum("input_tokens"),
+    "output_tokens": Sum("output_tokens"),
+    "cache_write_tokens": Sum(F("cache_write_5m_tokens") + F("cache_write_1h_tokens")),
+    "cache_read_tokens": Sum("cache_read_tokens"),
+    "cost_micros": Sum("cost_micros"),
+    "unknown_cost_requests": Count("id", filter=Q(cost_micros__isnull=True)),
+}
+SUMMARY_AGGREGATES = {f: Sum(f) for f in TOTAL_FIELDS}
+
+
+# --- Attribution ----------------------------------------------------------------------------
+
+# (pattern on the User-Agent, family). First match wins; the set is closed so that the column
+# stays groupable.
+_FAMILIES = [
+    (re.compile(r"^claude-cli/"), "claude-cli"),
+    (re.compile(r"^claude-code/"), "claude-cli"),
+    (re.compile(r"^(Async)?Anthropic\w*/Python"), "Anthropic/Python"),
+    (re.compile(r"^(Async)?Anthropic\w*/JS"), "Anthropic/JS"),
+    (re.compile(r"^Boto3/"), "Boto3"),
+    (re.compile(r"^Botocore/"), "Botocore"),
+    (re.compile(r"^aws-cli/"), "aws-cli"),
+    (re.compile(r"^aws-sdk-js"), "aws-sdk-js"),
+    (re.compile(r"^curl/"), "curl"),
+    (re.compile(r"^python-httpx/"), "httpx"),
+    (re.compile(r"^python-requests/"), "requests"),
+]
+
+
+def client_family(user_agent: str) -> str:
+    """The client family from a User-Agent (`claude-cli`, `Anthropic/Python`, `Boto3`, ...)."""
+    agent = (user_agent or "").strip()
+    for pattern, family in _FAMILIES:
+        if pattern.search(agent):
+            return family
+    return "other"
+
+
+# --- Recording ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What the proxy knows about one call that reached the upstream."""
+
+    call_id: uuid.UUID
+    user_id: int
+    api_key_id: int | None
+    auth_kind: str
+    model_id: str
+    route: str
+    streaming: bool
+    usage: Usage
+    upstream_status: int
+    error_type: str | None
+    latency_ms: int
+    ttfb_ms: int | None
+    request_id: str
+    started_at: datetime
+    client_family: str
+    session_id: str | None
+
+
+def _record_totals(record: UsageRecord) -> Totals:
+    return Totals(
+        requests=1,
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cache_write_tokens=record.cache_write_tokens,
+        cache_read_tokens=record.cache_read_tokens,
+        cost_micros=record.cost_micros or 0,
+        unknown_cost_requests=1 if record.cost_micros is None else 0,
+    )
+
+
+def _persisted_rows_add(*, user_id: int, started_at: datetime, totals: Totals) -> bool:
+    """Add a late call to the persisted rows covering it; False if its hour is not persisted."""
+    increments = {f: F(f) + v for f, v in totals.as_dict().items()}
+    hourly = UsageSummary.objects.filter(
+        user_id=user_id, period="hourly", period_start=floor_hour(started_at)
+    )
+    if not hourly.update(**increments):
+        return False
+    coarser = Q()
+    for period in ("daily", "weekly", "monthly"):
+        coarser |= Q(period=period, period_start=period_start(period, started_at))
+    UsageSummary.objects.filter(coarser, user_id=user_id).update(**increments)
+    return True
+
+
+def usage_record(*, call: CallRecord) -> UsageRecord | None:
+    """Record one call and count it in its start hour; None if `call_id` was already recorded.
+
+    The row is the source of truth; the live counter is updated only when the row was inserted
+    (so a retried recording never counts twice). A counter failure is logged, not raised: the
+    hourly job and `usage_rebuild` recompute from the rows.
+    """
+    usage = call.usage
+    base_id, _scope = model_base_id(call.model_id)
+    record = UsageRecord(
+        call_id=call.call_id,
+        user_id=call.user_id,
+        api_key_id=call.api_key_id,
+        auth_kind=call.auth_kind,
+        model_id=call.model_id,
+        base_model_id=base_id,
+        route=call.route,
+        streaming=call.streaming,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_write_5m_tokens=usage.cache_write_5m_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cost_micros=call_cost_micros(
+            model_id=call.model_id,
+            usage=usage,
+            at=call.started_at,
+            region=settings.GATEWAY.aws.region,
+        ),
+        upstream_status=call.upstream_status,
+        error_type=call.error_type,
+        latency_ms=max(0, call.latency_ms),
+        ttfb_ms=None if call.ttfb_ms is None else max(0, call.ttfb_ms),
+        request_id=call.request_id or "",
+        client_family=call.client_family,
+        session_id=call.session_id,
+        started_at=call.started_at,
+    )
+    totals = _record_totals(record)
+    # Only a call recorded after its start hour ended can find that hour persisted.
+    late = floor_hour(timezone.now()) > floor_hour(call.started_at)
+    try:
+        with transaction.atomic():
+            record.save(force_insert=True)
+            folded = late and _persisted_rows_add(
+                user_id=call.user_id, started_at=call.started_at, totals=totals
+            )
+    except IntegrityError:
+        if UsageRecord.objects.filter(call_id=call.call_id).exists():
+            return None
+        raise
+    if not folded:
+        _live_add(user_id=call.user_id, hour=floor_hour(call.started_at), totals=totals)
+    return record
+
+
+def _live_add(*, user_id: int, hour: datetime, totals: Totals) -> None:
+    increment = Increment(
+        key=summary_key(user_id, hour),
+        deltas=totals.as_dict(),
+        ttl=settings.GATEWAY.redis.hourly_summary_ttl,
+    )
+    try:
+        get_store().incr_many([increment])
+    except Exception:
+        # Any failure of the store, not only StoreUnavailable: the row stands, and the hourly
+        # job recomputes this hour from the rows.
+        logger.exception("live usage counter update failed for %s", increment.key)
+
+
+async def ausage_record(*, call: CallRecord) -> None:
+    """`usage_record` for async callers (the proxy), off the event loop."""
+    await sync_to_async(usage_record, thread_sensitive=False)(call=call)
+
+
+# --- Aggregates from records ----------------------------------------------------------------
+
+
+def record_hourly_totals(
+    *, start: datetime, end: datetime, user_id: int | None = None
+) -> dict[tuple[int, datetime], Totals]:
+    """Per (user, hour) totals of the records that started in [start, end)."""
+    rows = UsageRecord.objects.filter(started_at__gte=start, started_at__lt=end)
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    rows = (
+        rows.annotate(hour=TruncHour("started_at"))
+        .values("user_id", "hour")
+        .annotate(**RECORD_AGGREGATES)
+        .order_by("user_id", "hour")
+    )
+    return {(row["user_id"], floor_hour(row["hour"])): Totals.from_mapping(row) for row in rows}
+
+
+def usage_totals(*, user_id: int, start: datetime, end: datetime) -> Totals:
+    """One user's totals over [start, end) straight from the records (e.g. to rebuild caps)."""
+    row = UsageRecord.objects.filter(
+        user_id=user_id, started_at__gte=start, started_at__lt=end
+    ).aggregate(**RECORD_AGGREGATES)
+    return Totals.from_mapping(row)
+
+
+def _summaries_upsert(
+    *, period: str, totals: Mapping[tuple[int, datetime], Totals], exact_range: tuple | None
+) -> int:
+    """Write absolute totals per (user, period start); with `exact_range`, drop rows outside."""
+    rows = [
+        UsageSummary(user_id=user_id, period=period, period_start=start, **t.as_dict())
+        for (user_id, start), t in sorted(totals.items())
+    ]
+    with transaction.atomic():
+        if rows:
+            UsageSummary.objects.bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=["user", "period", "period_start"],
+                update_fields=[*TOTAL_FIELDS, "updated_at"],
+            )
+        if exact_range is not None:
+            stale = [
+                pk
+                for pk, user_id, start in UsageSummary.objects.filter(
+                    period=period,
+                    period_start__gte=exact_range[0],
+                    period_start__lt=exact_range[1],
+                ).values_list("id", "user_id", "period_start")
+                if (user_id, start) not in totals
+            ]
+            UsageSummary.objects.filter(id__in=stale).delete()
+    return len(rows)
+
+
+def summary_hours_write(*, start: datetime, end: datetime, exact: bool = False) -> int:
+    """Persist the hours in [start, end) from the records (absolute values; idempotent).
+
+    `exact` also removes hourly rows in the range that no record supports (for rebuilds).
+    """
+    totals = record_hourly_totals(start=start, end=end)
+    return _summaries_upsert(
+        period="hourly", totals=totals, exact_range=(start, end) if exact else None
+    )
+
+
+# --- Jobs -----------------------------------------------------------------------------------
+
+
+def summary_persist_hours(*, now: datetime | None = None) -> int:
+    """The hourly job: persist completed hours, then delete their live keys; rows written.
+
+    Persists the last PERSIST_LOOKBACK_HOURS completed hours and every completed hour that
+    still has a live key (so a job that was down for a while catches up within the keys' TTL).
+    """
+    now = now or timezone.now()
+    current = floor_hour(now)
+    store = get_store()
+    done_keys: list[str] = []
+    oldest = current - PERSIST_LOOKBACK_HOURS * HOUR
+    for key in store.scan(settings.GATEWAY.redis.usage_summary_prefix):
+        parsed = summary_key_parse(key)
+        if parsed and parsed[1] < current:
+            done_keys.append(key)
+            oldest = min(oldest, parsed[1])
+    written = summary_hours_write(start=oldest, end=current)
+    # Only after the rows are committed: a crash before this line leaves keys readers ignore.
+    store.delete(done_keys)
+    return written
+
+
+def summary_rollup(*, period: str, start: datetime, now: datetime | None = None) -> int:
+    """Build the daily/weekly/monthly rows of the window at `start` from hourly rows.
+
+    Persists the window's completed hours first (the daily job at 00:01 runs before the hourly
+    job has persisted 23:00). Absolute values: running it again gives the same rows.
+    """
+    if period not in ("daily", "weekly", "monthly"):
+        raise ValueError(f"cannot roll up period {period!r}")
+    now = now or timezone.now()
+    start = period_start(period, start)
+    end = period_end(period, start)
+    summary_hours_write(start=start, end=min(end, floor_hour(now)))
+    rows = (
+        UsageSummary.objects.filter(period="hourly", period_start__gte=start, period_start__lt=end)
+        .values("user_id")
+        .annotate(**SUMMARY_AGGREGATES)
+        .order_by("user_id")
+    )
+    totals = {(row["user_id"], start): Totals.from_mapping(row) for row in rows}
+    return _summaries_upsert(period=period, totals=totals, exact_range=(start, start + HOUR))
+
+
+def summary_rollup_previous(*, period: str, now: datetime | None = None) -> int:
+    """Roll up the last completed `period` window (what the scheduled jobs run)."""
+    now = now or timezone.now()
+    current = period_start(period, now)
+    previous = period_start(period, current - timedelta(seconds=1))
+    return summary_rollup(period=period, start=previous, now=now)
+
+
+def counters_sweep() -> int:
+    """Delete expired rows of the embedded store; 0 with Redis (it expires keys itself)."""
+    store = get_store()
+    return store.sweep() if isinstance(store, DatabaseStore) else 0
+
+
+# name -> (task, kwargs, crontab: minute, hour, day_of_week, day_of_month)
+SCHEDULES = {
+    "usage: persist completed hours": ("usage.persist_hours", {}, ("5", "*", "*", "*")),
+    "usage: daily summaries": ("usage.rollup", {"period": "daily"}, ("1", "0", "*", "*")),
+    "usage: weekly summaries": ("usage.rollup", {"period": "weekly"}, ("5", "0", "1", "*")),
+    "usage: monthly summaries": ("usage.rollup", {"period": "monthly"}, ("10", "0", "*", "1")),
+    "usage: sweep expired counters": ("usage.sweep_counters", {}, ("*/15", "*", "*", "*")),
+}
+
+
+def schedules_install(*, apps=None) -> int:  # noqa: ANN001 (a migration's app registry)
+    """Register the usage jobs in django-celery-beat; existing entries (maybe edited) are kept.
+
+    Returns how many were created. `apps` is a migration's registry when run from one.
+    """
+    if apps is None:
+        from django_celery_beat.models import CrontabSchedule, PeriodicTask
+    else:
+        CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")  # noqa: N806
+        PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")  # noqa: N806
+    created = 0
+    for name, (task, kwargs, (minute, hour, day_of_week, day_of_month)) in SCHEDULES.items():
+        if PeriodicTask.objects.filter(name=name).exists():
+            continue
+        crontab, _ = CrontabSchedule.objects.get_or_create(
+            minute=minute,
+            hour=hour,
+            day_of_week=day_of_week,
+            day_of_month=day_of_month,
+            month_of_year="*",
+            timezone="UTC",
+        )
+        PeriodicTask.objects.create(
+            name=name, task=task, crontab=crontab, kwargs=json.dumps(kwargs)
+        )
+        created += 1
+    return created
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    hourly_rows: int
+    rollup_rows: int
+    live_keys: int
+
+
+def usage_rebuild(*, start: datetime, end: datetime, now: datetime | None = None) -> RebuildResult:
+    """Recompute summaries and live counters of [start, end) from the records.
+
+    Completed hours become exact hourly rows (their live keys are deleted); the daily, weekly
+    and monthly windows that the range touches and that are over are rolled up again; the
+    current hour's live counters are set to the records' totals. So losing the store loses
+    nothing. Calls recorded while the current hour is rebuilt may be missing from its live
+    counter until the hour is persisted (from the records) by the hourly job.
+    """
+    now = now or timezone.now()
+    current = floor_hour(now)
+    start = floor_hour(start)
+    end = min(ceil_hour(end), current + HOUR)
+    completed_end = min(end, current)
+    hourly_rows = 0
+    if start < completed_end:
+        hourly_rows = summary_hours_write(start=start, end=completed_end, exact=True)
+    rollup_rows = 0
+    for period in ("daily", "weekly", "monthly"):
+        window = period_start(period, start)
+        while window < completed_end:
+            window_end = period_end(period, window)
+            if window_end <= current:
+                rollup_rows += summary_rollup(period=period, start=window, now=now)
+            window = window_end
+    live_keys = _live_rebuild(start=start, end=end, current=current, now=now)
+    return RebuildResult(hourly_rows=hourly_rows, rollup_rows=rollup_rows, live_keys=live_keys)
+
+
+def _live_rebuild(*, start: datetime, end: datetime, current: datetime, now: datetime) -> int:
+    store = get_store()
+    in_range = []
+    for key in store.scan(settings.GATEWAY.redis.usage_summary_prefix):
+        parsed = summary_key_parse(key)
+        if parsed and start <= parsed[1] < end:
+            in_range.append(key)
+    # Completed hours are persisted rows now; the current hour's keys are set afresh.
+    store.delete(in_range)
+    if not (start <= current < end):
+        return 0
+    ttl = settings.GATEWAY.redis.hourly_summary_ttl
+    totals = record_hourly_totals(start=current, end=current + HOUR)
+    values = [
+        Increment(key=summary_key(user_id, hour), deltas=t.as_dict(), ttl=ttl)
+        for (user_id, hour), t in totals.items()
+    ]
+    if values:
+        store.replace_many(values)
+    return len(values)
