@@ -1,0 +1,388 @@
+"""Cost arithmetic and price lookup: pure integer arithmetic over an in-memory price table.
+
+Units. A rate is integer micro-dollars per million tokens (USD/Mtok x 1e6: $3/Mtok is
+3_000_000). A call's cost is ``sum(tokens x rate) // 1_000_000`` micro-dollars, computed ONCE
+over the whole call (all five token kinds, then the long-prompt multiplier as an exact
+fraction): the floor of the exact total, so at most 1 micro-dollar below the exact value per
+call, never below zero, never float.
+
+Lookup. Prices are keyed by the base Bedrock model id (`model_base_id` strips an ARN and a
+cross-region prefix such as ``us.`` or ``global.``). Among the rows of that model in force at the
+call's time (the latest ``effective_from`` <= ``at``, so a price change never rewrites history),
+the most specific applicable row wins: region and scope > region > scope > generic. A row with a
+scope applies only to calls through a profile of that scope; a row with a region only to calls
+served from that AWS region.
+
+Cache. All rows live in one per-process table (a few hundred rows at most), so a lookup is a
+dict access and no I/O. The table is checked at most every ``RECHECK_SECONDS`` (1 s) against a
+version: a token in Django's cache when it is shared between processes (Redis), else - and
+whenever the cache fails - a fingerprint of the table read from the database (one aggregate
+query). A write in this process drops the table at once (``price_cache_invalidate``, wired to
+ModelPrice's save/delete signals); after its commit the shared token is bumped, so other
+processes see the change within ``RECHECK_SECONDS``. A table read by a connection that holds an
+uncommitted price write is used for that lookup but not kept, so a rollback leaves nothing stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from urllib.parse import unquote
+
+from asgiref.sync import sync_to_async
+from django.core.cache import caches
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+MICROS = 1_000_000
+RECHECK_SECONDS = 1.0
+VERSION_KEY = "costs:price_table_version"
+
+# Cross-region inference profile prefixes; a price row's `scope` is one of these.
+SCOPES = ("global", "us", "us-gov", "eu", "apac", "jp", "au", "ca")
+
+# "anthropic.claude-opus-5-5" -> opus; "anthropic.claude-3-5-haiku-20241022-v1:0" -> haiku.
+_FAMILY_RE = re.compile(r"claude-(?:[\d-]+)?([a-z]+)")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call (or a sum of calls)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Input + cache reads + cache writes: what a long-prompt tier is measured on."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def cap_tokens(self) -> int:
+        """Tokens counted by caps: input + output + cache writes (cache reads count toward cost
+        only, DESIGN "Tokens in caps")."""
+        return self.input_tokens + self.output_tokens + self.cache_write_tokens
+
+    def __add__(self, other: object) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_write_5m_tokens=self.cache_write_5m_tokens + other.cache_write_5m_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class Price:
+    """One price row as the hot path sees it; rates in micro-dollars per million tokens."""
+
+    model_id: str
+    scope: str
+    region: str
+    input: int
+    output: int
+    cache_write_5m: int
+    cache_write_1h: int
+    cache_read: int
+    effective_from: datetime
+    long_prompt_threshold_tokens: int | None = None
+    long_prompt_multiplier: Decimal | None = None
+
+    def cost_micros(self, usage: Usage) -> int:
+        """Cost of one call at this price (floor of the exact total, see module docstring)."""
+        total = (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_write_5m_tokens * self.cache_write_5m
+            + usage.cache_write_1h_tokens * self.cache_write_1h
+            + usage.cache_read_tokens * self.cache_read
+        )
+        if (
+            self.long_prompt_threshold_tokens is not None
+            and self.long_prompt_multiplier is not None
+            and usage.prompt_tokens > self.long_prompt_threshold_tokens
+        ):
+            # Above the threshold every token of the request, output included, costs more.
+            numerator, denominator = self.long_prompt_multiplier.as_integer_ratio()
+            return total * numerator // (MICROS * denominator)
+        return total // MICROS
+
+
+# --- Units -----------------------------------------------------------------------------------
+
+
+def usd_per_mtok_to_micros(value: str | Decimal) -> int:
+    """'3.75' (USD per million tokens) -> 3_750_000; ValueError unless exact and >= 0."""
+    return _decimal_to_micros(value, scale=MICROS)
+
+
+def usd_per_ktok_to_micros(value: str | Decimal) -> int:
+    """'0.003' (USD per thousand tokens, the Rust original's unit) -> 3_000_000 per Mtok."""
+    return _decimal_to_micros(value, scale=1000 * MICROS)
+
+
+def micros_to_usd_per_mtok(micros: int) -> str:
+    """3_750_000 -> '3.75': the exact decimal string, no trailing zeros."""
+    return format(Decimal(micros).scaleb(-6).normalize(), "f")
+
+
+MAX_RATE_MICROS = 10**12  # $1,000,000 per million tokens: anything above is a typo
+
+
+def _decimal_to_micros(value: str | Decimal, *, scale: int) -> int:
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal number") from None
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite number")
+    if number < 0:
+        raise ValueError("must not be negative")
+    micros = number * scale
+    if micros != micros.to_integral_value():
+        raise ValueError(f"{value} is not a whole number of micro-dollars per million tokens")
+    if micros > MAX_RATE_MICROS:
+        raise ValueError("is implausibly large (over $1,000,000 per million tokens)")
+    return int(micros)
+
+
+# --- Model ids -------------------------------------------------------------------------------
+
+
+def model_base_id(model_id: str) -> tuple[str, str | None]:
+    """(base Bedrock model id, inference scope) — strips an ARN (URL-decoded or not) and a
+    cross-region prefix: "us.anthropic.claude-opus-5-5" -> ("anthropic.claude-opus-5-5", "us");
+    "global.anthropic..." -> (..., "global"); plain id -> (id, None)."""
+    text = unquote(model_id.strip())
+    if text.startswith("arn:"):
+        # arn:aws:bedrock:us-east-1:123:inference-profile/us.anthropic.claude-...;
+        # ...::foundation-model/anthropic.claude-...
+        text = text.rsplit("/", 1)[-1]
+    head, dot, rest = text.partition(".")
+    if dot and head in SCOPES and rest:
+        return rest, head
+    return text, None
+
+
+def model_family(model_id: str) -> str | None:
+    """'opus', 'sonnet', 'haiku', 'fable', ... or None for a non-Claude id."""
+    match = _FAMILY_RE.search(model_base_id(model_id)[0])
+    return match.group(1) if match else None
+
+
+# --- The table -------------------------------------------------------------------------------
+
+
+@dataclass
+class PriceTable:
+    """All price rows by base model id, with the version they were loaded at."""
+
+    rows: dict[str, tuple[Price, ...]]
+    version: object = None
+    checked_at: float = field(default=0.0)
+
+    def resolve(
+        self, *, base_id: str, scope: str | None, region: str | None, at: datetime
+    ) -> Price | None:
+        """The most specific row in force at `at` (see module docstring)."""
+        best: Price | None = None
+        best_key: tuple[bool, bool, datetime] | None = None
+        for price in self.rows.get(base_id, ()):
+            if price.effective_from > at:
+                continue
+            if price.scope and price.scope != scope:
+                continue
+            if price.region and price.region != region:
+                continue
+            key = (bool(price.region), bool(price.scope), price.effective_from)
+            if best_key is None or key > best_key:
+                best, best_key = price, key
+        return best
+
+
+_table: PriceTable | None = None
+_load_lock = threading.Lock()
+
+
+def _cache():
+    return caches["default"]
+
+
+def _cache_is_shared() -> bool:
+    module = type(_cache()).__module__
+    return not module.startswith(
+        ("django.core.cache.backends.locmem", "django.core.cache.backends.dummy")
+    )
+
+
+def _read_version() -> object:
+    if _cache_is_shared():
+        try:
+            token = _cache().get(VERSION_KEY)
+            if token is None:
+                _cache().add(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+                token = _cache().get(VERSION_KEY)
+            if token is not None:
+                return ("cache", token)
+        except Exception:
+            logger.warning("price cache unavailable; checking prices in the database")
+    return ("db", _db_fingerprint())
+
+
+def _db_fingerprint() -> tuple:
+    from django.db.models import Count, Max
+
+    from costs.models import ModelPrice
+
+    agg = ModelPrice.objects.aggregate(n=Count("id"), last=Max("updated_at"), top=Max("id"))
+    return (agg["n"], agg["last"], agg["top"])
+
+
+def _load_rows() -> dict[str, tuple[Price, ...]]:
+    from costs.models import ModelPrice
+
+    rows: dict[str, list[Price]] = {}
+    for row in ModelPrice.objects.all():
+        rows.setdefault(row.model_id, []).append(row.to_price())
+    return {model_id: tuple(prices) for model_id, prices in rows.items()}
+
+
+def _uncommitted_price_write() -> bool:
+    connection = transaction.get_connection()
+    return connection.in_atomic_block and any(
+        entry[1] is _after_commit for entry in connection.run_on_commit
+    )
+
+
+def price_table() -> PriceTable:
+    """The current table: in memory, re-validated at most every RECHECK_SECONDS."""
+    global _table
+    table = _table
+    now = time.monotonic()
+    if table is not None and now - table.checked_at < RECHECK_SECONDS:
+        return table
+    with _load_lock:
+        table = _table
+        version = _read_version()
+        if table is not None and table.version == version:
+            table.checked_at = now
+            return table
+        fresh = PriceTable(rows=_load_rows(), version=version, checked_at=now)
+        if not _uncommitted_price_write():
+            _table = fresh
+        return fresh
+
+
+def price_table_needs_check() -> bool:
+    """True when the next lookup will touch the cache or database (for async callers)."""
+    table = _table
+    return table is None or time.monotonic() - table.checked_at >= RECHECK_SECONDS
+
+
+def price_cache_invalidate() -> None:
+    """Drop this process's table now; bump the shared version once the write commits."""
+    global _table
+    _table = None
+    if not _uncommitted_price_write():
+        transaction.on_commit(_after_commit)
+
+
+def _after_commit() -> None:
+    global _table
+    _table = None
+    if _cache_is_shared():
+        try:
+            _cache().set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        except Exception:
+            # Other processes fall back on the database fingerprint only while the cache is
+            # down; once it is back they compare tokens again and this one is still new to them.
+            logger.warning("price cache unavailable; other processes may see the change late")
+
+
+# --- Lookups ---------------------------------------------------------------------------------
+
+
+def price_get(*, model_id: str, at: datetime, region: str | None = None) -> Price | None:
+    """The price in force for a call to `model_id` (any form: prefixed, ARN) at `at`."""
+    base, scope = model_base_id(model_id)
+    return price_table().resolve(base_id=base, scope=scope, region=region, at=at)
+
+
+def call_cost_micros(
+    *, model_id: str, usage: Usage, at: datetime, region: str | None = None
+) -> int | None:
+    """Cost in integer micro-dollars, or None when no price is known (cost unknown)."""
+    return _call_cost(price_table(), model_id, usage, at, region)
+
+
+def estimate_cost_micros(
+    *, model_id: str, usage: Usage, at: datetime, region: str | None = None
+) -> int:
+    """Like call_cost_micros, but an unknown model is priced at the dearest known price of its
+    family (opus/sonnet/haiku/fable/...; dearest overall if no family matches) — caps use it.
+    With no price at all in the table it is 0."""
+    return _estimate(price_table(), model_id, usage, at, region)
+
+
+async def aprice_table() -> PriceTable:
+    """price_table() for async code: no I/O while warm, a thread hop when a check is due."""
+    table = _table
+    if table is None or time.monotonic() - table.checked_at >= RECHECK_SECONDS:
+        table = await sync_to_async(price_table)()
+    return table
+
+
+async def acall_cost_micros(
+    *, model_id: str, usage: Usage, at: datetime, region: str | None = None
+) -> int | None:
+    """call_cost_micros for async code (the proxy's views)."""
+    return _call_cost(await aprice_table(), model_id, usage, at, region)
+
+
+async def aestimate_cost_micros(
+    *, model_id: str, usage: Usage, at: datetime, region: str | None = None
+) -> int:
+    """estimate_cost_micros for async code (the proxy's views)."""
+    return _estimate(await aprice_table(), model_id, usage, at, region)
+
+
+def _call_cost(
+    table: PriceTable, model_id: str, usage: Usage, at: datetime, region: str | None
+) -> int | None:
+    base, scope = model_base_id(model_id)
+    price = table.resolve(base_id=base, scope=scope, region=region, at=at)
+    return None if price is None else price.cost_micros(usage)
+
+
+def _estimate(
+    table: PriceTable, model_id: str, usage: Usage, at: datetime, region: str | None
+) -> int:
+    base, scope = model_base_id(model_id)
+    price = table.resolve(base_id=base, scope=scope, region=region, at=at)
+    if price is not None:
+        return price.cost_micros(usage)
+    family = model_family(base)
+    candidates = [known for known in table.rows if family and model_family(known) == family]
+    costs = [
+        price.cost_micros(usage)
+        for base_id in candidates or table.rows
+        if (price := table.resolve(base_id=base_id, scope=scope, region=region, at=at))
+    ]
+    return max(costs, default=0)
