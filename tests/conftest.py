@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.fixtures.emulator"]
 
 
 @pytest.fixture(autouse=True)
