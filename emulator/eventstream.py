@@ -213,6 +213,10 @@ def _decode_headers(data: bytes | memoryview) -> dict[str, Any]:
     return headers
 
 
+# A stream repeats a handful of header blocks (chunk, exception types), so they are parsed once.
+_header_cache: dict[bytes, dict[str, Any]] = {}
+
+
 class EventStreamDecoder:
     """Incremental decoder: ``feed(bytes)`` returns the messages completed by those bytes.
 
@@ -256,7 +260,13 @@ class EventStreamDecoder:
                     raise ChecksumMismatch("message CRC32 mismatch")
                 headers_start = offset + _PRELUDE_LENGTH
                 payload_start = headers_start + headers_length
-                headers = _decode_headers(view[headers_start:payload_start])
+                raw_headers = bytes(view[headers_start:payload_start])
+                cached = _header_cache.get(raw_headers)
+                if cached is None:
+                    cached = _decode_headers(raw_headers)
+                    if len(_header_cache) < 256:
+                        _header_cache[raw_headers] = cached
+                headers = dict(cached)
                 payload = bytes(view[payload_start : end - 4])
             finally:
                 view.release()
