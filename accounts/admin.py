@@ -1,7 +1,123 @@
-from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from accounts.models import ApiKey, User
+from accounts.models import ApiKey, AuditEvent, User
+from accounts.services import (
+    Origin,
+    api_key_revoke,
+    user_credentials_invalidate,
+    user_deactivate,
+)
 
-admin.site.register(User, UserAdmin)
-admin.site.register(ApiKey)
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    """Users; deactivating one (or changing the admin flag) takes effect on credentials at once."""
+
+    list_display = ["email", "is_active", "is_staff", "is_superuser", "last_login", "date_joined"]
+    search_fields = ["email", "username", "first_name", "last_name"]
+    ordering = ["email"]
+    fieldsets = (
+        *DjangoUserAdmin.fieldsets,
+        ("Gateway", {"fields": ["admin_from_config", "token_generation"]}),
+    )
+    readonly_fields = ["admin_from_config", "token_generation", "last_login", "date_joined"]
+    actions = ["deactivate"]
+
+    def save_model(self, request, obj: User, form, change: bool) -> None:
+        if change and {"is_staff", "is_superuser"} & set(form.changed_data):
+            # Set by hand: no longer the configuration's to remove.
+            obj.admin_from_config = False
+        super().save_model(request, obj, form, change)
+        if change:
+            user_credentials_invalidate(user_id=obj.pk)
+
+    def delete_model(self, request, obj: User) -> None:
+        user_credentials_invalidate(user_id=obj.pk)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for user_id in queryset.values_list("pk", flat=True):
+            user_credentials_invalidate(user_id=user_id)
+        super().delete_queryset(request, queryset)
+
+    @admin.action(description="Deactivate (keys and tokens stop working at once)")
+    def deactivate(self, request, queryset) -> None:
+        for user in queryset:
+            user_deactivate(user=user, actor=request.user, origin=Origin.of(request))
+        self.message_user(request, f"Deactivated {queryset.count()} user(s).", messages.SUCCESS)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Every user's keys; admins revoke them here. The secret itself is never stored."""
+
+    list_display = ["hint", "name", "user", "status", "created_at", "last_used_at", "expires_at"]
+    list_filter = ["revoked_at", "expires_at"]
+    search_fields = ["name", "prefix", "user__email"]
+    list_select_related = ["user"]
+    readonly_fields = [
+        "user",
+        "prefix",
+        "last_four",
+        "key_hash",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    fields = ["user", "name", "prefix", "last_four", "created_at", "last_used_at", "expires_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        # A key is created by its owner (API or dashboard), who alone sees the secret.
+        return False
+
+    @admin.display(description="Key")
+    def hint(self, obj: ApiKey) -> str:
+        return obj.hint
+
+    @admin.display(description="Status")
+    def status(self, obj: ApiKey) -> str:
+        return obj.status
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset) -> None:
+        count = 0
+        for api_key in queryset:
+            api_key_revoke(api_key=api_key, actor=request.user, origin=Origin.of(request))
+            count += 1
+        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+    def save_model(self, request, obj: ApiKey, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # An edited expiry must be seen by every process's cache.
+        user_credentials_invalidate(user_id=obj.user_id)
+
+    def delete_model(self, request, obj: ApiKey) -> None:
+        api_key_revoke(api_key=obj, actor=request.user, origin=Origin.of(request))
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for api_key in queryset:
+            api_key_revoke(api_key=api_key, actor=request.user, origin=Origin.of(request))
+        super().delete_queryset(request, queryset)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit trail: read-only."""
+
+    list_display = ["created_at", "action", "actor", "target", "ip"]
+    list_filter = ["action"]
+    search_fields = ["target", "actor__email", "ip"]
+    date_hierarchy = "created_at"
+    list_select_related = ["actor"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,8 +1,105 @@
-"""Placeholder until the accounts issue lands its API key / JWT authentication."""
+"""The one authentication layer: the proxy and the management API both come through here.
 
+A credential arrives as ``Authorization: Bearer <X>`` or ``X-API-Key: <X>``. An ``X`` starting
+with the configured prefix (``SSOK_``) is an API key; anything else is tried as a simplejwt
+access token. Every failure raises ``AuthFailed`` with one generic message, so that a client
+never learns which part of a secret was close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from django.conf import settings
+from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from accounts.models import User
+from accounts.services import (
+    GENERIC_AUTH_FAILURE,
+    AuthFailed,
+    Principal,
+    aapi_key_authenticate,
+    ajwt_authenticate,
+    api_key_authenticate,
+    jwt_authenticate,
+)
+
+__all__ = [
+    "AuthFailed",
+    "GatewayAuthentication",
+    "Principal",
+    "aauthenticate_credentials",
+    "authenticate_credentials",
+    "credential_from_headers",
+]
+
+# Far longer than any key or token we issue; a bound before hashing or decoding anything.
+MAX_CREDENTIAL_LENGTH = 4096
+
+
+def credential_from_headers(headers: Mapping[str, str]) -> str:
+    """The credential a request carries, or AuthFailed when it carries none or a malformed one.
+
+    A Bearer ``Authorization`` wins; a non-Bearer one (SigV4 from a client that also sends
+    ``X-API-Key``) gives way to ``X-API-Key``.
+    """
+    authorization = headers.get("Authorization")
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            return _checked(value.strip())
+    api_key = headers.get("X-API-Key")
+    if api_key is not None:
+        return _checked(api_key.strip())
+    raise AuthFailed("malformed authorization header" if authorization else "no credentials")
+
+
+def _checked(value: str) -> str:
+    if not value or len(value) > MAX_CREDENTIAL_LENGTH or any(c.isspace() for c in value):
+        raise AuthFailed("malformed credential")
+    return value
+
+
+def _is_api_key(credential: str) -> bool:
+    return credential.startswith(settings.GATEWAY.auth.api_key_prefix)
+
+
+def authenticate_credentials(headers: Mapping[str, str]) -> Principal:
+    """Who sent these headers; AuthFailed (generic message) for any failure."""
+    credential = credential_from_headers(headers)
+    if _is_api_key(credential):
+        return api_key_authenticate(raw=credential)
+    return jwt_authenticate(raw=credential)
+
+
+async def aauthenticate_credentials(headers: Mapping[str, str]) -> Principal:
+    """Async twin for the proxy: no ORM when warm, and then only in a thread."""
+    credential = credential_from_headers(headers)
+    if _is_api_key(credential):
+        return await aapi_key_authenticate(raw=credential)
+    return await ajwt_authenticate(raw=credential)
 
 
 class GatewayAuthentication(BaseAuthentication):
-    def authenticate(self, request):  # noqa: ANN001, ANN201
-        return None
+    """DRF: API key or JWT from the headers; ``request.auth`` is the Principal.
+
+    A request with neither header is left to the next authenticator (the session), as DRF
+    expects; any credential that is present but not valid is a 401 with the generic message.
+    """
+
+    def authenticate(self, request: Request) -> tuple[User, Principal] | None:
+        headers = request.headers
+        authorization = headers.get("Authorization")
+        if not authorization and headers.get("X-API-Key") is None:
+            return None
+        try:
+            principal = authenticate_credentials(headers)
+            user = User.objects.get(pk=principal.user_id, is_active=True)
+        except (AuthFailed, User.DoesNotExist):
+            raise exceptions.AuthenticationFailed(GENERIC_AUTH_FAILURE) from None
+        return user, principal
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'

@@ -8,6 +8,12 @@ class User(AbstractUser):
     """A person who signs in through SSO; `is_staff` is the gateway's admin flag."""
 
     email = models.EmailField(unique=True)
+    # True when the admin flag came from `auth.admin_emails`: only such a flag is removed when
+    # the e-mail leaves the list. A superuser made by createsuperuser (False here) keeps it.
+    admin_from_config = models.BooleanField(default=False)
+    # Carried in every JWT as the `tgen` claim; sign-out increments it, which rejects every
+    # token issued before (exact, unlike comparing whole-second `iat` with a timestamp).
+    token_generation = models.PositiveIntegerField(default=0)
 
     @property
     def is_admin(self) -> bool:
@@ -48,3 +54,46 @@ class ApiKey(models.Model):
         if self.expires_at and self.expires_at <= timezone.now():
             return "expired"
         return "active"
+
+
+class AuthGeneration(models.Model):
+    """One row whose counter moves on every revocation: per-process caches compare against it.
+
+    On the embedded store each process caches principals in its own memory; reading this one
+    row by primary key on every request is what makes a revocation in one process take effect
+    in all of them at once.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"auth generation {self.value}"
+
+
+class AuditEvent(models.Model):
+    """Who did what to whose credentials, and every sign-in attempt: read-only for admins."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+    )
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=255, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["-created_at"], name="auditevent_created_idx"),
+            models.Index(fields=["action", "-created_at"], name="auditevent_action_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.target}"

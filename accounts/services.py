@@ -1,20 +1,69 @@
-"""API keys and users: creation, hashing, revocation."""
+"""Accounts: API keys, JWTs, sign-in rules, revocation and the audit trail.
+
+Authentication of a credential (``api_key_authenticate``, ``jwt_authenticate`` and their async
+twins) is the proxy's hot path; see ``accounts.credential_cache`` for how a warm one costs no
+database query on Redis and one single-row read on the embedded store.
+"""
+
+from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import string
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.http import HttpRequest
 from django.utils import timezone
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from accounts.models import ApiKey, User
+from accounts.credential_cache import (
+    credentials_invalidate,
+    get_credential_cache,
+    key_entry_name,
+    user_entry_name,
+)
+from accounts.models import ApiKey, AuditEvent, User
+
+logger = logging.getLogger(__name__)
 
 _ALPHABET = string.ascii_letters + string.digits
 KEY_BODY_LENGTH = 32
+# last_used_at is written at most once per this many seconds per key (and process).
+LAST_USED_RESOLUTION_SECONDS = 60
+GENERIC_AUTH_FAILURE = "Invalid or missing credentials."
+TOKEN_GENERATION_CLAIM = "tgen"  # noqa: S105 - a claim name, not a secret
+
+
+class AuthFailed(Exception):
+    """Authentication failed; the message is the same whatever the reason."""
+
+    def __init__(self, reason: str = "") -> None:
+        # The reason is for logs and tests' debugging only, never for the client.
+        super().__init__(GENERIC_AUTH_FAILURE)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who made a request, as the proxy and the management API see it."""
+
+    user_id: int
+    email: str
+    is_admin: bool
+    api_key_id: int | None  # None when authenticated by JWT
+    auth_kind: str  # "api_key" or "jwt"
 
 
 @dataclass(frozen=True)
@@ -23,13 +72,63 @@ class CreatedKey:
     raw: str  # shown to the user once, never stored
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from, for the audit trail."""
+
+    ip: str | None = None
+    user_agent: str = ""
+
+    @classmethod
+    def of(cls, request: HttpRequest | None) -> Origin:
+        if request is None:
+            return cls()
+        # REMOTE_ADDR only: X-Forwarded-For is trivially forged unless a trusted proxy sets it.
+        return cls(
+            ip=request.META.get("REMOTE_ADDR") or None,
+            user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
+        )
+
+
+# --- Audit ------------------------------------------------------------------------------------
+
+
+def audit_record(
+    *,
+    action: str,
+    actor: User | None = None,
+    target: str = "",
+    origin: Origin | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the audit trail (login.success, key.create, token.revoke, ...)."""
+    origin = origin or Origin()
+    return AuditEvent.objects.create(
+        actor=actor if actor is not None and actor.pk else None,
+        action=action,
+        target=target[:255],
+        ip=origin.ip,
+        user_agent=origin.user_agent,
+        detail=detail or {},
+    )
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
 def api_key_hash(raw: str) -> str:
     """Keyed hash of a key: keys are high-entropy, so a fast HMAC is the right tool."""
     secret = settings.SECRET_KEY.encode()
     return hmac.new(secret, raw.encode(), hashlib.sha256).hexdigest()
 
 
-def api_key_create(*, user: User, name: str, expires_at: datetime | None = None) -> CreatedKey:
+def api_key_create(
+    *,
+    user: User,
+    name: str,
+    expires_at: datetime | None = None,
+    origin: Origin | None = None,
+) -> CreatedKey:
     """Create a key for `user`; the returned raw key is the only copy of the secret."""
     prefix = settings.GATEWAY.auth.api_key_prefix
     raw = prefix + "".join(secrets.choice(_ALPHABET) for _ in range(KEY_BODY_LENGTH))
@@ -41,14 +140,344 @@ def api_key_create(*, user: User, name: str, expires_at: datetime | None = None)
         key_hash=api_key_hash(raw),
         expires_at=expires_at,
     )
+    audit_record(
+        action="key.create",
+        actor=user,
+        target=f"key:{api_key.pk}",
+        origin=origin,
+        detail={"hint": api_key.hint, "name": name, "owner": user.email},
+    )
     return CreatedKey(api_key=api_key, raw=raw)
 
 
-def api_key_revoke(*, api_key: ApiKey) -> None:
-    """Revoke a key at once."""
+def api_key_revoke(
+    *, api_key: ApiKey, actor: User | None = None, origin: Origin | None = None
+) -> None:
+    """Revoke a key at once, in every process."""
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+        audit_record(
+            action="key.revoke",
+            actor=actor,
+            target=f"key:{api_key.pk}",
+            origin=origin,
+            detail={"hint": api_key.hint, "owner_id": api_key.user_id},
+        )
+    credentials_invalidate([key_entry_name(api_key.key_hash)])
+
+
+def _entry_ttl(entry: dict[str, Any]) -> int:
+    """Seconds an entry may still live: bounded so that a missed invalidation heals itself."""
+    limit = settings.GATEWAY.auth.credential_cache_seconds
+    return max(1, int(entry["loaded_at"] + limit - time.time()))
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return value.timestamp() if value else None
+
+
+def _key_entry_load(key_hash: str) -> dict[str, Any]:
+    """Read a key and its owner from the database into a cache entry; AuthFailed if unusable."""
+    cache = get_credential_cache()
+    generation = cache.generation()  # before the rows: see credential_cache
+    row = (
+        ApiKey.objects.filter(key_hash=key_hash)
+        .values(
+            "id",
+            "user_id",
+            "revoked_at",
+            "expires_at",
+            "last_used_at",
+            "user__email",
+            "user__is_active",
+            "user__is_staff",
+            "user__is_superuser",
+        )
+        .first()
+    )
+    if row is None:
+        raise AuthFailed("unknown key")
+    if row["revoked_at"] is not None:
+        raise AuthFailed("revoked key")
+    if row["expires_at"] is not None and row["expires_at"] <= timezone.now():
+        raise AuthFailed("expired key")
+    if not row["user__is_active"]:
+        raise AuthFailed("inactive user")
+    entry = {
+        "user_id": row["user_id"],
+        "email": row["user__email"],
+        "is_admin": row["user__is_staff"] or row["user__is_superuser"],
+        "key_id": row["id"],
+        "expires_at": _epoch(row["expires_at"]),
+        "last_used_at": _epoch(row["last_used_at"]),
+        "loaded_at": time.time(),
+        "gen": generation,
+    }
+    cache.set_unless_moved(key_entry_name(key_hash), entry, _entry_ttl(entry))
+    return entry
+
+
+def _key_touch(key_hash: str, entry: dict[str, Any], now: float) -> None:
+    """Record use, at most once per LAST_USED_RESOLUTION_SECONDS (no write per request)."""
+    ApiKey.objects.filter(pk=entry["key_id"]).update(
+        last_used_at=datetime.fromtimestamp(now, tz=UTC)
+    )
+    touched = {**entry, "last_used_at": now}
+    get_credential_cache().set_unless_moved(key_entry_name(key_hash), touched, _entry_ttl(touched))
+
+
+def _key_check(key_hash: str, entry: dict[str, Any], now: float) -> Principal:
+    if entry["expires_at"] is not None and entry["expires_at"] <= now:
+        get_credential_cache().delete([key_entry_name(key_hash)])
+        raise AuthFailed("expired key")
+    return Principal(
+        user_id=entry["user_id"],
+        email=entry["email"],
+        is_admin=entry["is_admin"],
+        api_key_id=entry["key_id"],
+        auth_kind="api_key",
+    )
+
+
+def _needs_touch(entry: dict[str, Any], now: float) -> bool:
+    last = entry["last_used_at"]
+    return last is None or now - last >= LAST_USED_RESOLUTION_SECONDS
+
+
+def api_key_authenticate(*, raw: str) -> Principal:
+    """The principal of an API key; AuthFailed for unknown, revoked or expired keys."""
+    key_hash = api_key_hash(raw)
+    cache = get_credential_cache()
+    entry = cache.get(key_entry_name(key_hash))
+    if entry is not None and cache.checks_generation_on_hit and entry["gen"] != cache.generation():
+        entry = None
+    if entry is None:
+        entry = _key_entry_load(key_hash)
+    now = time.time()
+    principal = _key_check(key_hash, entry, now)
+    if _needs_touch(entry, now):
+        _key_touch(key_hash, entry, now)
+    return principal
+
+
+async def aapi_key_authenticate(*, raw: str) -> Principal:
+    """Async twin of api_key_authenticate: the ORM only on a miss, in a thread."""
+    key_hash = api_key_hash(raw)
+    cache = get_credential_cache()
+    entry = await cache.aget(key_entry_name(key_hash))
+    if (
+        entry is not None
+        and cache.checks_generation_on_hit
+        and entry["gen"] != await cache.ageneration()
+    ):
+        entry = None
+    if entry is None:
+        entry = await sync_to_async(_key_entry_load)(key_hash)
+    now = time.time()
+    principal = _key_check(key_hash, entry, now)
+    if _needs_touch(entry, now):
+        await sync_to_async(_key_touch)(key_hash, entry, now)
+    return principal
+
+
+# --- JWT --------------------------------------------------------------------------------------
+
+
+def token_pair_create(*, user: User) -> dict[str, str]:
+    """A fresh access + refresh pair for `user`, with the gateway's claims."""
+    refresh = RefreshToken.for_user(user)  # recorded as outstanding, so sign-out can revoke it
+    refresh["email"] = user.email
+    refresh["is_admin"] = user.is_admin
+    refresh[TOKEN_GENERATION_CLAIM] = user.token_generation
+    return {"access": str(refresh.access_token), "refresh": str(refresh)}
+
+
+def token_refresh(*, refresh: str) -> dict[str, str]:
+    """Rotate a refresh token: the used one is blacklisted, and only one concurrent use wins."""
+    try:
+        token = RefreshToken(refresh)  # signature, expiry, type and blacklist
+    except TokenError as exc:
+        raise AuthFailed(f"bad refresh token: {exc}") from None
+    user = User.objects.filter(pk=_claim_user_id(token.payload)).first()
+    if user is None or not user.is_active:
+        raise AuthFailed("no active user")
+    if token.payload.get(TOKEN_GENERATION_CLAIM) != user.token_generation:
+        raise AuthFailed("refresh token issued before sign-out")
+    jti = token.payload[jwt_settings.JTI_CLAIM]
+    try:
+        with transaction.atomic():
+            outstanding, _ = OutstandingToken.objects.get_or_create(
+                jti=jti,
+                defaults={
+                    "user": user,
+                    "token": refresh,
+                    "created_at": timezone.now(),
+                    "expires_at": datetime.fromtimestamp(token.payload["exp"], tz=UTC),
+                },
+            )
+            _, created = BlacklistedToken.objects.get_or_create(token=outstanding)
+    except IntegrityError:
+        created = False
+    if not created:
+        raise AuthFailed("refresh token already used")
+    return token_pair_create(user=user)
+
+
+def _claim_user_id(payload: dict[str, Any]) -> int:
+    try:
+        return int(payload[jwt_settings.USER_ID_CLAIM])
+    except (KeyError, TypeError, ValueError):
+        raise AuthFailed("no user id claim") from None
+
+
+def _access_claims(raw: str) -> tuple[int, Any]:
+    try:
+        token = AccessToken(raw)  # signature, expiry and token type ("access")
+    except TokenError as exc:
+        raise AuthFailed(f"bad access token: {exc}") from None
+    return _claim_user_id(token.payload), token.payload.get(TOKEN_GENERATION_CLAIM)
+
+
+def _user_entry_load(user_id: int) -> dict[str, Any]:
+    cache = get_credential_cache()
+    generation = cache.generation()
+    row = (
+        User.objects.filter(pk=user_id)
+        .values("email", "is_active", "is_staff", "is_superuser", "token_generation")
+        .first()
+    )
+    if row is None:
+        raise AuthFailed("unknown user")
+    entry = {
+        "email": row["email"],
+        "is_active": row["is_active"],
+        "is_admin": row["is_staff"] or row["is_superuser"],
+        "token_generation": row["token_generation"],
+        "loaded_at": time.time(),
+        "gen": generation,
+    }
+    cache.set_unless_moved(user_entry_name(user_id), entry, _entry_ttl(entry))
+    return entry
+
+
+def _jwt_check(user_id: int, token_generation: Any, entry: dict[str, Any]) -> Principal:
+    if not entry["is_active"]:
+        raise AuthFailed("inactive user")
+    if token_generation != entry["token_generation"]:
+        raise AuthFailed("token issued before sign-out")
+    return Principal(
+        user_id=user_id,
+        email=entry["email"],
+        is_admin=entry["is_admin"],
+        api_key_id=None,
+        auth_kind="jwt",
+    )
+
+
+def jwt_authenticate(*, raw: str) -> Principal:
+    """The principal of an access token; AuthFailed if invalid, expired or revoked."""
+    user_id, token_generation = _access_claims(raw)
+    cache = get_credential_cache()
+    entry = cache.get(user_entry_name(user_id))
+    if entry is not None and cache.checks_generation_on_hit and entry["gen"] != cache.generation():
+        entry = None
+    if entry is None:
+        entry = _user_entry_load(user_id)
+    return _jwt_check(user_id, token_generation, entry)
+
+
+async def ajwt_authenticate(*, raw: str) -> Principal:
+    """Async twin of jwt_authenticate."""
+    user_id, token_generation = _access_claims(raw)
+    cache = get_credential_cache()
+    entry = await cache.aget(user_entry_name(user_id))
+    if (
+        entry is not None
+        and cache.checks_generation_on_hit
+        and entry["gen"] != await cache.ageneration()
+    ):
+        entry = None
+    if entry is None:
+        entry = await sync_to_async(_user_entry_load)(user_id)
+    return _jwt_check(user_id, token_generation, entry)
+
+
+# --- Users ------------------------------------------------------------------------------------
+
+
+def user_credentials_invalidate(*, user_id: int) -> None:
+    """Forget every cached credential of a user (after deactivation, flag or e-mail changes)."""
+    hashes = ApiKey.objects.filter(user_id=user_id).values_list("key_hash", flat=True)
+    credentials_invalidate([user_entry_name(user_id), *(key_entry_name(h) for h in hashes)])
+
+
+def user_tokens_revoke(
+    *, user: User, actor: User | None = None, origin: Origin | None = None
+) -> int:
+    """Revoke every JWT of `user`: refresh tokens blacklisted, older access tokens rejected."""
+    User.objects.filter(pk=user.pk).update(token_generation=F("token_generation") + 1)
+    user.refresh_from_db(fields=["token_generation"])
+    pending = OutstandingToken.objects.filter(
+        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+    )
+    revoked = BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in pending], ignore_conflicts=True
+    )
+    credentials_invalidate([user_entry_name(user.pk)])
+    audit_record(
+        action="token.revoke",
+        actor=actor or user,
+        target=f"user:{user.pk}",
+        origin=origin,
+        detail={"refresh_tokens": len(revoked)},
+    )
+    return len(revoked)
+
+
+def user_deactivate(*, user: User, actor: User | None = None, origin: Origin | None = None) -> None:
+    """Deactivate a user: their keys and tokens stop working at once."""
+    if user.is_active:
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        audit_record(action="user.deactivate", actor=actor, target=f"user:{user.pk}", origin=origin)
+    user_credentials_invalidate(user_id=user.pk)
+
+
+def email_domain_allowed(email: str) -> bool:
+    """Whether `auth.allowed_email_domains` (empty: any) lets this e-mail sign in."""
+    allowed = {d.lower().lstrip("@") for d in settings.GATEWAY.auth.allowed_email_domains}
+    if not allowed:
+        return True
+    return email.rpartition("@")[2].lower() in allowed
+
+
+def user_admin_flag_apply(*, user: User) -> bool:
+    """Apply `auth.admin_emails` at sign-in; True if the flag changed.
+
+    Listed e-mails get is_staff and is_superuser. The flag is removed again only if it came
+    from the list (`admin_from_config`) and the e-mail is no longer listed: an administrator
+    made by createsuperuser or by hand in Django admin is never demoted by configuration.
+    """
+    listed = user.email.lower() in {e.strip().lower() for e in settings.GATEWAY.auth.admin_emails}
+    changed = False
+    if listed and not (user.is_staff and user.is_superuser):
+        user.is_staff = user.is_superuser = True
+        user.admin_from_config = True
+        changed = True
+    elif not listed and user.admin_from_config:
+        user.is_staff = user.is_superuser = False
+        user.admin_from_config = False
+        changed = True
+    if changed and user.pk:
+        user.save(update_fields=["is_staff", "is_superuser", "admin_from_config"])
+        user_credentials_invalidate(user_id=user.pk)
+        audit_record(
+            action="user.admin_grant" if listed else "user.admin_revoke",
+            target=f"user:{user.pk}",
+            detail={"email": user.email, "source": "auth.admin_emails"},
+        )
+    return changed
 
 
 @transaction.atomic
@@ -59,4 +488,5 @@ def user_get_or_create(*, email: str, admin: bool = False) -> User:
     if admin and not user.is_staff:
         user.is_staff = user.is_superuser = True
         user.save(update_fields=["is_staff", "is_superuser"])
+        user_credentials_invalidate(user_id=user.pk)
     return user

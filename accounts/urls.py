@@ -1,3 +1,11 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from accounts import api, views
+
+urlpatterns = [
+    path("api/keys", api.ApiKeyListCreateView.as_view(), name="api-keys"),
+    path("api/keys/<int:pk>", api.ApiKeyDetailView.as_view(), name="api-key-detail"),
+    path("api/token", api.TokenObtainView.as_view(), name="api-token"),
+    path("api/token/refresh", api.TokenRefreshView.as_view(), name="api-token-refresh"),
+    path("token", views.token_page, name="token-page"),
+]

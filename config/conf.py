@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -192,9 +193,13 @@ class AuthConfig(Section):
     local_passwords: bool = False
     # Providers by allauth id: google, github, microsoft, gitlab, okta, auth0.
     providers: dict[str, OAuthProviderConfig] = {}
-    # Generic OpenID Connect providers by a short id of our choosing.
+    # Generic OpenID Connect providers by a short id of our choosing (it appears in the
+    # callback URL: /accounts/oidc/<id>/login/callback/).
     oidc: dict[str, OAuthProviderConfig] = {}
-    api_key_prefix: str = "SSOK_"
+    api_key_prefix: str = Field("SSOK_", min_length=2, max_length=11)
+    # How long an authenticated key or user may be served from the cache at most; revocation
+    # is immediate regardless (it deletes entries / moves the generation).
+    credential_cache_seconds: int = Field(300, gt=0)
 
     @model_validator(mode="after")
     def _known_providers(self) -> AuthConfig:
@@ -202,7 +207,12 @@ class AuthConfig(Section):
         unknown = set(self.providers) - known
         if unknown:
             raise ValueError(f"unknown provider {sorted(unknown)[0]!r}; known: {sorted(known)}")
+        for key in ("okta", "auth0"):
+            if key in self.providers and not self.providers[key].server_url:
+                raise ValueError(f"providers.{key}.server_url (the {key} domain) is required")
         for key, provider in self.oidc.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", key):
+                raise ValueError(f"oidc.{key}: ids are lowercase letters, digits, - and _")
             if not provider.server_url:
                 raise ValueError(f"oidc.{key}.server_url (the issuer URL) is required")
         return self

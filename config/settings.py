@@ -130,14 +130,64 @@ AUTHENTICATION_BACKENDS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"email"}
-ACCOUNT_SIGNUP_FIELDS = ["email*"]
+ACCOUNT_SIGNUP_FIELDS = (
+    ["email*", "password1*", "password2*"] if GATEWAY.auth.local_passwords else ["email*"]
+)
 ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_LOGOUT_ON_GET = False
+# Without auth.local_passwords allauth serves no password, signup or e-mail views at all.
+SOCIALACCOUNT_ONLY = not GATEWAY.auth.local_passwords
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
 SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
 SOCIALACCOUNT_LOGIN_ON_GET = False
 SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_REQUESTS_TIMEOUT = 10
+
+
+def _social_providers(auth) -> dict:
+    """SOCIALACCOUNT_PROVIDERS from auth.providers / auth.oidc: apps by configuration alone."""
+    providers: dict = {}
+    for provider_id, cfg in auth.providers.items():
+        app = {"client_id": cfg.client_id, "secret": cfg.secret, "key": ""}
+        if cfg.name:
+            app["name"] = cfg.name
+        entry: dict = {"APPS": [app]}
+        server = (cfg.server_url or "").rstrip("/")
+        if provider_id == "github":
+            entry["SCOPE"] = ["read:user", "user:email"]
+            if auth.allowed_github_orgs:
+                entry["SCOPE"].append("read:org")
+            if server:
+                entry["GITHUB_URL"] = server  # GitHub Enterprise Server
+        elif provider_id == "microsoft":
+            app["settings"] = {"tenant": cfg.tenant or "organizations"}
+        elif provider_id == "gitlab" and server:
+            app["settings"] = {"gitlab_url": server}
+        elif provider_id == "okta":
+            entry["OKTA_BASE_URL"] = server.split("://", 1)[-1]
+        elif provider_id == "auth0":
+            entry["AUTH0_URL"] = server if "://" in server else f"https://{server}"
+        providers[provider_id] = entry
+    if auth.oidc:
+        providers["openid_connect"] = {
+            "APPS": [
+                {
+                    "provider_id": key,
+                    "name": cfg.name or key,
+                    "client_id": cfg.client_id,
+                    "secret": cfg.secret,
+                    "settings": {"server_url": cfg.server_url, "oauth_pkce_enabled": True},
+                }
+                for key, cfg in auth.oidc.items()
+            ]
+        }
+    return providers
+
+
+SOCIALACCOUNT_PROVIDERS = _social_providers(GATEWAY.auth)
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=GATEWAY.jwt.access_token_lifetime_seconds),

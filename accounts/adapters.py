@@ -1,0 +1,140 @@
+"""allauth adapters: who may sign in, the admin flag at each sign-in, JWT revocation at sign-out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core.exceptions import ImmediateHttpResponse
+from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from django import forms
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from accounts import github_orgs
+from accounts.services import (
+    Origin,
+    audit_record,
+    email_domain_allowed,
+    user_admin_flag_apply,
+    user_tokens_revoke,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _refuse(request: HttpRequest, *, email: str, reason: str, provider: str) -> HttpResponse:
+    audit_record(
+        action="login.failure",
+        target=email,
+        origin=Origin.of(request),
+        detail={"reason": reason, "provider": provider},
+    )
+    return render(
+        request,
+        "socialaccount/sign_in_refused.html",
+        {"reason": reason, "email": email},
+        status=403,
+    )
+
+
+def _token(sociallogin) -> str:
+    return sociallogin.token.token if sociallogin.token is not None else ""
+
+
+class AccountAdapter(DefaultAccountAdapter):
+    """Local accounts only with `auth.local_passwords`; every sign-in applies the admin list."""
+
+    def is_open_for_signup(self, request: HttpRequest) -> bool:
+        return settings.GATEWAY.auth.local_passwords
+
+    def clean_email(self, email: str) -> str:
+        email = super().clean_email(email)
+        if not email_domain_allowed(email):
+            raise forms.ValidationError("This e-mail domain may not sign in here.")
+        return email
+
+    def pre_login(self, request: HttpRequest, user, **kwargs: Any) -> HttpResponse | None:
+        # Superusers made on the command line may always sign in (to fix the configuration).
+        if not user.is_superuser and not email_domain_allowed(user.email):
+            return _refuse(request, email=user.email, reason="domain not allowed", provider="")
+        return super().pre_login(request, user, **kwargs)
+
+    def login(self, request: HttpRequest, user) -> None:
+        user_admin_flag_apply(user=user)
+        super().login(request, user)
+        audit_record(
+            action="login.success",
+            actor=user,
+            target=user.email,
+            origin=Origin.of(request),
+            detail={"method": getattr(user, "backend", "")},
+        )
+
+    def authentication_failed(self, request: HttpRequest, **credentials: Any) -> None:
+        audit_record(
+            action="login.failure",
+            target=str(credentials.get("email") or credentials.get("username") or ""),
+            origin=Origin.of(request),
+            detail={"reason": "bad password", "provider": ""},
+        )
+
+    def logout(self, request: HttpRequest) -> None:
+        """Sign-out ends the session and revokes every JWT of the user."""
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            user_tokens_revoke(user=user, origin=Origin.of(request))
+            audit_record(action="logout", actor=user, target=user.email, origin=Origin.of(request))
+        super().logout(request)
+
+
+class SocialAccountAdapter(DefaultSocialAccountAdapter):
+    """SSO sign-in: anyone the provider vouches for, within the allowed domains and orgs."""
+
+    def is_open_for_signup(self, request: HttpRequest, sociallogin) -> bool:
+        # Accounts are created on first SSO sign-in; who may sign in is pre_social_login's call.
+        return True
+
+    def pre_social_login(self, request: HttpRequest, sociallogin) -> None:
+        provider = sociallogin.account.provider
+        email = (sociallogin.user.email or "").strip().lower()
+        if not email:
+            addresses = [a.email for a in sociallogin.email_addresses if a.email]
+            email = addresses[0].strip().lower() if addresses else ""
+        if not email:
+            raise ImmediateHttpResponse(
+                _refuse(request, email="", reason="no e-mail address", provider=provider)
+            )
+        if not email_domain_allowed(email):
+            raise ImmediateHttpResponse(
+                _refuse(request, email=email, reason="domain not allowed", provider=provider)
+            )
+        allowed_orgs = settings.GATEWAY.auth.allowed_github_orgs
+        if (
+            provider == "github"
+            and allowed_orgs
+            and not github_orgs.member_of_any(token=_token(sociallogin), orgs=allowed_orgs)
+        ):
+            raise ImmediateHttpResponse(
+                _refuse(request, email=email, reason="GitHub org not allowed", provider=provider)
+            )
+
+    def on_authentication_error(
+        self,
+        request: HttpRequest,
+        provider,
+        error=None,
+        exception=None,
+        extra_context=None,
+    ) -> None:
+        audit_record(
+            action="login.failure",
+            origin=Origin.of(request),
+            detail={
+                "provider": getattr(provider, "id", str(provider)),
+                "error": str(error or ""),
+                "exception": type(exception).__name__ if exception else "",
+            },
+        )

@@ -1,0 +1,134 @@
+"""DRF: the caller's API keys, and JWTs for a signed-in session."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, generics, serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import ApiKey
+from accounts.services import (
+    GENERIC_AUTH_FAILURE,
+    AuthFailed,
+    Origin,
+    api_key_create,
+    api_key_revoke,
+    token_pair_create,
+    token_refresh,
+)
+
+
+class ApiKeyInputSerializer(serializers.Serializer):
+    # DRF's CharField already refuses NUL and lone surrogates (PostgreSQL cannot store them).
+    name = serializers.CharField(max_length=100, trim_whitespace=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate_expires_at(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("Must be in the future.")
+        return value
+
+
+class ApiKeyOutputSerializer(serializers.ModelSerializer):
+    hint = serializers.CharField(read_only=True)
+    status = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "hint", "created_at", "last_used_at", "expires_at", "status"]
+
+
+class ApiKeyCreatedSerializer(ApiKeyOutputSerializer):
+    key = serializers.CharField(read_only=True, help_text="The full key: shown this once only.")
+
+    class Meta(ApiKeyOutputSerializer.Meta):
+        fields = [*ApiKeyOutputSerializer.Meta.fields, "key"]
+
+
+class ApiKeyListCreateView(generics.GenericAPIView):
+    """GET: the caller's keys (never the secret). POST: a new key, shown in full once."""
+
+    parser_classes = [JSONParser]
+    serializer_class = ApiKeyOutputSerializer
+
+    def get_queryset(self):
+        return ApiKey.objects.filter(user_id=self.request.user.pk).order_by("-created_at", "-id")
+
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(ApiKeyOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=ApiKeyInputSerializer, responses={201: ApiKeyCreatedSerializer})
+    def post(self, request: Request) -> Response:
+        data = ApiKeyInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        created = api_key_create(
+            user=request.user,
+            name=data.validated_data["name"],
+            expires_at=data.validated_data.get("expires_at"),
+            origin=Origin.of(request),
+        )
+        created.api_key.key = created.raw
+        return Response(ApiKeyCreatedSerializer(created.api_key).data, status=201)
+
+
+class ApiKeyDetailView(APIView):
+    """DELETE: revoke one of the caller's keys (someone else's is a 404)."""
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        api_key = get_object_or_404(ApiKey, pk=pk, user_id=request.user.pk)
+        api_key_revoke(api_key=api_key, actor=request.user, origin=Origin.of(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class TokenRefreshInputSerializer(serializers.Serializer):
+    refresh = serializers.CharField(max_length=4096)
+
+
+class TokenObtainView(APIView):
+    """POST: an access/refresh pair for the user signed in by session (CSRF applies).
+
+    Only the session may mint tokens: a leaked key or token cannot be turned into more.
+    """
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser]
+
+    @extend_schema(request=None, responses={200: TokenPairSerializer})
+    def post(self, request: Request) -> Response:
+        return Response(token_pair_create(user=request.user))
+
+
+class TokenRefreshView(APIView):
+    """POST {refresh}: a new pair; the refresh token used is blacklisted (rotation)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes = [JSONParser]
+
+    @extend_schema(request=TokenRefreshInputSerializer, responses={200: TokenPairSerializer})
+    def post(self, request: Request) -> Response:
+        data = TokenRefreshInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            return Response(token_refresh(refresh=data.validated_data["refresh"]))
+        except AuthFailed:
+            raise exceptions.AuthenticationFailed(GENERIC_AUTH_FAILURE) from None
+
+    def get_authenticate_header(self, request: Request) -> str:
+        # A 401 (not DRF's 403 for views without authenticators), like every auth failure.
+        return 'Bearer realm="api"'

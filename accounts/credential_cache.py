@@ -1,0 +1,178 @@
+"""Authenticated credentials remembered between requests, and the revocation generation.
+
+Two backends behind one small interface, chosen like the counter store:
+
+- **Redis** (``REDIS_URL`` set): one cache shared by every process. A warm authentication is one
+  Redis GET and no database query. Revocation deletes the entry, so every process sees it at once.
+  A load that raced with a revocation (read the database before the revocation committed, wrote
+  the cache after its delete) is caught by the generation: a loader reads the generation before
+  the database and again after writing; if it moved, it deletes what it wrote.
+- **Embedded** (no Redis): Django's per-process cache (locmem). Another process cannot delete
+  our entries, so every entry carries the generation it was loaded at and every hit reads the
+  current generation from the database — one single-row primary-key read — and reloads when it
+  moved. That read is the whole cost of a warm authentication on the embedded default.
+
+Entries are plain JSON-able dicts; the Redis backend stores JSON (never pickle) so that the
+async path can read it with ``redis.asyncio`` without going through a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import caches
+from django.db import connection, transaction
+from django.db.models import F
+
+from accounts.models import AuthGeneration
+
+KEY_PREFIX = "auth:"
+GENERATION_KEY = f"{KEY_PREFIX}generation"
+
+
+def key_entry_name(key_hash: str) -> str:
+    return f"{KEY_PREFIX}key:{key_hash}"
+
+
+def user_entry_name(user_id: int) -> str:
+    return f"{KEY_PREFIX}user:{user_id}"
+
+
+class LocalCredentialCache:
+    """Per-process entries (Django's locmem cache), checked against the database generation."""
+
+    checks_generation_on_hit = True
+
+    def __init__(self) -> None:
+        self._cache = caches["default"]
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._cache.get(name)
+
+    async def aget(self, name: str) -> dict[str, Any] | None:
+        # Process memory: no I/O, so no thread hop.
+        return self._cache.get(name)
+
+    def set(self, name: str, entry: dict[str, Any], ttl: int) -> None:
+        self._cache.set(name, entry, ttl)
+
+    def set_unless_moved(self, name: str, entry: dict[str, Any], ttl: int) -> None:
+        # Every hit compares the entry's generation with the database's: a stale write is
+        # harmless here.
+        self.set(name, entry, ttl)
+
+    def delete(self, names: list[str]) -> None:
+        self._cache.delete_many(names)
+
+    def generation(self) -> int:
+        value = AuthGeneration.objects.filter(pk=1).values_list("value", flat=True).first()
+        return value or 0
+
+    async def ageneration(self) -> int:
+        return await sync_to_async(self.generation)()
+
+    def bump(self) -> None:
+        # Inside the caller's transaction: the new generation commits with the revocation.
+        if not AuthGeneration.objects.filter(pk=1).update(value=F("value") + 1):
+            generation, created = AuthGeneration.objects.get_or_create(pk=1, defaults={"value": 1})
+            if not created:
+                AuthGeneration.objects.filter(pk=1).update(value=F("value") + 1)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+class RedisCredentialCache:
+    """Entries shared by all processes in Redis, as JSON; deleted at revocation."""
+
+    checks_generation_on_hit = False
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._async_clients: dict[int, aredis.Redis] = {}
+
+    def _async_client(self) -> aredis.Redis:
+        # redis.asyncio clients belong to the loop that created them.
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(id(loop))
+        if client is None:
+            client = aredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+            self._async_clients[id(loop)] = client
+        return client
+
+    @staticmethod
+    def _decode(raw: bytes | None) -> dict[str, Any] | None:
+        return json.loads(raw) if raw else None
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._decode(self.client.get(name))
+
+    async def aget(self, name: str) -> dict[str, Any] | None:
+        return self._decode(await self._async_client().get(name))
+
+    def set(self, name: str, entry: dict[str, Any], ttl: int) -> None:
+        self.client.set(name, json.dumps(entry), ex=ttl)
+
+    def set_unless_moved(self, name: str, entry: dict[str, Any], ttl: int) -> None:
+        """Write an entry loaded at generation ``entry["gen"]``; undo it if a revocation ran."""
+        self.set(name, entry, ttl)
+        if self.generation() != entry["gen"]:
+            self.client.delete(name)
+
+    def delete(self, names: list[str]) -> None:
+        if names:
+            self.client.delete(*names)
+
+    def generation(self) -> int:
+        return int(self.client.get(GENERATION_KEY) or 0)
+
+    async def ageneration(self) -> int:
+        return int(await self._async_client().get(GENERATION_KEY) or 0)
+
+    def bump(self) -> None:
+        self.client.incr(GENERATION_KEY)
+
+    def clear(self) -> None:
+        for name in self.client.scan_iter(match=f"{KEY_PREFIX}*", count=1000):
+            self.client.delete(name)
+
+
+_cache: LocalCredentialCache | RedisCredentialCache | None = None
+
+
+def get_credential_cache() -> LocalCredentialCache | RedisCredentialCache:
+    """The configured backend: Redis when ``REDIS_URL`` is set, else per-process memory."""
+    global _cache
+    url = settings.GATEWAY.redis.url
+    if _cache is None or getattr(_cache, "url", None) != url:
+        _cache = RedisCredentialCache(url) if url else LocalCredentialCache()
+    return _cache
+
+
+def credentials_invalidate(names: list[str]) -> None:
+    """Forget entries and move the generation, now and again once the transaction commits.
+
+    Now: so that this process (and, on Redis, every process) stops accepting at once.
+    After commit: so that a process that reloaded the old rows between now and the commit
+    cannot keep them.
+    """
+    cache = get_credential_cache()
+
+    def run() -> None:
+        cache.bump()
+        cache.delete(names)
+
+    if isinstance(cache, LocalCredentialCache):
+        # The database generation commits with the revocation itself.
+        run()
+        return
+    run()
+    if connection.in_atomic_block:
+        transaction.on_commit(run)
