@@ -1,7 +1,9 @@
-"""One exception handler for the management API: DRF's shapes, never a stack trace."""
+"""Errors as JSON, never a stack trace: DRF's handler for /api, and the 404/500 handlers
+in the shape of the route family's clients."""
 
 import logging
 
+from django.http import JsonResponse
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -14,3 +16,23 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
         return Response({"detail": "Internal server error."}, status=500)
     return response
+
+
+def _family_body(request, status: int, message: str) -> tuple[dict, dict]:
+    if request.path.startswith("/anthropic/"):
+        kind = {404: "not_found_error", 500: "api_error"}.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}, {}
+    if request.path.startswith("/bedrock/"):
+        kind = {404: "ResourceNotFoundException", 500: "InternalServerException"}[status]
+        return {"message": message}, {"x-amzn-ErrorType": kind}
+    return {"detail": message}, {}
+
+
+def not_found(request, exception=None) -> JsonResponse:
+    body, headers = _family_body(request, 404, "Not found.")
+    return JsonResponse(body, status=404, headers=headers)
+
+
+def server_error(request) -> JsonResponse:
+    body, headers = _family_body(request, 500, "Internal server error.")
+    return JsonResponse(body, status=500, headers=headers)

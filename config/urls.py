@@ -15,3 +15,6 @@ urlpatterns = [
     path("", include("usage.urls")),
     path("", include("gateway.urls")),
 ]
+
+handler404 = "config.errors.not_found"
+handler500 = "config.errors.server_error"
