@@ -1,0 +1,118 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class CapType(models.TextChoices):
+    HOURLY = "hourly", "Hourly"
+    DAILY = "daily", "Daily"
+    MONTHLY = "monthly", "Monthly"
+
+
+class SetBy(models.TextChoices):
+    ADMIN = "admin", "Administrator"
+    USER = "user", "User"
+
+
+class UserCapConfig(models.Model):
+    """A usage cap: a user's maximum requests / tokens / cost per UTC hour, day or month.
+
+    A cap is unique per (user, period, owner): an administrator's cap (also the configured
+    defaults) and the user's own may coexist, and the strictest applies. A user cannot edit or
+    remove an administrator's cap. `enforce_from` is the grace period: a cap an administrator
+    creates or tightens for an existing user blocks only from then (until then it still enforces
+    `prior_limits`, the limits it had before, if any), while the status already shows it.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="cap_configs"
+    )
+    cap_type = models.CharField(max_length=10, choices=CapType.choices)
+    max_requests = models.IntegerField(null=True, blank=True)
+    max_tokens = models.BigIntegerField(null=True, blank=True)
+    max_cost_cents = models.BigIntegerField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    set_by = models.CharField(max_length=5, choices=SetBy.choices, default=SetBy.USER)
+    enforce_from = models.DateTimeField(default=timezone.now)
+    # {"max_requests": .., "max_tokens": .., "max_cost_cents": ..} enforced during the grace
+    # period of a tightening; null when the cap had no enforced limits before.
+    prior_limits = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "user_cap_configs"
+        ordering = ["user_id", "cap_type", "set_by"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "cap_type", "set_by"], name="cap_user_type_owner_uniq"
+            ),
+            models.CheckConstraint(
+                condition=Q(cap_type__in=["hourly", "daily", "monthly"]), name="cap_type_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(set_by__in=["admin", "user"]), name="cap_set_by_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_requests__isnull=True) | Q(max_requests__gt=0),
+                name="cap_max_requests_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_tokens__isnull=True) | Q(max_tokens__gt=0),
+                name="cap_max_tokens_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_cost_cents__isnull=True) | Q(max_cost_cents__gt=0),
+                name="cap_max_cost_cents_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_requests__isnull=False)
+                | Q(max_tokens__isnull=False)
+                | Q(max_cost_cents__isnull=False),
+                name="cap_some_limit_set",
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "is_active"], name="cap_user_active_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.cap_type} cap ({self.set_by})"
+
+
+class UserCapDefaults(models.Model):
+    """Marks that the configured default caps were installed for a user (once: an administrator
+    may delete them afterwards without their coming back)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True
+    )
+    installed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "user_cap_defaults"
+
+    def __str__(self) -> str:
+        return f"defaults for {self.user_id}"
+
+
+class CapLease(models.Model):
+    """An open reservation in the embedded store (Redis keeps these in a hash + sorted set).
+
+    Its amounts sit in the in-flight counters of the windows where the call started, until it
+    is settled or, once `expires_at` has passed, released by the user's next reservation.
+    """
+
+    id = models.CharField(max_length=32, primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    started_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    requests = models.BigIntegerField()
+    tokens = models.BigIntegerField()
+    cost_micros = models.BigIntegerField()
+
+    class Meta:
+        db_table = "cap_leases"
+        indexes = [models.Index(fields=["user", "expires_at"], name="caplease_user_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"lease {self.id} of {self.user_id}"

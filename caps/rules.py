@@ -1,0 +1,115 @@
+"""A user's active caps as the hot path sees them: plain values, cached per process.
+
+The cache holds, per user, the caps and the *version* of that user's cap configuration read
+from the counter store when they were loaded. Every cap write stores a new random version
+(`cap_config_changed`); each reservation passes its cached version to the store, which
+compares it inside the same atomic step (the Lua script, or the embedded transaction) and
+answers "stale" on a mismatch, so a warm reservation never touches the database and a cap
+change is seen by every process on its next call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+
+from caps.windows import CAP_TYPES
+
+NO_LIMIT = -1
+MICROS_PER_CENT = 10_000
+
+
+@dataclass(frozen=True)
+class CapRule:
+    """One active cap, as plain values."""
+
+    id: int
+    cap_type: str
+    set_by: str
+    max_requests: int | None
+    max_tokens: int | None
+    max_cost_cents: int | None
+    enforce_from: datetime
+    # Limits still enforced during the grace period of a tightening (requests, tokens, cents).
+    prior: tuple[int | None, int | None, int | None] | None = None
+
+    @property
+    def limits(self) -> tuple[int | None, int | None, int | None]:
+        return (self.max_requests, self.max_tokens, self.max_cost_cents)
+
+    def enforced_limits(self, now: datetime) -> tuple[int | None, int | None, int | None] | None:
+        """The (requests, tokens, cents) limits that block at `now`; None while in grace."""
+        if now >= self.enforce_from:
+            return self.limits
+        return self.prior
+
+
+@dataclass(frozen=True)
+class UserCaps:
+    """A user's active caps and the configuration version they were read at."""
+
+    version: str
+    rules: tuple[CapRule, ...]
+
+    @property
+    def has_cost_cap(self) -> bool:
+        return any(rule.max_cost_cents is not None for rule in self.rules)
+
+
+def _min(current: int, candidate: int | None) -> int:
+    if candidate is None:
+        return current
+    return candidate if current == NO_LIMIT else min(current, candidate)
+
+
+def blocking_limits(rules: tuple[CapRule, ...], now: datetime) -> list[int]:
+    """Nine integers (hourly, daily, monthly) x (requests, tokens, cost micros); -1 = none.
+
+    The strictest enforced limit of each kind per window. With `enforce_caps` off nothing
+    blocks (the reservation still counts, and the status still reports).
+    """
+    limits = [NO_LIMIT] * 9
+    if not settings.GATEWAY.usage_caps.enforce_caps:
+        return limits
+    for rule in rules:
+        enforced = rule.enforced_limits(now)
+        if enforced is None:
+            continue
+        base = CAP_TYPES.index(rule.cap_type) * 3
+        requests, tokens, cents = enforced
+        limits[base] = _min(limits[base], requests)
+        limits[base + 1] = _min(limits[base + 1], tokens)
+        limits[base + 2] = _min(
+            limits[base + 2], None if cents is None else cents * MICROS_PER_CENT
+        )
+    return limits
+
+
+def caps_load(*, user_id: int, version: str) -> UserCaps:
+    """Read a user's active caps from the database."""
+    from caps.models import UserCapConfig
+
+    rules = tuple(
+        CapRule(
+            id=cap.id,
+            cap_type=cap.cap_type,
+            set_by=cap.set_by,
+            max_requests=cap.max_requests,
+            max_tokens=cap.max_tokens,
+            max_cost_cents=cap.max_cost_cents,
+            enforce_from=cap.enforce_from,
+            prior=(
+                None
+                if cap.prior_limits is None
+                else (
+                    cap.prior_limits.get("max_requests"),
+                    cap.prior_limits.get("max_tokens"),
+                    cap.prior_limits.get("max_cost_cents"),
+                )
+            ),
+        )
+        for cap in UserCapConfig.objects.filter(user_id=user_id, is_active=True)
+    )
+    return UserCaps(version=version, rules=rules)

@@ -1,0 +1,740 @@
+"""Usage caps: reserve before the upstream call, settle after it; cap writes and status.
+
+The proxy calls, per call:
+
+    estimate = estimate_usage(user_id=..., model_id=..., body=...)
+    reservation = await cap_reserve(user_id=..., model_id=..., estimate=estimate)  # CapExceeded
+    ...                                                   # the upstream call, outside any lock
+    await cap_settle(reservation=reservation, actual=usage_or_None)   # on every terminal path
+
+`cap_reserve` is one atomic step in the counter store (caps/store.py) over every window of the
+user: it checks each active cap against used + in flight + the estimate and, if all fit, adds
+the estimate to in flight. `cap_settle` moves the actual usage into `used` of the windows where
+the call started and takes the reservation out of in flight, again in one step. A call that
+never reached the upstream settles with `actual=None`: nothing is counted.
+
+Caps are compared in whole units: requests, tokens (input + output + cache writes), and cost
+in micro-dollars (a limit of N cents is N x 10,000 micros).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+
+from caps.estimates import Estimate, estimate_usage, prefixes_remember
+from caps.models import SetBy, UserCapConfig, UserCapDefaults
+from caps.rules import MICROS_PER_CENT, CapRule, UserCaps, blocking_limits, caps_load
+from caps.store import (
+    DatabaseCapStore,
+    RedisCapStore,
+    ReserveResult,
+    StoreDown,
+    new_reservation_id,
+)
+from caps.windows import CAP_TYPES, iso_z, reset_time, window_keys
+from costs.pricing import Usage, aestimate_cost_micros, estimate_cost_micros
+
+__all__ = [
+    "CapExceeded",
+    "CapHeadroom",
+    "CapStoreUnavailable",
+    "Reservation",
+    "cap_config_changed",
+    "cap_create",
+    "cap_delete",
+    "cap_reserve",
+    "cap_reserve_sync",
+    "cap_settle",
+    "cap_settle_sync",
+    "cap_status",
+    "cap_store",
+    "cap_update",
+    "caps_install_defaults",
+    "estimate_usage",
+    "headroom_headers",
+]
+
+logger = logging.getLogger(__name__)
+
+LIMIT_TYPES = ("requests", "tokens", "cost")
+LIMIT_FIELDS = ("max_requests", "max_tokens", "max_cost_cents")
+_STALE_RETRIES = 3
+
+CapStore = RedisCapStore | DatabaseCapStore
+
+
+# --- Errors and values ---------------------------------------------------------------------------
+
+
+def _cents(micros: int) -> Decimal:
+    return (Decimal(micros) / MICROS_PER_CENT).quantize(Decimal("0.0001"))
+
+
+def _dollars(micros: int) -> str:
+    return str((Decimal(micros) / 1_000_000).quantize(Decimal("0.01"), rounding=ROUND_DOWN))
+
+
+class CapExceeded(Exception):
+    """A cap would be exceeded by this call: the proxy answers 429 with `Retry-After`."""
+
+    def __init__(
+        self,
+        *,
+        cap_type: str,
+        limit_type: str,
+        current_usage: int | Decimal,
+        limit: int | Decimal,
+        reset_time: datetime,
+        retry_after_seconds: int,
+        needed: int | Decimal,
+        set_by: str = SetBy.USER,
+    ) -> None:
+        self.cap_type = cap_type
+        self.limit_type = limit_type
+        self.current_usage = current_usage  # cost: cents as a Decimal, like max_cost_cents
+        self.limit = limit
+        self.reset_time = reset_time
+        self.retry_after_seconds = retry_after_seconds
+        self.needed = needed  # this call's estimate, in the same unit
+        self.set_by = set_by
+        self.message = self._message()
+        super().__init__(self.message)
+
+    def _message(self) -> str:
+        # The seed's UsageCapError text: "Daily usage cap exceeded: 1000/1000 requests. Resets at …"
+        if self.limit_type == "cost":
+            to_micros = MICROS_PER_CENT
+            usage = f"${_dollars(int(self.current_usage * to_micros))}"
+            usage += f"/${_dollars(int(self.limit * to_micros))} cost"
+            need = f"${_dollars(int(self.needed * to_micros))}"
+        else:
+            usage = f"{self.current_usage}/{self.limit} {self.limit_type}"
+            need = f"{self.needed} {self.limit_type}"
+        text = f"{self.cap_type.capitalize()} usage cap exceeded: {usage}"
+        if self.current_usage < self.limit:
+            # Under the limit, but this call's estimate does not fit in what is left.
+            text += f" (this request needs about {need})"
+        return f"{text}. Resets at {iso_z(self.reset_time)}"
+
+    def body(self) -> dict[str, Any]:
+        """The seed's 429 body; a cost's usage and limit are cents (a JSON number)."""
+
+        def number(value: int | Decimal) -> int | float:
+            # JSON has one number type; cents keep their 4 decimals of micro-dollars.
+            return value if isinstance(value, int) else float(value)
+
+        return {
+            "error": self.message,
+            "cap_type": self.cap_type,
+            "limit_type": self.limit_type,
+            "current_usage": number(self.current_usage),
+            "limit": number(self.limit),
+            "reset_time": iso_z(self.reset_time),
+            "retry_after_seconds": self.retry_after_seconds,
+        }
+
+
+class CapStoreUnavailable(Exception):
+    """The counter store is unreachable and the failure mode says refuse (the proxy: 503)."""
+
+    message = "Usage caps cannot be checked right now (counter store unavailable); try again."
+
+
+@dataclass(frozen=True)
+class CapHeadroom:
+    """What is left of one period's caps after this reservation (strictest cap per limit)."""
+
+    cap_type: str
+    requests_remaining: int | None
+    tokens_remaining: int | None
+    cost_micros_remaining: int | None
+    reset_time: datetime
+
+
+@dataclass
+class Reservation:
+    """An open reservation: settle it exactly once, whatever happens to the call."""
+
+    id: str
+    user_id: int
+    model_id: str
+    started_at: datetime
+    keys: tuple[str, str, str]  # hourly, daily, monthly windows where the call started
+    requests: int
+    tokens: int
+    cost_micros: int
+    lease_expires_at: datetime
+    headroom: list[CapHeadroom]
+    # False when the store was unreachable and the failure mode let the call through.
+    reserved: bool = True
+    region: str | None = None
+    prefixes: tuple[tuple[str, str], ...] = ()
+    settled: bool = False
+    store: Any = field(default=None, repr=False, compare=False)
+
+
+# --- Stores and the caps cache -------------------------------------------------------------------
+
+_stores: dict[str, CapStore] = {}
+
+
+def cap_store(*, url: str | None = None, embedded: bool = False) -> CapStore:
+    """The configured cap store (Redis when REDIS_URL is set, else the database), or an
+    explicit one (`url=` a Redis URL, `embedded=True` the database) — one per process each."""
+    if not embedded and url is None:
+        url = settings.GATEWAY.redis.url
+    key = "embedded" if embedded or not url else url
+    store = _stores.get(key)
+    if store is None:
+        store = DatabaseCapStore() if key == "embedded" else RedisCapStore(key)
+        _stores[key] = store
+    return store
+
+
+def cap_config_changed(*, user_id: int) -> None:
+    """A cap of this user changed: every process drops its cached caps on its next call.
+
+    The embedded store's version row is written inside the caller's transaction (atomic with
+    the change); Redis's version key once that transaction commits.
+    """
+    embedded = cap_store(embedded=True)
+    embedded.set_version(user_id)
+    for store in list(_stores.values()):
+        store.caps_cache.pop(user_id, None)
+
+    def publish() -> None:
+        for store in list(_stores.values()):
+            store.caps_cache.pop(user_id, None)
+            if isinstance(store, RedisCapStore):
+                try:
+                    store.set_version(user_id)
+                except StoreDown:
+                    logger.warning("cap change for user %s not published: store down", user_id)
+
+    if settings.GATEWAY.redis.url:
+        cap_store()  # the configured Redis store gets the version even if not used yet
+    transaction.on_commit(publish)
+
+
+def _load_caps(store: CapStore, user_id: int) -> UserCaps:
+    _defaults_ensure(user_id=user_id)
+    version = store.version(user_id)
+    caps = caps_load(user_id=user_id, version=version)
+    store.caps_cache[user_id] = caps
+    return caps
+
+
+# --- Reserve and settle --------------------------------------------------------------------------
+
+
+def _exceeded(
+    rules: tuple[CapRule, ...], result: ReserveResult, amounts: tuple[int, int, int], now: datetime
+) -> CapExceeded:
+    candidates: list[tuple[datetime, int, CapExceeded]] = []
+    for rule in rules:
+        enforced = rule.enforced_limits(now)
+        if enforced is None:
+            continue
+        window = result.values[CAP_TYPES.index(rule.cap_type)]
+        reset = reset_time(rule.cap_type, now)
+        for j, limit in enumerate(enforced):
+            if limit is None:
+                continue
+            units = limit * MICROS_PER_CENT if j == 2 else limit
+            current = window[j] + window[3 + j]
+            if current + amounts[j] <= units:
+                continue
+            exc = CapExceeded(
+                cap_type=rule.cap_type,
+                limit_type=LIMIT_TYPES[j],
+                current_usage=_cents(current) if j == 2 else current,
+                limit=limit,
+                reset_time=reset,
+                retry_after_seconds=max(1, math.ceil((reset - now).total_seconds())),
+                needed=_cents(amounts[j]) if j == 2 else amounts[j],
+                set_by=rule.set_by,
+            )
+            candidates.append((reset, -j, exc))
+    # Several caps may be full: the one that resets last is when a retry can succeed.
+    return max(candidates, key=lambda c: (c[0], c[1]))[2]
+
+
+def _headroom(
+    rules: tuple[CapRule, ...], result: ReserveResult, amounts: tuple[int, int, int], now: datetime
+) -> list[CapHeadroom]:
+    left: dict[str, list[int | None]] = {}
+    for rule in rules:
+        window = result.values[CAP_TYPES.index(rule.cap_type)]
+        slot = left.setdefault(rule.cap_type, [None, None, None])
+        for j, limit in enumerate(rule.limits):
+            if limit is None:
+                continue
+            units = limit * MICROS_PER_CENT if j == 2 else limit
+            remaining = max(0, units - window[j] - window[3 + j] - amounts[j])
+            slot[j] = remaining if slot[j] is None else min(slot[j], remaining)
+    return [
+        CapHeadroom(cap_type, *left[cap_type], reset_time=reset_time(cap_type, now))
+        for cap_type in CAP_TYPES
+        if cap_type in left
+    ]
+
+
+def _reservation(
+    *, rid, user_id, model_id, estimate, amounts, now, region, headroom, store, reserved=True
+) -> Reservation:
+    return Reservation(
+        id=rid,
+        user_id=user_id,
+        model_id=model_id,
+        started_at=now,
+        keys=window_keys(user_id, now),
+        requests=amounts[0],
+        tokens=amounts[1],
+        cost_micros=amounts[2],
+        lease_expires_at=now
+        + timedelta(seconds=settings.GATEWAY.usage_caps.reservation_lease_seconds),
+        headroom=headroom,
+        reserved=reserved,
+        region=region,
+        prefixes=estimate.prefixes if isinstance(estimate, Estimate) else (),
+        store=store,
+    )
+
+
+def _reserve_kwargs(*, user_id, caps, rid, now, amounts) -> dict[str, Any]:
+    lease = settings.GATEWAY.usage_caps.reservation_lease_seconds
+    return {
+        "user_id": user_id,
+        "version": caps.version,
+        "rid": rid,
+        "now": now,
+        "lease_expires_at": now + timedelta(seconds=lease),
+        "estimate": amounts,
+        "limits": blocking_limits(caps.rules, now),
+        "lease_seconds": lease,
+    }
+
+
+def _fail_closed(has_cost_cap: bool) -> bool:
+    if not settings.GATEWAY.usage_caps.enforce_caps:
+        return False
+    mode = settings.GATEWAY.usage_caps.store_failure_mode
+    return mode == "closed" or (mode == "closed_for_cost_caps" and has_cost_cap)
+
+
+def _has_cost_cap(store: CapStore, user_id: int) -> bool:
+    cached = store.caps_cache.get(user_id)
+    if cached is not None:
+        return cached.has_cost_cap
+    try:
+        return UserCapConfig.objects.filter(
+            user_id=user_id, is_active=True, max_cost_cents__isnull=False
+        ).exists()
+    except DatabaseError:
+        return True  # nothing can be known: treat as the stricter case
+
+
+async def cap_reserve(
+    *,
+    user_id: int,
+    model_id: str,
+    estimate: Usage,
+    now: datetime | None = None,
+    region: str | None = None,
+    store: CapStore | None = None,
+) -> Reservation:
+    """Check every active cap of the user and reserve the estimate, in one atomic step.
+
+    Raises CapExceeded (429) or CapStoreUnavailable (503, per `store_failure_mode`).
+    """
+    store = store or cap_store()
+    now = now or timezone.now()
+    cost = await aestimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
+    amounts = (1, estimate.cap_tokens, cost)
+    rid = new_reservation_id()
+    try:
+        for _ in range(_STALE_RETRIES):
+            caps = store.caps_cache.get(user_id)
+            if caps is None:
+                caps = await sync_to_async(_load_caps)(store, user_id)
+            result = await store.areserve(
+                **_reserve_kwargs(user_id=user_id, caps=caps, rid=rid, now=now, amounts=amounts)
+            )
+            if result.status != "stale":
+                break
+            store.caps_cache.pop(user_id, None)
+        else:
+            raise StoreDown("the user's cap configuration kept changing")
+    except (StoreDown, DatabaseError) as exc:
+        logger.warning("cap store unavailable for user %s: %s", user_id, exc)
+        if _fail_closed(await sync_to_async(_has_cost_cap)(store, user_id)):
+            raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
+        return _reservation(
+            rid=rid, user_id=user_id, model_id=model_id, estimate=estimate, amounts=amounts,
+            now=now, region=region, headroom=[], store=store, reserved=False,
+        )  # fmt: skip
+    if result.status == "denied":
+        raise _exceeded(caps.rules, result, amounts, now)
+    return _reservation(
+        rid=rid, user_id=user_id, model_id=model_id, estimate=estimate, amounts=amounts, now=now,
+        region=region, headroom=_headroom(caps.rules, result, amounts, now), store=store,
+    )  # fmt: skip
+
+
+def cap_reserve_sync(
+    *,
+    user_id: int,
+    model_id: str,
+    estimate: Usage,
+    now: datetime | None = None,
+    region: str | None = None,
+    store: CapStore | None = None,
+) -> Reservation:
+    """cap_reserve for synchronous callers (jobs, scripts, threads)."""
+    store = store or cap_store()
+    now = now or timezone.now()
+    cost = estimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
+    amounts = (1, estimate.cap_tokens, cost)
+    rid = new_reservation_id()
+    try:
+        for _ in range(_STALE_RETRIES):
+            caps = store.caps_cache.get(user_id) or _load_caps(store, user_id)
+            result = store.reserve(
+                **_reserve_kwargs(user_id=user_id, caps=caps, rid=rid, now=now, amounts=amounts)
+            )
+            if result.status != "stale":
+                break
+            store.caps_cache.pop(user_id, None)
+        else:
+            raise StoreDown("the user's cap configuration kept changing")
+    except (StoreDown, DatabaseError) as exc:
+        logger.warning("cap store unavailable for user %s: %s", user_id, exc)
+        if _fail_closed(_has_cost_cap(store, user_id)):
+            raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
+        return _reservation(
+            rid=rid, user_id=user_id, model_id=model_id, estimate=estimate, amounts=amounts,
+            now=now, region=region, headroom=[], store=store, reserved=False,
+        )  # fmt: skip
+    if result.status == "denied":
+        raise _exceeded(caps.rules, result, amounts, now)
+    return _reservation(
+        rid=rid, user_id=user_id, model_id=model_id, estimate=estimate, amounts=amounts, now=now,
+        region=region, headroom=_headroom(caps.rules, result, amounts, now), store=store,
+    )  # fmt: skip
+
+
+def _settle_amounts(
+    reservation: Reservation, actual: Usage | None, cost_micros: int | None
+) -> tuple[int, int, int] | None:
+    if actual is None:
+        return None
+    if cost_micros is None:
+        cost_micros = estimate_cost_micros(
+            model_id=reservation.model_id,
+            usage=actual,
+            at=reservation.started_at,
+            region=reservation.region,
+        )
+    return (1, actual.cap_tokens, cost_micros)
+
+
+async def cap_settle(
+    *, reservation: Reservation, actual: Usage | None, cost_micros: int | None = None
+) -> None:
+    """Count the call's actual usage in the windows where it started and release its
+    reservation, in one step. `actual=None`: the call never reached the upstream — release
+    only. `cost_micros`: the recorded cost when the caller has it (else priced here, unknown
+    models at their family's dearest price). Settling twice is a no-op."""
+    if reservation.settled:
+        return
+    reservation.settled = True
+    if actual is not None:
+        prefixes_remember(user_id=reservation.user_id, prefixes=reservation.prefixes)
+    if not reservation.reserved:
+        return  # fail-open: the usage records reconcile the counters later
+    if actual is not None and cost_micros is None:
+        cost_micros = await aestimate_cost_micros(
+            model_id=reservation.model_id,
+            usage=actual,
+            at=reservation.started_at,
+            region=reservation.region,
+        )
+    amounts = _settle_amounts(reservation, actual, cost_micros)
+    store = reservation.store or cap_store()
+    try:
+        await store.asettle(
+            user_id=reservation.user_id, rid=reservation.id, keys=reservation.keys, actual=amounts
+        )
+    except StoreDown as exc:
+        # The lease releases the reservation; the usage rebuild restores `used`.
+        logger.warning("cap settle failed for user %s: %s", reservation.user_id, exc)
+
+
+def cap_settle_sync(
+    *, reservation: Reservation, actual: Usage | None, cost_micros: int | None = None
+) -> None:
+    """cap_settle for synchronous callers."""
+    if reservation.settled:
+        return
+    reservation.settled = True
+    if actual is not None:
+        prefixes_remember(user_id=reservation.user_id, prefixes=reservation.prefixes)
+    if not reservation.reserved:
+        return
+    amounts = _settle_amounts(reservation, actual, cost_micros)
+    store = reservation.store or cap_store()
+    try:
+        store.settle(
+            user_id=reservation.user_id, rid=reservation.id, keys=reservation.keys, actual=amounts
+        )
+    except StoreDown as exc:
+        logger.warning("cap settle failed for user %s: %s", reservation.user_id, exc)
+
+
+def headroom_headers(reservation: Reservation) -> dict[str, str]:
+    """Response headers with what is left of each period's caps, e.g.
+    `x-gateway-cap-daily-requests-remaining: 998`, `…-tokens-remaining`,
+    `…-cost-cents-remaining: 812.5000` and `x-gateway-cap-daily-reset: 2026-11-26T00:00:00Z`."""
+    headers: dict[str, str] = {}
+    for room in reservation.headroom:
+        prefix = f"x-gateway-cap-{room.cap_type}"
+        if room.requests_remaining is not None:
+            headers[f"{prefix}-requests-remaining"] = str(room.requests_remaining)
+        if room.tokens_remaining is not None:
+            headers[f"{prefix}-tokens-remaining"] = str(room.tokens_remaining)
+        if room.cost_micros_remaining is not None:
+            headers[f"{prefix}-cost-cents-remaining"] = str(_cents(room.cost_micros_remaining))
+        headers[f"{prefix}-reset"] = iso_z(room.reset_time)
+    return headers
+
+
+# --- Status --------------------------------------------------------------------------------------
+
+
+def cap_status(
+    *, user_id: int, now: datetime | None = None, store: CapStore | None = None
+) -> list[dict[str, Any]]:
+    """Per active cap: usage of its current window against its limits (settled usage; calls
+    in flight are shown apart), whether it is exceeded and whether it blocks yet (grace)."""
+    store = store or cap_store()
+    now = now or timezone.now()
+    _defaults_ensure(user_id=user_id)
+    rules = caps_load(user_id=user_id, version="").rules
+    try:
+        windows = store.read(list(window_keys(user_id, now)), now)
+    except StoreDown as exc:
+        raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
+    status = []
+    for rule in rules:
+        window = windows[CAP_TYPES.index(rule.cap_type)]
+        used = [window.get(f, 0) for f in ("requests", "tokens", "cost_micros")]
+        flying = [window.get(f, 0) for f in ("if_requests", "if_tokens", "if_cost_micros")]
+        shares = [
+            used[j] / (limit * (MICROS_PER_CENT if j == 2 else 1))
+            for j, limit in enumerate(rule.limits)
+            if limit is not None
+        ]
+        status.append(
+            {
+                "id": rule.id,
+                "cap_type": rule.cap_type,
+                "set_by": rule.set_by,
+                "current_usage": {
+                    "requests": used[0],
+                    "tokens": used[1],
+                    "cost_cents": _cents(used[2]),
+                },
+                "in_flight": {
+                    "requests": flying[0],
+                    "tokens": flying[1],
+                    "cost_cents": _cents(flying[2]),
+                },
+                "limits": dict(zip(LIMIT_FIELDS, rule.limits, strict=True)),
+                "percentage_used": round(max(shares) * 100, 2),
+                "reset_time": reset_time(rule.cap_type, now),
+                "is_exceeded": max(shares) >= 1,
+                "enforced": now >= rule.enforce_from and settings.GATEWAY.usage_caps.enforce_caps,
+                "enforce_from": rule.enforce_from,
+            }
+        )
+    return status
+
+
+# --- Cap writes ----------------------------------------------------------------------------------
+
+
+def _grace() -> timedelta:
+    return timedelta(minutes=settings.GATEWAY.usage_caps.grace_period_minutes)
+
+
+def _stricter(new: int | None, old: int | None) -> bool:
+    return new is not None and (old is None or new < old)
+
+
+def _apply_grace(cap: UserCapConfig, was_enforced: tuple | None, now: datetime) -> None:
+    """Set `enforce_from`/`prior_limits` after a change by an administrator or the defaults.
+
+    A change that makes any limit stricter than what blocks today starts blocking after the
+    grace period, and until then the limits that blocked before keep blocking. A user's own
+    caps, and changes that only loosen, apply at once.
+    """
+    new = (cap.max_requests, cap.max_tokens, cap.max_cost_cents) if cap.is_active else None
+    tightened = new is not None and (
+        was_enforced is None or any(_stricter(n, o) for n, o in zip(new, was_enforced, strict=True))
+    )
+    if cap.set_by == SetBy.ADMIN and tightened and _grace():
+        cap.enforce_from = now + _grace()
+        cap.prior_limits = (
+            None if was_enforced is None else dict(zip(LIMIT_FIELDS, was_enforced, strict=True))
+        )
+    else:
+        cap.enforce_from = now
+        cap.prior_limits = None
+
+
+def _enforced_now(cap: UserCapConfig, now: datetime) -> tuple | None:
+    if not cap.is_active or cap.pk is None:
+        return None
+    if now >= cap.enforce_from:
+        return (cap.max_requests, cap.max_tokens, cap.max_cost_cents)
+    if cap.prior_limits is None:
+        return None
+    return tuple(cap.prior_limits.get(f) for f in LIMIT_FIELDS)
+
+
+def _validate(cap: UserCapConfig) -> None:
+    errors: dict[str, list[str]] = {}
+    if cap.cap_type not in CAP_TYPES:
+        errors["cap_type"] = [f'"{cap.cap_type}" is not a valid choice.']
+    for name in LIMIT_FIELDS:
+        value = getattr(cap, name)
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            errors[name] = ["Ensure this value is greater than or equal to 1."]
+    if all(getattr(cap, name) is None for name in LIMIT_FIELDS):
+        errors["non_field_errors"] = [
+            "Set at least one of max_requests, max_tokens, max_cost_cents."
+        ]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _save(cap: UserCapConfig) -> UserCapConfig:
+    _validate(cap)
+    try:
+        with transaction.atomic():
+            cap.save()
+            cap_config_changed(user_id=cap.user_id)
+    except IntegrityError as exc:
+        owner = "an administrator" if cap.set_by == SetBy.ADMIN else "you"
+        raise ValidationError(
+            {"cap_type": [f"A {cap.cap_type} cap set by {owner} already exists for this user."]}
+        ) from exc
+    return cap
+
+
+def cap_create(
+    *,
+    user_id: int,
+    cap_type: str,
+    set_by: str,
+    max_requests: int | None = None,
+    max_tokens: int | None = None,
+    max_cost_cents: int | None = None,
+    is_active: bool = True,
+    now: datetime | None = None,
+) -> UserCapConfig:
+    """Create a cap (an administrator's starts blocking after the grace period)."""
+    now = now or timezone.now()
+    cap = UserCapConfig(
+        user_id=user_id,
+        cap_type=cap_type,
+        set_by=set_by,
+        max_requests=max_requests,
+        max_tokens=max_tokens,
+        max_cost_cents=max_cost_cents,
+        is_active=is_active,
+    )
+    _apply_grace(cap, None, now)
+    return _save(cap)
+
+
+def cap_update(
+    *, cap: UserCapConfig, by_admin: bool, now: datetime | None = None, **changes: Any
+) -> UserCapConfig:
+    """Change a cap's limits, type or activity; users cannot touch an administrator's cap."""
+    if cap.set_by == SetBy.ADMIN and not by_admin:
+        raise PermissionDenied("This cap was set by an administrator; you cannot change it.")
+    now = now or timezone.now()
+    was_enforced = _enforced_now(cap, now)
+    for name, value in changes.items():
+        if name not in (*LIMIT_FIELDS, "is_active", "cap_type"):
+            raise ValueError(f"unknown cap field {name}")
+        setattr(cap, name, value)
+    _apply_grace(cap, was_enforced, now)
+    return _save(cap)
+
+
+def cap_delete(*, cap: UserCapConfig, by_admin: bool) -> None:
+    """Remove a cap; users cannot remove an administrator's cap."""
+    if cap.set_by == SetBy.ADMIN and not by_admin:
+        raise PermissionDenied("This cap was set by an administrator; you cannot remove it.")
+    with transaction.atomic():
+        cap.delete()
+        cap_config_changed(user_id=cap.user_id)
+
+
+def caps_set_active(*, caps: list[UserCapConfig], active: bool) -> int:
+    """Activate or deactivate caps (Django admin's bulk actions); returns how many changed."""
+    changed = 0
+    for cap in caps:
+        if cap.is_active != active:
+            cap_update(cap=cap, by_admin=True, is_active=active)
+            changed += 1
+    return changed
+
+
+def caps_install_defaults(
+    *, user: Any = None, user_id: int | None = None, new_user: bool = True, now=None
+) -> list[UserCapConfig]:
+    """Install the configured default caps (usage_caps.default_daily_*; null = no such limit)
+    for a user, once. They are administrator caps: the user cannot raise or remove them. For a
+    new user (the account creation path) they apply at once; installed later for an existing
+    user (lazily, on first use) they start blocking after the grace period."""
+    user_id = user_id if user_id is not None else user.pk
+    now = now or timezone.now()
+    conf = settings.GATEWAY.usage_caps
+    limits = {
+        "max_requests": conf.default_daily_requests,
+        "max_tokens": conf.default_daily_tokens,
+        "max_cost_cents": conf.default_daily_cost_cents,
+    }
+    with transaction.atomic():
+        _, created = UserCapDefaults.objects.get_or_create(user_id=user_id)
+        if not created or all(v is None for v in limits.values()):
+            return []
+        if UserCapConfig.objects.filter(user_id=user_id, cap_type="daily", set_by="admin").exists():
+            return []
+        cap = UserCapConfig(user_id=user_id, cap_type="daily", set_by=SetBy.ADMIN, **limits)
+        if new_user:
+            cap.enforce_from = now
+        else:
+            _apply_grace(cap, None, now)
+        return [_save(cap)]
+
+
+def _defaults_ensure(*, user_id: int) -> None:
+    # The lazy path for users created before caps existed or by a path that did not call
+    # caps_install_defaults: one indexed lookup, on a cold cache only.
+    if not UserCapDefaults.objects.filter(user_id=user_id).exists():
+        caps_install_defaults(user_id=user_id, new_user=False)

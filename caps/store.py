@@ -1,0 +1,510 @@
+"""Reserve and settle in the counter store: one Lua script per operation in Redis, one
+transaction in the embedded store (the database).
+
+Each window key (hourly, daily, monthly) is a hash with six fields: `requests`, `tokens`,
+`cost_micros` (settled use) and `if_requests`, `if_tokens`, `if_cost_micros` (in flight).
+Open reservations are recorded with their amounts and a lease expiry (Redis: the hash
+`…:reservations` and the sorted set `…:leases`; embedded: `CapLease` rows); every reservation
+first releases the user's expired ones, in the same atomic step, so a reservation held by a
+dead worker never blocks for longer than its lease.
+
+Both backends answer the same `ReserveResult`; the services layer decides nothing here except
+through the limits it passes in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio as aredis
+from django.db import DatabaseError, connection, connections, transaction
+
+from caps.models import CapLease
+from caps.rules import NO_LIMIT
+from caps.windows import user_tag, window_keys, window_ttls
+from usage.models import Counter
+
+USED = ("requests", "tokens", "cost_micros")
+IN_FLIGHT = ("if_requests", "if_tokens", "if_cost_micros")
+FIELDS = USED + IN_FLIGHT
+
+T = TypeVar("T")
+
+
+class StoreDown(Exception):
+    """The counter store could not be reached (the services layer applies the failure mode)."""
+
+
+@dataclass(frozen=True)
+class ReserveResult:
+    """`status` is ok, denied or stale; `values` holds, per window (hourly, daily, monthly),
+    the six fields *before* this reservation: used requests/tokens/cost, in-flight ditto."""
+
+    status: str
+    values: tuple[tuple[int, ...], ...] = ()
+
+
+def new_version() -> str:
+    return secrets.token_hex(8)
+
+
+def aux_keys(user_id: int) -> tuple[str, str, str]:
+    """Leases (sorted set), reservations (hash) and config version keys of a user."""
+    tag = user_tag(user_id)
+    return (f"{tag}:leases", f"{tag}:reservations", f"{tag}:version")
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+
+# KEYS: hourly, daily, monthly, leases, reservations, version
+# ARGV: now_ms, cached_version, rid, lease_expiry_ms, est requests, est tokens, est cost,
+#       ttl h, ttl d, ttl m, 9 limits (window-major; -1 = none), aux ttl
+_RESERVE_LUA = """
+local version = redis.call('GET', KEYS[6]) or ''
+if version ~= ARGV[2] then return {'stale'} end
+local now = tonumber(ARGV[1])
+local inflight = {'if_requests', 'if_tokens', 'if_cost_micros'}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
+for _, rid in ipairs(expired) do
+  local rec = redis.call('HGET', KEYS[5], rid)
+  if rec then
+    local r = cjson.decode(rec)
+    for i = 1, 3 do
+      if redis.call('EXISTS', r[i]) == 1 then
+        for j = 1, 3 do
+          if redis.call('HINCRBY', r[i], inflight[j], -r[3 + j]) < 0 then
+            redis.call('HSET', r[i], inflight[j], 0)
+          end
+        end
+      end
+    end
+    redis.call('HDEL', KEYS[5], rid)
+  end
+end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now) end
+local est = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
+local values = {}
+local ok = 1
+for i = 1, 3 do
+  local v = redis.call('HMGET', KEYS[i], 'requests', 'tokens', 'cost_micros',
+                       'if_requests', 'if_tokens', 'if_cost_micros')
+  for j = 1, 6 do
+    v[j] = tonumber(v[j]) or 0
+    values[#values + 1] = v[j]
+  end
+  for j = 1, 3 do
+    local limit = tonumber(ARGV[10 + (i - 1) * 3 + j])
+    if limit >= 0 and v[j] + v[3 + j] + est[j] > limit then ok = 0 end
+  end
+end
+if ok == 0 then return {'denied', values} end
+for i = 1, 3 do
+  for j = 1, 3 do redis.call('HINCRBY', KEYS[i], inflight[j], est[j]) end
+  redis.call('EXPIRE', KEYS[i], ARGV[7 + i])
+end
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+redis.call('HSET', KEYS[5], ARGV[3],
+           cjson.encode({KEYS[1], KEYS[2], KEYS[3], est[1], est[2], est[3]}))
+redis.call('EXPIRE', KEYS[4], ARGV[20])
+redis.call('EXPIRE', KEYS[5], ARGV[20])
+return {'ok', values}
+"""
+
+# KEYS: hourly, daily, monthly (of the reservation's start), leases, reservations
+# ARGV: rid, count (1/0), actual requests, tokens, cost, ttl h, ttl d, ttl m
+_SETTLE_LUA = """
+local inflight = {'if_requests', 'if_tokens', 'if_cost_micros'}
+local used = {'requests', 'tokens', 'cost_micros'}
+local rec = redis.call('HGET', KEYS[5], ARGV[1])
+if rec then
+  local r = cjson.decode(rec)
+  for i = 1, 3 do
+    for j = 1, 3 do
+      if redis.call('HINCRBY', KEYS[i], inflight[j], -r[3 + j]) < 0 then
+        redis.call('HSET', KEYS[i], inflight[j], 0)
+      end
+    end
+  end
+  redis.call('HDEL', KEYS[5], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
+if ARGV[2] == '1' then
+  for i = 1, 3 do
+    for j = 1, 3 do redis.call('HINCRBY', KEYS[i], used[j], ARGV[2 + j]) end
+  end
+end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5 + i]) end
+return rec and 1 or 0
+"""
+
+
+def _decode_values(raw: Sequence[Any]) -> tuple[tuple[int, ...], ...]:
+    flat = [int(v) for v in raw]
+    return tuple(tuple(flat[i * 6 : i * 6 + 6]) for i in range(3))
+
+
+class RedisCapStore:
+    """Caps in Redis: one EVALSHA per reserve and per settle (the scripts are cached by SHA)."""
+
+    name = "redis"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._async: dict[int, tuple[aredis.Redis, Any, Any]] = {}
+        self._reserve = self.client.register_script(_RESERVE_LUA)
+        self._settle = self.client.register_script(_SETTLE_LUA)
+        self.caps_cache: dict[int, Any] = {}
+
+    def _aclient(self) -> tuple[aredis.Redis, Any, Any]:
+        # redis.asyncio clients belong to one event loop.
+        loop = asyncio.get_running_loop()
+        entry = self._async.get(id(loop))
+        if entry is None or entry[3] is not loop:
+            client = aredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+            entry = (
+                client,
+                client.register_script(_RESERVE_LUA),
+                client.register_script(_SETTLE_LUA),
+                loop,
+            )
+            self._async[id(loop)] = entry
+        return entry[:3]
+
+    @staticmethod
+    def _reserve_args(
+        *, user_id, version, rid, now, lease_expires_at, estimate, limits, lease_seconds
+    ) -> tuple[list[str], list[Any]]:
+        keys = [*window_keys(user_id, now), *aux_keys(user_id)]
+        args = [
+            _ms(now),
+            version,
+            rid,
+            _ms(lease_expires_at),
+            *estimate,
+            *window_ttls(),
+            *limits,
+            lease_seconds + 3600,
+        ]
+        return keys, args
+
+    @staticmethod
+    def _result(raw: list[Any]) -> ReserveResult:
+        status = raw[0].decode() if isinstance(raw[0], bytes) else raw[0]
+        if status == "stale":
+            return ReserveResult("stale")
+        return ReserveResult(status, _decode_values(raw[1]))
+
+    @staticmethod
+    def _settle_args(*, user_id, rid, keys, actual) -> tuple[list[str], list[Any]]:
+        leases, reservations, _ = aux_keys(user_id)
+        count = 0 if actual is None else 1
+        amounts = actual or (0, 0, 0)
+        return [*keys, leases, reservations], [rid, count, *amounts, *window_ttls()]
+
+    def reserve(self, **kw: Any) -> ReserveResult:
+        keys, args = self._reserve_args(**kw)
+        try:
+            return self._result(self._reserve(keys=keys, args=args))
+        except redis.RedisError as exc:
+            raise StoreDown(str(exc)) from exc
+
+    async def areserve(self, **kw: Any) -> ReserveResult:
+        keys, args = self._reserve_args(**kw)
+        _, script, _ = self._aclient()
+        try:
+            return self._result(await script(keys=keys, args=args))
+        except redis.RedisError as exc:
+            raise StoreDown(str(exc)) from exc
+
+    def settle(self, **kw: Any) -> None:
+        keys, args = self._settle_args(**kw)
+        try:
+            self._settle(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise StoreDown(str(exc)) from exc
+
+    async def asettle(self, **kw: Any) -> None:
+        keys, args = self._settle_args(**kw)
+        _, _, script = self._aclient()
+        try:
+            await script(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise StoreDown(str(exc)) from exc
+
+    def version(self, user_id: int) -> str:
+        try:
+            raw = self.client.get(aux_keys(user_id)[2])
+        except redis.RedisError as exc:
+            raise StoreDown(str(exc)) from exc
+        return raw.decode() if raw else ""
+
+    async def aversion(self, user_id: int) -> str:
+        client, _, _ = self._aclient()
+        try:
+            raw = await client.get(aux_keys(user_id)[2])
+        except redis.RedisError as exc:
+            raise StoreDown(str(exc)) from exc
+        return raw.decode() if raw else ""
+
+    def set_version(self, user_id: int) -> None:
+        try:
+            self.client.set(aux_keys(user_id)[2], new_version(), ex=30 * 86400)
+        except redis.RedisError as exc:
+            raise StoreDown(str(exc)) from exc
+
+    def read(self, keys: Sequence[str], now: datetime) -> list[dict[str, int]]:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            raw = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreDown(str(exc)) from exc
+        return [{k.decode(): int(v) for k, v in item.items()} for item in raw]
+
+    def open_reservations(self, user_id: int) -> int:
+        try:
+            return int(self.client.hlen(aux_keys(user_id)[1]))
+        except redis.RedisError as exc:
+            raise StoreDown(str(exc)) from exc
+
+
+# --- Embedded (database) -------------------------------------------------------------------------
+
+# Same on SQLite and PostgreSQL. An expired row restarts from the delta, as an expired Redis
+# key would; the expiry of every field of a key moves together (EXPIRE applies to a hash).
+_UPSERT = (
+    "INSERT INTO usage_counter (key, field, value, expires_at) VALUES {rows} "
+    "ON CONFLICT (key, field) DO UPDATE SET "
+    "value = CASE WHEN usage_counter.expires_at <= %s THEN excluded.value "
+    "ELSE usage_counter.value + excluded.value END, "
+    "expires_at = excluded.expires_at"
+)
+# Releasing in-flight amounts never drives a counter below zero.
+_RELEASE = (
+    "UPDATE usage_counter SET value = CASE WHEN value > %s THEN value - %s ELSE 0 END "
+    "WHERE key = %s AND field = %s AND expires_at > %s"
+)
+# Namespace of the PostgreSQL advisory locks that serialize one user's reservations.
+_LOCK_NAMESPACE = 0x43415053 << 32
+
+
+class DatabaseCapStore:
+    """Caps in the database: each reserve / settle is one transaction over Counter rows.
+
+    SQLite runs every transaction IMMEDIATE (settings), so reservations serialize on its write
+    lock; on PostgreSQL the transaction first takes an advisory lock on the user, so concurrent
+    reservations of one user serialize too (and those of different users do not). The async
+    methods run the transaction in a small thread pool of our own, whose connections
+    `close_connections()` closes (tests call it before the test database is dropped).
+    """
+
+    name = "database"
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="caps-db")
+        self._pool_size = 4
+        self.caps_cache: dict[int, Any] = {}
+
+    async def _run(self, fn: Callable[..., T], **kw: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: self._in_thread(fn, kw))
+
+    @staticmethod
+    def _in_thread(fn: Callable[..., T], kw: dict[str, Any]) -> T:
+        connection.close_if_unusable_or_obsolete()
+        return fn(**kw)
+
+    def close_connections(self) -> None:
+        """Close the pool threads' connections (each thread takes exactly one task)."""
+        barrier = threading.Barrier(self._pool_size)
+
+        def close() -> None:
+            barrier.wait(timeout=10)
+            connections.close_all()
+
+        for future in [self._pool.submit(close) for _ in range(self._pool_size)]:
+            future.result()
+
+    @staticmethod
+    def _lock(user_id: int) -> None:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_NAMESPACE + user_id])
+
+    @staticmethod
+    def _upsert(rows: list[tuple[str, str, int, datetime]], now: datetime) -> None:
+        placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+        params: list[Any] = [value for row in rows for value in row]
+        with connection.cursor() as cursor:
+            cursor.execute(_UPSERT.format(rows=placeholders), [*params, now])
+
+    @staticmethod
+    def _release(keys: Sequence[str], amounts: Sequence[int], now: datetime) -> None:
+        params = [
+            (amount, amount, key, field, now)
+            for key in keys
+            for field, amount in zip(IN_FLIGHT, amounts, strict=True)
+            if amount
+        ]
+        if params:
+            with connection.cursor() as cursor:
+                cursor.executemany(_RELEASE, params)
+
+    def _read(self, keys: Sequence[str], now: datetime) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {key: {} for key in keys}
+        rows = Counter.objects.filter(key__in=list(keys), expires_at__gt=now)
+        for key, name, value in rows.values_list("key", "field", "value"):
+            result[key][name] = value
+        return result
+
+    def reserve(
+        self,
+        *,
+        user_id: int,
+        version: str,
+        rid: str,
+        now: datetime,
+        lease_expires_at: datetime,
+        estimate: Sequence[int],
+        limits: Sequence[int],
+        lease_seconds: int,
+    ) -> ReserveResult:
+        keys = window_keys(user_id, now)
+        version_key = aux_keys(user_id)[2]
+        try:
+            with transaction.atomic():
+                self._lock(user_id)
+                expired = list(
+                    CapLease.objects.filter(user_id=user_id, expires_at__lte=now).values_list(
+                        "id", "started_at", "requests", "tokens", "cost_micros"
+                    )
+                )
+                for _, started_at, *amounts in expired:
+                    self._release(window_keys(user_id, started_at), amounts, now)
+                if expired:
+                    CapLease.objects.filter(id__in=[row[0] for row in expired]).delete()
+                current = self._read([*keys, version_key], now)
+                if str(current[version_key].get("v", "")) != version:
+                    return ReserveResult("stale")
+                values = tuple(tuple(current[key].get(f, 0) for f in FIELDS) for key in keys)
+                for i, window in enumerate(values):
+                    for j in range(3):
+                        limit = limits[i * 3 + j]
+                        if limit != NO_LIMIT and window[j] + window[3 + j] + estimate[j] > limit:
+                            return ReserveResult("denied", values)
+                rows = [
+                    (key, field, delta, now + timedelta(seconds=ttl))
+                    for key, ttl in zip(keys, window_ttls(), strict=True)
+                    for field, delta in zip(FIELDS, (0, 0, 0, *estimate), strict=True)
+                ]
+                self._upsert(rows, now)
+                CapLease.objects.create(
+                    id=rid,
+                    user_id=user_id,
+                    started_at=now,
+                    expires_at=lease_expires_at,
+                    requests=estimate[0],
+                    tokens=estimate[1],
+                    cost_micros=estimate[2],
+                )
+                return ReserveResult("ok", values)
+        except DatabaseError as exc:
+            raise StoreDown(str(exc)) from exc
+
+    async def areserve(self, **kw: Any) -> ReserveResult:
+        return await self._run(self.reserve, **kw)
+
+    def settle(
+        self,
+        *,
+        user_id: int,
+        rid: str,
+        keys: Sequence[str],
+        actual: Sequence[int] | None,
+        now: datetime | None = None,
+    ) -> None:
+        from django.utils import timezone
+
+        now = now or timezone.now()
+        try:
+            with transaction.atomic():
+                self._lock(user_id)
+                lease = (
+                    CapLease.objects.filter(id=rid)
+                    .values_list("requests", "tokens", "cost_micros")
+                    .first()
+                )
+                if lease is not None:
+                    self._release(keys, lease, now)
+                    CapLease.objects.filter(id=rid).delete()
+                deltas = (0, 0, 0) if actual is None else tuple(actual)
+                rows = [
+                    (key, field, delta, now + timedelta(seconds=ttl))
+                    for key, ttl in zip(keys, window_ttls(), strict=True)
+                    for field, delta in zip(FIELDS, (*deltas, 0, 0, 0), strict=True)
+                ]
+                self._upsert(rows, now)
+        except DatabaseError as exc:
+            raise StoreDown(str(exc)) from exc
+
+    async def asettle(self, **kw: Any) -> None:
+        await self._run(self.settle, **kw)
+
+    def version(self, user_id: int) -> str:
+        try:
+            row = self._read([aux_keys(user_id)[2]], _far_past())
+        except DatabaseError as exc:
+            raise StoreDown(str(exc)) from exc
+        value = next(iter(row.values())).get("v")
+        return "" if value is None else str(value)
+
+    async def aversion(self, user_id: int) -> str:
+        return await self._run(self.version, user_id=user_id)
+
+    def set_version(self, user_id: int) -> None:
+        # Inside the cap write's own transaction when there is one: atomic with the change.
+        from django.utils import timezone
+
+        now = timezone.now()
+        Counter.objects.update_or_create(
+            key=aux_keys(user_id)[2],
+            field="v",
+            defaults={
+                "value": int(new_version(), 16) >> 1,
+                "expires_at": now + timedelta(days=3650),
+            },
+        )
+
+    def read(self, keys: Sequence[str], now: datetime) -> list[dict[str, int]]:
+        try:
+            current = self._read(keys, now)
+        except DatabaseError as exc:
+            raise StoreDown(str(exc)) from exc
+        return [current[key] for key in keys]
+
+    def open_reservations(self, user_id: int) -> int:
+        return CapLease.objects.filter(user_id=user_id).count()
+
+
+def _far_past() -> datetime:
+    from datetime import UTC
+
+    return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def new_reservation_id() -> str:
+    return secrets.token_hex(16)

@@ -1,0 +1,68 @@
+"""Cap windows: UTC calendar hours, days and months, their counter keys and reset times.
+
+Keys follow the seed's format with a Redis Cluster hash tag on the user, so that all of one
+user's cap keys (windows, leases, reservations, config version) share a slot and one Lua
+script can move them: `usage_cap:{user_42}:hourly:2026-11-25T10`, `…:daily:2026-11-25`,
+`…:monthly:2026-11`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+
+CAP_TYPES = ("hourly", "daily", "monthly")
+
+
+def user_tag(user_id: int) -> str:
+    return f"{settings.GATEWAY.redis.usage_cap_prefix}{{user_{user_id}}}"
+
+
+def window_start(cap_type: str, at: datetime) -> datetime:
+    at = at.astimezone(UTC)
+    if cap_type == "hourly":
+        return at.replace(minute=0, second=0, microsecond=0)
+    if cap_type == "daily":
+        return at.replace(hour=0, minute=0, second=0, microsecond=0)
+    return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def reset_time(cap_type: str, at: datetime) -> datetime:
+    """The end of the window that holds `at` (when its counters start again from zero)."""
+    start = window_start(cap_type, at)
+    if cap_type == "hourly":
+        return start + timedelta(hours=1)
+    if cap_type == "daily":
+        return start + timedelta(days=1)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def window_key(user_id: int, cap_type: str, at: datetime) -> str:
+    at = at.astimezone(UTC)
+    label = {
+        "hourly": f"{at:%Y-%m-%dT%H}",
+        "daily": f"{at:%Y-%m-%d}",
+        "monthly": f"{at:%Y-%m}",
+    }[cap_type]
+    return f"{user_tag(user_id)}:{cap_type}:{label}"
+
+
+def window_keys(user_id: int, at: datetime) -> tuple[str, str, str]:
+    """Hourly, daily and monthly keys of the windows holding `at`."""
+    tag = user_tag(user_id)
+    at = at.astimezone(UTC)
+    return (
+        f"{tag}:hourly:{at:%Y-%m-%dT%H}",
+        f"{tag}:daily:{at:%Y-%m-%d}",
+        f"{tag}:monthly:{at:%Y-%m}",
+    )
+
+
+def window_ttls() -> tuple[int, int, int]:
+    r = settings.GATEWAY.redis
+    return (r.hourly_cap_ttl, r.daily_cap_ttl, r.monthly_cap_ttl)
+
+
+def iso_z(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,91 @@
+"""Fixtures for the caps tests: users, both cap stores (Redis and the database), prices."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+from caps import estimates
+from caps.services import _stores, cap_store
+from costs.pricing import price_table_reset
+from costs.services import price_defaults_install
+
+# The caps engineer's Redis database; CI's Redis pass sets REDIS_URL to its own.
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/5"
+MODEL = "us.anthropic.claude-sonnet-4-6"  # $3 / $15 per million tokens
+
+
+def wipe_redis_user(user_id: int) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"usage_cap:{{user_{user_id}}}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    """No caps cached in memory from an earlier test (user ids are reused after rollbacks)."""
+    for store in _stores.values():
+        store.caps_cache.clear()
+    estimates._local.clear()
+    price_table_reset()
+    yield
+    for store in _stores.values():
+        store.caps_cache.clear()
+    price_table_reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_cap_pool_connections(django_db_setup, django_db_blocker):
+    """The embedded store's threads hold connections: close them before the test DB goes."""
+    yield
+    with django_db_blocker.unblock():
+        cap_store(embedded=True).close_connections()
+
+
+@pytest.fixture
+def prices(db):
+    price_defaults_install()
+
+
+@pytest.fixture
+def redis_store():
+    return cap_store(url=REDIS_URL)
+
+
+@pytest.fixture
+def db_store():
+    return cap_store(embedded=True)
+
+
+@pytest.fixture(params=["redis", "database"])
+def any_store(request):
+    """Each test using it runs on both stores, whatever the configuration."""
+    if request.param == "redis":
+        return cap_store(url=REDIS_URL)
+    return cap_store(embedded=True)
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    created = []
+
+    def make(email: str = "", *, defaults: bool = False, **extra):
+        email = email or f"user{len(created)}@example.com"
+        user = django_user_model.objects.create_user(
+            username=email, email=email, password="x-unused-x", **extra
+        )
+        wipe_redis_user(user.pk)
+        if not defaults:
+            # Mark defaults as installed so that only the test's own caps apply.
+            from caps.models import UserCapDefaults
+
+            UserCapDefaults.objects.create(user=user)
+        created.append(user)
+        return user
+
+    yield make
+    for user in created:
+        wipe_redis_user(user.pk)
