@@ -1,0 +1,40 @@
+import pytest
+from rest_framework.test import APIClient
+
+from costs.pricing import price_table_reset
+from costs.services import price_defaults_install
+
+
+@pytest.fixture(autouse=True)
+def _fresh_price_table():
+    """Each test starts with no table in memory: an earlier test's rolled-back rows are gone."""
+    price_table_reset()
+    yield
+    price_table_reset()
+
+
+@pytest.fixture
+def default_prices(db):
+    """The shipped defaults, also after a transactional test flushed the migration's rows."""
+    price_defaults_install()
+
+
+@pytest.fixture
+def admin_api(admin_user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    return client
+
+
+@pytest.fixture
+def member(django_user_model):
+    return django_user_model.objects.create_user(
+        username="member", email="member@example.com", password="x-unused-x"
+    )
+
+
+@pytest.fixture
+def member_api(member) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(member)
+    return client
