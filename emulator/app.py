@@ -137,11 +137,11 @@ class Emulator:
             if verb == "invoke":
                 await self._invoke(send, body, model, knobs, started, request_id)
             elif verb == "invoke-with-response-stream":
-                await self._invoke_stream(send, body, model, knobs, started, request_id)
+                await self._invoke_stream(send, receive, body, model, knobs, started, request_id)
             elif verb == "converse":
                 await self._converse(send, body, model, knobs, started, request_id)
             elif verb == "converse-stream":
-                await self._converse_stream(send, body, model, knobs, started, request_id)
+                await self._converse_stream(send, receive, body, model, knobs, started, request_id)
             else:
                 await self._count_tokens(send, body, model, request_id)
         except BedrockError as error:
@@ -238,7 +238,14 @@ class Emulator:
         await _respond(send, 200, json.dumps(body, separators=(",", ":")).encode(), request_id)
 
     async def _invoke_stream(
-        self, send: Send, raw: bytes, model: str, knobs: Knobs, started: float, request_id: str
+        self,
+        send: Send,
+        receive: Receive,
+        raw: bytes,
+        model: str,
+        knobs: Knobs,
+        started: float,
+        request_id: str,
     ) -> None:
         completion = self._complete(_parse_json(raw), model, knobs)
         events = messages.stream_events(completion)
@@ -265,10 +272,17 @@ class Emulator:
         def paced(event: dict[str, Any]) -> bool:
             return event["type"] == "content_block_delta"
 
-        await _stream(send, events, encode, paced, knobs, request_id)
+        await _stream(send, receive, events, encode, paced, knobs, request_id)
 
     async def _converse_stream(
-        self, send: Send, raw: bytes, model: str, knobs: Knobs, started: float, request_id: str
+        self,
+        send: Send,
+        receive: Receive,
+        raw: bytes,
+        model: str,
+        knobs: Knobs,
+        started: float,
+        request_id: str,
     ) -> None:
         completion = self._complete_converse(raw, model, knobs)
         events = converse.converse_events(completion)
@@ -282,7 +296,7 @@ class Emulator:
         def paced(item: tuple[str, dict[str, Any]]) -> bool:
             return item[0] == "contentBlockDelta"
 
-        await _stream(send, events, encode, paced, knobs, request_id)
+        await _stream(send, receive, events, encode, paced, knobs, request_id)
 
     async def _count_tokens(self, send: Send, raw: bytes, model: str, request_id: str) -> None:
         request = _parse_json(raw)
@@ -331,8 +345,17 @@ async def _sleep_generation(knobs: Knobs, output_tokens: int) -> None:
     delay = knobs.ttfb_ms / 1000 + knobs.stall_ms / 1000
     if knobs.tokens_per_second > 0:
         delay += output_tokens / knobs.tokens_per_second
-    if delay > 0:
-        await asyncio.sleep(delay)
+    await _sleep_at_least(delay)
+
+
+async def _sleep_at_least(seconds: float) -> None:
+    # The event loop's timers may fire a little early; a knob promises a minimum delay.
+    if seconds <= 0:
+        return
+    deadline = time.perf_counter() + seconds
+    await asyncio.sleep(seconds)
+    while (remaining := deadline - time.perf_counter()) > 0:
+        await asyncio.sleep(remaining + 0.0002)
 
 
 async def _respond(
@@ -355,6 +378,7 @@ async def _respond(
 
 async def _stream(
     send: Send,
+    receive: Receive,
     events: list[Any],
     encode: Callable[[int, Any], bytes],
     paced: Callable[[Any], bool],
@@ -362,8 +386,7 @@ async def _stream(
     request_id: str,
 ) -> None:
     """Send events as event-stream frames, applying pacing and the mid-stream fault knobs."""
-    if knobs.ttfb_ms:
-        await asyncio.sleep(knobs.ttfb_ms / 1000)
+    await _sleep_at_least(knobs.ttfb_ms / 1000)
     headers = [
         (b"content-type", _EVENT_STREAM),
         (b"x-amzn-requestid", request_id.encode()),
@@ -377,16 +400,40 @@ async def _stream(
         frames = b"".join(encode(index, event) for index, event in enumerate(events))
         await send({"type": "http.response.body", "body": frames})
         return
+    # A slow stream stops when its client goes away, as a model's generation would.
+    watcher = asyncio.create_task(_until_disconnect(receive))
+    try:
+        await _paced(send, events, encode, paced, knobs, interval, watcher)
+    finally:
+        watcher.cancel()
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _paced(
+    send: Send,
+    events: list[Any],
+    encode: Callable[[int, Any], bytes],
+    paced: Callable[[Any], bool],
+    knobs: Knobs,
+    interval: float,
+    disconnected: asyncio.Task[None],
+) -> None:
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     for index, event in enumerate(events):
+        if disconnected.done():
+            return
         if knobs.stream_error and index == knobs.stream_error_after:
             await _send_stream_error(send, knobs.stream_error)
             return
         if knobs.cut_after is not None and index == knobs.cut_after:
             raise ConnectionCut(f"cut after {index} events")
         if knobs.stall_ms and index == knobs.stall_after:
-            await asyncio.sleep(knobs.stall_ms / 1000)
+            await _sleep_at_least(knobs.stall_ms / 1000)
             next_at = loop.time()
         if interval and paced(event):
             next_at += interval

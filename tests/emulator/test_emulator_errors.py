@@ -101,3 +101,27 @@ def test_ping_answers_ok(emulator):
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_invalid_knob_header_is_a_validation_error(emulator):
+    client = bedrock_client(emulator.url, headers={"x-emulator-ttfb-ms": "soon"})
+
+    with pytest.raises(client.exceptions.ValidationException) as caught:
+        client.invoke_model(modelId=MODEL, body=BODY)
+
+    assert "x-emulator-ttfb-ms" in caught.value.response["Error"]["Message"]
+
+
+def test_require_profiles_rejects_base_ids_of_profile_only_models():
+    from tests.fixtures.emulator import start_emulator
+
+    with start_emulator("--require-profiles") as server:
+        client = bedrock_client(server.url)
+        with pytest.raises(client.exceptions.ValidationException) as caught:
+            client.invoke_model(modelId="anthropic.claude-sonnet-4-6", body=BODY)
+        profile = client.invoke_model(modelId="us.anthropic.claude-sonnet-4-6", body=BODY)
+        on_demand = client.invoke_model(modelId="anthropic.claude-3-haiku-20240307-v1:0", body=BODY)
+
+    assert "inference profile" in caught.value.response["Error"]["Message"]
+    assert profile["body"].read()
+    assert on_demand["body"].read()
