@@ -18,6 +18,7 @@ from django.utils import timezone
 from costs.pricing import price_get
 from usage.models import UsageRecord, UsageSummary
 from usage.services import (
+    AGG,
     RECORD_AGGREGATES,
     SUMMARY_AGGREGATES,
     Totals,
@@ -118,7 +119,7 @@ def hourly_totals_merged(
 
 def _iter_totals(rows: Iterable[Mapping]) -> Iterable[tuple[Mapping, Totals]]:
     for row in rows:
-        yield row, Totals.from_mapping(row)
+        yield row, Totals.from_mapping(row, AGG)
 
 
 def summary_buckets(
@@ -145,7 +146,7 @@ def summary_buckets(
             rows = rows.filter(user_id=user_id)
         for row in rows.values("period_start").annotate(**SUMMARY_AGGREGATES):
             key = period_start(bucket, row["period_start"])
-            buckets[key] = buckets[key] + Totals.from_mapping(row)
+            buckets[key] = buckets[key] + Totals.from_mapping(row, AGG)
     merged = hourly_totals_merged(start=cut, end=end, user_id=user_id, now=now)
     for (_user, hour), totals in merged.items():
         key = period_start(bucket, hour)

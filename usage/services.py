@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
@@ -65,8 +65,9 @@ class Totals:
         return Totals(**{f: getattr(self, f) + getattr(other, f) for f in TOTAL_FIELDS})
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, int | None]) -> Totals:
-        return cls(**{f: int(values.get(f) or 0) for f in TOTAL_FIELDS})
+    def from_mapping(cls, values: Mapping[str, int | None], prefix: str = "") -> Totals:
+        """From a mapping keyed by field names, each behind `prefix` (AGG for aggregates)."""
+        return cls(**{f: int(values.get(prefix + f) or 0) for f in TOTAL_FIELDS})
 
     def as_dict(self) -> dict[str, int]:
         return {f: getattr(self, f) for f in TOTAL_FIELDS}
@@ -74,17 +75,19 @@ class Totals:
 
 TOTAL_FIELDS = tuple(f.name for f in fields(Totals))
 
-# Aggregates of UsageRecord rows into Totals' fields.
+# Aggregates of UsageRecord rows into Totals' fields, named AGG + field: an annotation named
+# like a column would shadow it in the aggregates that follow.
+AGG = "agg_"
 RECORD_AGGREGATES = {
-    "requests": Count("id"),
-    "input_tokens": Sum("input_tokens"),
-    "output_tokens": Sum("output_tokens"),
-    "cache_write_tokens": Sum(F("cache_write_5m_tokens") + F("cache_write_1h_tokens")),
-    "cache_read_tokens": Sum("cache_read_tokens"),
-    "cost_micros": Sum("cost_micros"),
-    "unknown_cost_requests": Count("id", filter=Q(cost_micros__isnull=True)),
+    AGG + "requests": Count("id"),
+    AGG + "input_tokens": Sum("input_tokens"),
+    AGG + "output_tokens": Sum("output_tokens"),
+    AGG + "cache_write_tokens": Sum(F("cache_write_5m_tokens") + F("cache_write_1h_tokens")),
+    AGG + "cache_read_tokens": Sum("cache_read_tokens"),
+    AGG + "cost_micros": Sum("cost_micros"),
+    AGG + "unknown_cost_requests": Count("id", filter=Q(cost_micros__isnull=True)),
 }
-SUMMARY_AGGREGATES = {f: Sum(f) for f in TOTAL_FIELDS}
+SUMMARY_AGGREGATES = {AGG + f: Sum(f) for f in TOTAL_FIELDS}
 
 
 # --- Attribution ----------------------------------------------------------------------------
@@ -237,9 +240,16 @@ def _live_add(*, user_id: int, hour: datetime, totals: Totals) -> None:
         logger.exception("live usage counter update failed for %s", increment.key)
 
 
+def _usage_record_pooled(call: CallRecord) -> None:
+    # Pool threads see no request signals: drop a connection that is broken or past
+    # CONN_MAX_AGE ourselves, as Django does around each request.
+    close_old_connections()
+    usage_record(call=call)
+
+
 async def ausage_record(*, call: CallRecord) -> None:
-    """`usage_record` for async callers (the proxy), off the event loop."""
-    await sync_to_async(usage_record, thread_sensitive=False)(call=call)
+    """`usage_record` for async callers (the proxy), in a pool thread off the event loop."""
+    await sync_to_async(_usage_record_pooled, thread_sensitive=False)(call)
 
 
 # --- Aggregates from records ----------------------------------------------------------------
@@ -258,7 +268,9 @@ def record_hourly_totals(
         .annotate(**RECORD_AGGREGATES)
         .order_by("user_id", "hour")
     )
-    return {(row["user_id"], floor_hour(row["hour"])): Totals.from_mapping(row) for row in rows}
+    return {
+        (row["user_id"], floor_hour(row["hour"])): Totals.from_mapping(row, AGG) for row in rows
+    }
 
 
 def usage_totals(*, user_id: int, start: datetime, end: datetime) -> Totals:
@@ -266,7 +278,7 @@ def usage_totals(*, user_id: int, start: datetime, end: datetime) -> Totals:
     row = UsageRecord.objects.filter(
         user_id=user_id, started_at__gte=start, started_at__lt=end
     ).aggregate(**RECORD_AGGREGATES)
-    return Totals.from_mapping(row)
+    return Totals.from_mapping(row, AGG)
 
 
 def _summaries_upsert(
@@ -353,7 +365,7 @@ def summary_rollup(*, period: str, start: datetime, now: datetime | None = None)
         .annotate(**SUMMARY_AGGREGATES)
         .order_by("user_id")
     )
-    totals = {(row["user_id"], start): Totals.from_mapping(row) for row in rows}
+    totals = {(row["user_id"], start): Totals.from_mapping(row, AGG) for row in rows}
     return _summaries_upsert(period=period, totals=totals, exact_range=(start, start + HOUR))
 
 

@@ -171,6 +171,11 @@ class DatabaseStore:
             for name, delta in inc.deltas.items()
         ]
         with transaction.atomic(), connection.cursor() as cursor:
+            # An expired hash is gone as a whole (as in Redis): its other fields must not come
+            # back to life when a new increment refreshes the TTL.
+            Counter.objects.filter(
+                key__in={inc.key for inc in increments}, expires_at__lte=now
+            ).delete()
             cursor.executemany(_UPSERT, rows)
             # A TTL applies to the whole hash, as EXPIRE does in Redis.
             for inc in increments:
@@ -194,14 +199,20 @@ class DatabaseStore:
         with transaction.atomic():
             Counter.objects.filter(key__in=[item.key for item in values]).delete()
             Counter.objects.bulk_create(
-                Counter(
-                    key=item.key,
-                    field=name,
-                    value=int(value),
-                    expires_at=now + timedelta(seconds=item.ttl),
-                )
-                for item in values
-                for name, value in item.deltas.items()
+                [
+                    Counter(
+                        key=item.key,
+                        field=name,
+                        value=int(value),
+                        expires_at=now + timedelta(seconds=item.ttl),
+                    )
+                    for item in values
+                    for name, value in item.deltas.items()
+                ],
+                # A concurrent incr_many may have re-created a field since the delete.
+                update_conflicts=True,
+                unique_fields=["key", "field"],
+                update_fields=["value", "expires_at"],
             )
 
     def scan(self, prefix: str) -> list[str]:

@@ -1,0 +1,162 @@
+"""Fixtures of the usage tests: personas, a call factory, a clean counter store, a worker."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from celery import Celery
+from django.conf import settings
+
+from costs.pricing import Usage
+from tests.fixtures.servers import BASE_DIR, test_database_url
+from usage.services import CallRecord, usage_record
+from usage.store import RedisStore, get_store
+
+# The usage engineer's own Redis database (never FLUSHALL; FLUSHDB only this one).
+OWN_REDIS_URL = "redis://127.0.0.1:6379/4"
+HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+_emails = itertools.count()
+
+
+def make_user(*, admin: bool = False):
+    from accounts.models import User
+
+    n = next(_emails)
+    email = f"{'admin' if admin else 'user'}{n}-{uuid.uuid4().hex[:6]}@example.com"
+    return User.objects.create(email=email, username=email, is_staff=admin)
+
+
+@pytest.fixture
+def owner(db):
+    return make_user()
+
+
+@pytest.fixture
+def stranger(db):
+    return make_user()
+
+
+@pytest.fixture
+def admin(db):
+    return make_user(admin=True)
+
+
+def call_for(user, **overrides) -> CallRecord:
+    """A CallRecord with plausible defaults; tokens via `usage=Usage(...)`."""
+    values = {
+        "call_id": uuid.uuid4(),
+        "user_id": user.id,
+        "api_key_id": None,
+        "auth_kind": "jwt",
+        "model_id": HAIKU,
+        "route": "bedrock.invoke",
+        "streaming": False,
+        "usage": Usage(input_tokens=1000, output_tokens=100),
+        "upstream_status": 200,
+        "error_type": None,
+        "latency_ms": 420,
+        "ttfb_ms": None,
+        "request_id": uuid.uuid4().hex,
+        "started_at": datetime.now(UTC),
+        "client_family": "Anthropic/Python",
+        "session_id": None,
+    }
+    values.update(overrides)
+    return CallRecord(**values)
+
+
+@pytest.fixture
+def record():
+    """Record a call for a user: record(user, **CallRecord overrides) -> UsageRecord | None."""
+
+    def _record(user, **overrides):
+        return usage_record(call=call_for(user, **overrides))
+
+    return _record
+
+
+def _clean_live_keys() -> None:
+    store = get_store()
+    if isinstance(store, RedisStore):
+        store.delete(store.scan(settings.GATEWAY.redis.usage_summary_prefix))
+
+
+@pytest.fixture(autouse=True)
+def clean_store():
+    """Redis is not rolled back with the test database: start and end with no usage keys."""
+    _clean_live_keys()
+    yield
+    _clean_live_keys()
+
+
+@pytest.fixture
+def own_redis():
+    """A RedisStore on the usage engineer's own Redis database, flushed before and after."""
+    store = RedisStore(OWN_REDIS_URL)
+    store.client.flushdb()
+    yield store
+    store.client.flushdb()
+
+
+@pytest.fixture(scope="module")
+def celery_worker(django_db_setup, django_db_blocker):
+    """A real Celery worker process on a Redis broker (db 4), using the test database.
+
+    Yields a Celery app bound to that broker for sending tasks (the tests' own app is eager).
+    """
+    broker = OWN_REDIS_URL
+    RedisStore(broker).client.flushdb()
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": broker,
+        "DATABASE_URL": test_database_url(),
+        "GATEWAY_CELERY__TASK_ALWAYS_EAGER": "false",
+    }
+    if settings.GATEWAY.server.secret_key:
+        env["GATEWAY_SERVER__SECRET_KEY"] = settings.GATEWAY.server.secret_key
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool=solo",
+            "--loglevel=info",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"usage-test-{os.getpid()}@%h",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    sender = Celery("usage-tests", broker=broker)
+    try:
+        deadline = time.monotonic() + 60
+        while not sender.control.ping(timeout=0.5):
+            if process.poll() is not None:
+                output = process.stdout.read().decode(errors="replace")
+                raise RuntimeError(f"celery worker exited with {process.returncode}:\n{output}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("celery worker did not answer a ping within 60 s")
+        yield sender
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        sender.close()
+        RedisStore(broker).client.flushdb()
