@@ -4,6 +4,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 from costs.models import ModelPrice
 from costs.pricing import (
@@ -220,10 +222,14 @@ def test_global_profiles_cost_ten_percent_less(default_prices):
 
 
 def test_arn_model_ids_are_priced_by_their_profile(default_prices):
-    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/global.anthropic.claude-opus-5-5"
+    arn = (
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/global.anthropic.claude-opus-5-5"
+    )
     assert cost(arn, input_tokens=MTOK) == 3_600_000
-    encoded = "arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.anthropic.claude-opus-5-5"
-    assert cost(encoded, input_tokens=MTOK) == 4_000_000
+    encoded = (
+        "arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.anthropic.claude-opus-5-5"
+    )
+    assert cost(encoded, input_tokens=MTOK) == 5_000_000
 
 
 def test_every_model_clients_md_lists_has_a_default_price(default_prices):
@@ -267,9 +273,9 @@ def test_unknown_model_has_no_cost_but_an_estimate_at_its_familys_dearest(defaul
         1_000_000
     )
     # through a global profile, the dearest global price
-    assert estimate_cost_micros(model_id="global.anthropic.claude-haiku-6", usage=usage, at=NOW) == (
-        900_000
-    )
+    assert estimate_cost_micros(
+        model_id="global.anthropic.claude-haiku-6", usage=usage, at=NOW
+    ) == (900_000)
 
 
 def test_unknown_family_is_estimated_at_the_dearest_price_overall(default_prices):
@@ -332,7 +338,13 @@ def test_region_row_beats_scope_row_beats_generic_row():
 
 async def test_async_lookups_match_the_sync_ones(default_prices):
     usage = Usage(input_tokens=MTOK)
-    assert await acall_cost_micros(model_id=OPUS_5_5, usage=usage, at=NOW) == 4_000_000
-    assert await aestimate_cost_micros(model_id="anthropic.claude-opus-6", usage=usage, at=NOW) == (
-        15_000_000
-    )
+    try:
+        # cold: the table is loaded in a worker thread (from the migration's committed rows)
+        assert await acall_cost_micros(model_id=OPUS_5_5, usage=usage, at=NOW) == 4_000_000
+        # warm: no I/O at all
+        assert await aestimate_cost_micros(
+            model_id="anthropic.claude-opus-6", usage=usage, at=NOW
+        ) == (15_000_000)
+    finally:
+        # the worker thread's own connection would otherwise hold the test database open
+        await sync_to_async(connections.close_all)()
