@@ -229,7 +229,7 @@ def test_arn_model_ids_are_priced_by_their_profile(default_prices):
     encoded = (
         "arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.anthropic.claude-opus-5-5"
     )
-    assert cost(encoded, input_tokens=MTOK) == 5_000_000
+    assert cost(encoded, input_tokens=MTOK) == 4_000_000
 
 
 def test_every_model_clients_md_lists_has_a_default_price(default_prices):
