@@ -364,6 +364,7 @@ def _model_info(entry: model_map.ModelEntry) -> dict:
         "id": entry.anthropic_name,
         "display_name": entry.display_name or entry.anthropic_name,
         "created_at": created,
+        "lifecycle": "active",  # only active aliases are listed
     }
 
 

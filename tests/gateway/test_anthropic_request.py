@@ -15,6 +15,7 @@ from tests.fixtures import model_map as model_map_fixtures
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_model_map")]
 fresh_model_map = model_map_fixtures.fresh_model_map
+thread_connections_closed = model_map_fixtures.thread_connections_closed
 
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 
@@ -193,6 +194,7 @@ def test_a_bedrock_id_as_model_passes_through():
     assert "model" not in body
 
 
+@pytest.mark.usefixtures("thread_connections_closed")
 async def test_async_translation_matches_the_sync_one():
     headers = {"anthropic-beta": "x-1"}
     assert await ato_bedrock_request(messages_body(), headers) == to_bedrock_request(
@@ -244,6 +246,7 @@ def test_count_tokens_needs_no_max_tokens_but_a_model_and_messages():
     assert caught.value.status == 404
 
 
+@pytest.mark.usefixtures("thread_connections_closed")
 async def test_async_count_tokens_matches_the_sync_one():
     body = {"model": "claude-opus-4-6", "messages": [{"role": "user", "content": "x"}]}
     model_id, request = await ato_bedrock_count_tokens(body)

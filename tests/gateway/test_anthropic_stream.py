@@ -5,10 +5,6 @@ from hand-written Bedrock chunks, then from the Bedrock emulator's real stream (
 """
 
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anthropic
 import pytest
@@ -22,9 +18,11 @@ from gateway.anthropic import (
     to_anthropic_response,
     to_bedrock_request,
 )
+from tests.fixtures import canned_http
 from tests.fixtures import emulator as emulator_fixtures
 from tests.fixtures import model_map as model_map_fixtures
 
+canned = canned_http.canned
 emulator = emulator_fixtures.emulator
 fresh_model_map = model_map_fixtures.fresh_model_map
 
@@ -214,53 +212,6 @@ def test_response_headers_carry_the_upstream_request_id():
 
 
 # --- The real SDK reading our bytes over HTTP ---------------------------------------------------
-
-
-@dataclass
-class CannedServer:
-    """A local HTTP server answering the next request with the given status, headers and body."""
-
-    url: str
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    requests: list[dict] = field(default_factory=list)
-
-    def answer(self, body: bytes, *, status: int = 200, content_type: str = "application/json"):
-        self.status, self.body = status, body
-        self.headers = {"content-type": content_type, "request-id": "req_canned"}
-
-
-@pytest.fixture
-def canned() -> Iterator[CannedServer]:
-    state: dict[str, CannedServer] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            length = int(self.headers.get("content-length", 0))
-            server = state["server"]
-            server.requests.append(
-                {"path": self.path, "headers": dict(self.headers), "body": self.rfile.read(length)}
-            )
-            self.send_response(server.status)
-            for name, value in server.headers.items():
-                self.send_header(name, value)
-            self.send_header("content-length", str(len(server.body)))
-            self.end_headers()
-            self.wfile.write(server.body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state["server"] = CannedServer(url=f"http://127.0.0.1:{httpd.server_address[1]}")
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state["server"]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def sdk(url: str) -> anthropic.Anthropic:

@@ -18,6 +18,7 @@ from tests.fixtures import model_map as model_map_fixtures
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_model_map")]
 fresh_model_map = model_map_fixtures.fresh_model_map
+thread_connections_closed = model_map_fixtures.thread_connections_closed
 aws_config = model_map_fixtures.aws_config
 
 SDK_MODELS = typing.get_args(typing.get_args(ModelParam)[0])
@@ -161,7 +162,8 @@ def test_warm_resolution_makes_no_query(django_assert_num_queries):
             assert resolve_bedrock_model("claude-opus-5-5") == "us.anthropic.claude-opus-5-5"
 
 
-async def test_async_resolution_matches_and_is_warm_without_a_thread():
+@pytest.mark.usefixtures("thread_connections_closed")
+async def test_async_resolution_loads_the_map_once_and_answers_from_memory():
     assert await aresolve_bedrock_model("claude-sonnet-5") == "us.anthropic.claude-sonnet-5"
     # Warm: the snapshot answers straight from memory.
     assert model_map._state.snapshot is not None
