@@ -1,0 +1,174 @@
+"""One proxied call's life: authenticate, reserve against caps, then record and settle once.
+
+`call_begin` does everything before Bedrock is called; `ProxyCall.finish` does everything
+after, exactly once, whichever terminal path the call takes (success, upstream error, failure
+before the first byte, client disconnect, shutdown). `finish` runs as its own task so that a
+cancelled request (client gone) cannot interrupt it; `drain()` awaits those still running
+when the server shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from accounts.authentication import AuthFailed, Principal, aauthenticate_credentials
+from caps.estimates import estimate_usage
+from caps.services import (
+    CapExceeded,
+    CapStoreUnavailable,
+    Reservation,
+    cap_reserve,
+    cap_settle,
+    headroom_headers,
+)
+from costs.pricing import Usage, call_cost_micros
+from gateway import metrics
+from gateway.errors import ProxyError
+from usage.services import CallRecord, ausage_record, client_family
+
+logger = logging.getLogger(__name__)
+
+_finishing: set[asyncio.Task] = set()
+
+
+@dataclass
+class ProxyCall:
+    """A call in flight: who, what, its reservation, and what happened upstream."""
+
+    principal: Principal
+    model_id: str
+    route: str
+    streaming: bool
+    user_agent: str
+    session_id: str | None
+    reservation: Reservation | None = None
+    call_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.perf_counter)
+    reached_upstream: bool = False
+    upstream_status: int = 0
+    error_type: str | None = None
+    request_id: str = ""
+    ttfb: float | None = None
+    _finish: asyncio.Task | None = None
+
+    def mark_first_byte(self) -> None:
+        if self.ttfb is None:
+            self.ttfb = time.perf_counter() - self.started
+
+    @property
+    def headroom(self) -> dict[str, str]:
+        return headroom_headers(self.reservation) if self.reservation else {}
+
+    def finish(self, usage: Usage | None) -> asyncio.Task:
+        """Record and settle, once; `usage` None means the call never reached Bedrock."""
+        if self._finish is None:
+            self._finish = asyncio.create_task(self._record(usage))
+            _finishing.add(self._finish)
+            self._finish.add_done_callback(_finishing.discard)
+        return self._finish
+
+    async def _record(self, usage: Usage | None) -> None:
+        latency = time.perf_counter() - self.started
+        status = str(self.upstream_status or 0)
+        metrics.REQUESTS.labels(self.route, self.model_id, status).inc()
+        metrics.LATENCY.labels(self.route).observe(latency)
+        if self.ttfb is not None:
+            metrics.TTFB.labels(self.route).observe(self.ttfb)
+        try:
+            if self.reservation is not None:
+                await cap_settle(
+                    reservation=self.reservation,
+                    actual=usage if self.reached_upstream else None,
+                )
+        except Exception:
+            # The reservation's lease releases it; the record below is what must not be lost.
+            logger.exception("cap settle failed for call %s", self.call_id)
+        if not self.reached_upstream:
+            return
+        usage = usage or Usage()
+        _count_tokens(self.model_id, usage, self.started_at)
+        await ausage_record(
+            call=CallRecord(
+                call_id=self.call_id,
+                user_id=self.principal.user_id,
+                api_key_id=self.principal.api_key_id,
+                auth_kind=self.principal.auth_kind,
+                model_id=self.model_id,
+                route=self.route,
+                streaming=self.streaming,
+                usage=usage,
+                upstream_status=self.upstream_status,
+                error_type=self.error_type,
+                latency_ms=round(latency * 1000),
+                ttfb_ms=round(self.ttfb * 1000) if self.ttfb is not None else None,
+                request_id=self.request_id,
+                started_at=self.started_at,
+                client_family=client_family(self.user_agent),
+                session_id=self.session_id,
+            )
+        )
+
+
+def _count_tokens(model_id: str, usage: Usage, at: datetime) -> None:
+    tokens = metrics.TOKENS
+    tokens.labels(model_id, "input").inc(usage.input_tokens)
+    tokens.labels(model_id, "output").inc(usage.output_tokens)
+    tokens.labels(model_id, "cache_write").inc(usage.cache_write_tokens)
+    tokens.labels(model_id, "cache_read").inc(usage.cache_read_tokens)
+    cost = call_cost_micros(model_id=model_id, usage=usage, at=at)
+    if cost:
+        metrics.COST.labels(model_id).inc(cost)
+
+
+async def authenticate(headers) -> Principal:
+    try:
+        return await aauthenticate_credentials(headers)
+    except AuthFailed as exc:
+        raise ProxyError("auth", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+async def call_begin(
+    *,
+    principal: Principal,
+    model_id: str,
+    route: str,
+    streaming: bool,
+    body: dict,
+    headers,
+) -> ProxyCall:
+    """Everything before Bedrock: the cap reservation (429 / 503 as ProxyError)."""
+    call = ProxyCall(
+        principal=principal,
+        model_id=model_id,
+        route=route,
+        streaming=streaming,
+        user_agent=headers.get("User-Agent", ""),
+        session_id=headers.get("X-Claude-Code-Session-Id"),
+    )
+    estimate = estimate_usage(user_id=principal.user_id, model_id=model_id, body=body)
+    try:
+        call.reservation = await cap_reserve(
+            user_id=principal.user_id, model_id=model_id, estimate=estimate, now=call.started_at
+        )
+    except CapExceeded as exc:
+        metrics.CAP_REJECTIONS.labels(exc.cap_type, exc.limit_type).inc()
+        retry_after = str(max(int(exc.retry_after_seconds), 1))
+        raise ProxyError(
+            "cap", exc.message, extra=exc.body(), headers={"Retry-After": retry_after}
+        ) from None
+    except CapStoreUnavailable as exc:
+        raise ProxyError("unavailable", str(exc) or "Usage caps cannot be checked now.") from None
+    return call
+
+
+async def drain(timeout: float) -> None:
+    """Wait for calls still being recorded (server shutdown)."""
+    pending = list(_finishing)
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)

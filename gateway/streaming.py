@@ -1,0 +1,132 @@
+"""Relaying a stream: a pump task owns the upstream; the response only drains its queue.
+
+The pump reads Bedrock's bytes, meters a copy and hands what the client should receive to a
+queue; when the upstream ends, fails, or the client goes away, the pump's `finally` records
+and settles the call. It does not live in the response's generator because Django may drop a
+generator mid-`yield` on disconnect without closing it; `RelayResponse.close()` (which Django
+always calls) cancels the pump instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+from django.http import StreamingHttpResponse
+
+from gateway import upstream
+from gateway.services import ProxyCall
+
+_DONE = object()
+_ABORT = object()
+QUEUE_DEPTH = 64
+
+# Turns the metered events of one upstream chunk into bytes for the client (None = relay
+# the chunk's bytes untouched).
+Translate = Callable[[bytes, list[dict]], bytes]
+# What to send when the upstream fails mid-stream; None = cut the client's connection too, so
+# that its parser sees a truncated stream as it would from Bedrock itself.
+OnError = Callable[[str, str], bytes | None]
+
+
+class UpstreamCut(Exception):
+    """Raised into the response to drop the client's connection without a clean end."""
+
+
+_pumps: set[asyncio.Task] = set()
+
+
+class RelayResponse(StreamingHttpResponse):
+    """A streaming response whose close() stops the upstream pump (client disconnect)."""
+
+    def __init__(self, pump: asyncio.Task, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._pump = pump
+        self._loop = asyncio.get_running_loop()
+
+    def close(self) -> None:
+        # Django calls close() from a worker thread once sending ends, however it ended.
+        if not self._pump.done():
+            self._loop.call_soon_threadsafe(self._pump.cancel)
+        super().close()
+
+
+async def _pump(
+    call: ProxyCall,
+    response: httpx.Response,
+    meter: upstream.StreamMeter,
+    queue: asyncio.Queue,
+    translate: Translate | None,
+    on_error: OnError,
+    put_timeout: float,
+) -> None:
+    tail = b""
+    try:
+        async for chunk in upstream.iter_raw(response):
+            call.mark_first_byte()
+            events = meter.feed(chunk)
+            out = translate(chunk, events) if translate else chunk
+            if out:
+                await asyncio.wait_for(queue.put(out), put_timeout)
+        if meter.exception:
+            call.error_type = meter.exception[0]
+    except (upstream.UpstreamTimeout, upstream.UpstreamUnavailable) as exc:
+        timed_out = isinstance(exc, upstream.UpstreamTimeout)
+        call.error_type = "upstream_timeout" if timed_out else "upstream_cut"
+        tail = on_error(call.error_type, "The upstream stream ended early.")
+        if tail is None:
+            tail = _ABORT
+    except (asyncio.CancelledError, TimeoutError) as exc:
+        # The client went away (or stopped reading): cut the upstream, count what it generated.
+        call.error_type = call.error_type or "client_disconnected"
+        await response.aclose()
+        await asyncio.shield(call.finish(meter.result()))
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return
+    # Record before the client sees the end, so a finished call is already visible.
+    await asyncio.shield(call.finish(meter.result()))
+    for item in (tail,) if tail is _ABORT else (tail, _DONE):
+        if item:
+            await asyncio.wait_for(queue.put(item), put_timeout)
+
+
+async def _drain(queue: asyncio.Queue) -> AsyncIterator[bytes]:
+    while True:
+        item = await queue.get()
+        if item is _DONE:
+            return
+        if item is _ABORT:
+            raise UpstreamCut("the upstream stream was cut")
+        yield item
+
+
+def relay(
+    call: ProxyCall,
+    response: httpx.Response,
+    meter: upstream.StreamMeter,
+    *,
+    content_type: str,
+    headers: dict[str, str],
+    translate: Translate | None,
+    on_error: OnError,
+    put_timeout: float,
+) -> RelayResponse:
+    """Start the pump and return the response that streams what it relays."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_DEPTH)
+    pump = asyncio.create_task(
+        _pump(call, response, meter, queue, translate, on_error, put_timeout)
+    )
+    _pumps.add(pump)
+    pump.add_done_callback(_pumps.discard)
+    relayed = RelayResponse(pump, _drain(queue), content_type=content_type, headers=headers)
+    relayed["Cache-Control"] = "no-cache"
+    relayed["X-Accel-Buffering"] = "no"
+    return relayed
+
+
+def cancel_all() -> None:
+    """Cut every stream still open (shutdown after the grace period): each records itself."""
+    for pump in list(_pumps):
+        pump.cancel()

@@ -1,0 +1,248 @@
+"""The only place that talks to Bedrock: signing, the connection pool, event-stream reading.
+
+Requests are signed here with SigV4 (configured keys, else botocore's default chain, else the
+emulator's documented example pair) or sent with the gateway's own Bedrock API key. The
+caller's credentials never travel upstream. One pooled `httpx.AsyncClient` per event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import botocore.session
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.eventstream import EventStreamBuffer, EventStreamError
+from django.conf import settings
+
+from costs.pricing import Usage
+
+# The emulator's default test credentials: AWS's documented example pair.
+EMULATOR_ACCESS_KEY = "AKIDEXAMPLE"
+EMULATOR_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # noqa: S105 - a public example
+
+# Response headers relayed to the client as Bedrock sent them.
+RELAYED_HEADERS = (
+    "x-amzn-requestid",
+    "x-amzn-bedrock-input-token-count",
+    "x-amzn-bedrock-output-token-count",
+    "x-amzn-bedrock-invocation-latency",
+    "x-amzn-bedrock-cache-read-input-token-count",
+    "x-amzn-bedrock-cache-write-input-token-count",
+    "x-amzn-errortype",
+)
+
+
+class UpstreamUnavailable(Exception):
+    """Bedrock could not be reached (connect error): the call never reached it."""
+
+
+class UpstreamTimeout(Exception):
+    """Bedrock did not answer in time; the call may have reached it."""
+
+
+@functools.cache
+def _credentials() -> Credentials | None:
+    aws = settings.GATEWAY.aws
+    if aws.bedrock_api_key:
+        return None
+    if aws.access_key_id:
+        return Credentials(aws.access_key_id, aws.secret_access_key, aws.session_token)
+    if aws.upstream == "emulator":
+        return Credentials(EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY)
+    credentials = botocore.session.get_session().get_credentials()
+    if credentials is None:
+        raise UpstreamUnavailable("no AWS credentials found for the Bedrock upstream")
+    return credentials
+
+
+def _signed_headers(method: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    aws = settings.GATEWAY.aws
+    if aws.bedrock_api_key:
+        return {**headers, "Authorization": f"Bearer {aws.bedrock_api_key}"}
+    credentials = _credentials().get_frozen_credentials()
+    request = AWSRequest(method=method, url=url, data=body, headers=headers)
+    SigV4Auth(credentials, "bedrock", aws.region).add_auth(request)
+    return dict(request.headers.items())
+
+
+_clients: dict[int, httpx.AsyncClient] = {}
+
+
+def _client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(id(loop))
+    if client is None or client.is_closed:
+        aws = settings.GATEWAY.aws
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(aws.read_timeout, connect=aws.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=aws.max_pool_connections,
+                max_keepalive_connections=aws.max_pool_connections,
+            ),
+        )
+        _clients[id(loop)] = client
+    return client
+
+
+def model_url(model_id: str, verb: str) -> str:
+    """Upstream URL for a model operation; the id is fully percent-encoded, as botocore does."""
+    endpoint = settings.GATEWAY.aws.resolved_endpoint
+    return f"{endpoint}/model/{quote(model_id, safe='')}/{verb}"
+
+
+async def open_call(
+    model_id: str, verb: str, body: bytes, *, stream: bool, extra_headers: dict[str, str]
+) -> httpx.Response:
+    """Send one signed request; the caller reads (and must close) the response."""
+    url = model_url(model_id, verb)
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/vnd.amazon.eventstream" if stream else "application/json",
+        "Accept-Encoding": "identity",
+        **extra_headers,
+    }
+    headers = _signed_headers("POST", url, body, headers)
+    client = _client()
+    request = client.build_request("POST", url, content=body, headers=headers)
+    try:
+        return await client.send(request, stream=True)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(str(exc) or type(exc).__name__) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+async def read_body(response: httpx.Response) -> bytes:
+    try:
+        return await response.aread()
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(str(exc) or type(exc).__name__) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
+    finally:
+        await response.aclose()
+
+
+async def iter_raw(response: httpx.Response) -> AsyncIterator[bytes]:
+    """Upstream bytes as they arrive, undecoded (event-stream frames are relayed as is)."""
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(str(exc) or type(exc).__name__) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
+    finally:
+        await response.aclose()
+
+
+def usage_from_message(usage: dict) -> Usage:
+    """Usage from an Anthropic `usage` object (invoke body, message_start)."""
+    creation = usage.get("cache_creation") or {}
+    write_1h = int(creation.get("ephemeral_1h_input_tokens") or 0)
+    write_total = int(usage.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        input_tokens=int(usage.get("input_tokens") or 0),
+        output_tokens=int(usage.get("output_tokens") or 0),
+        cache_write_5m_tokens=max(write_total - write_1h, 0),
+        cache_write_1h_tokens=write_1h,
+        cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
+    )
+
+
+def usage_from_converse(usage: dict) -> Usage:
+    return Usage(
+        input_tokens=int(usage.get("inputTokens") or 0),
+        output_tokens=int(usage.get("outputTokens") or 0),
+        cache_write_5m_tokens=int(usage.get("cacheWriteInputTokens") or 0),
+        cache_read_tokens=int(usage.get("cacheReadInputTokens") or 0),
+    )
+
+
+@dataclass
+class StreamMeter:
+    """Reads token usage from a copy of the relayed event stream, frame by frame.
+
+    Input and cache tokens come from `message_start`; output from `message_delta` (cumulative)
+    or the final invocation metrics. If the stream is cut before those, output is the number of
+    deltas seen: a lower bound that counts what was generated and relayed.
+    """
+
+    converse: bool = False
+    usage: Usage = field(default_factory=Usage)
+    deltas: int = 0
+    final_output: int | None = None
+    exception: tuple[str, str] | None = None
+    _buffer: EventStreamBuffer = field(default_factory=EventStreamBuffer)
+    _broken: bool = False
+
+    def feed(self, chunk: bytes) -> list[dict]:
+        """Parse what `chunk` completes; returns the decoded event payloads (chunk events)."""
+        if self._broken:
+            return []
+        events: list[dict] = []
+        self._buffer.add_data(chunk)
+        try:
+            for message in self._buffer:
+                event = self._on_message(message.headers, message.payload)
+                if event is not None:
+                    events.append(event)
+        except EventStreamError:
+            self._broken = True
+        return events
+
+    def _on_message(self, headers: dict, payload: bytes) -> dict | None:
+        if headers.get(":message-type") == "exception":
+            try:
+                message = json.loads(payload).get("message", "")
+            except ValueError:
+                message = payload.decode(errors="replace")
+            self.exception = (str(headers.get(":exception-type", "")), message)
+            return None
+        if self.converse:
+            event = json.loads(payload)
+            event_type = headers.get(":event-type")
+            if event_type == "contentBlockDelta":
+                self.deltas += 1
+            elif event_type == "metadata" and "usage" in event:
+                self.final_output = None
+                self.usage = usage_from_converse(event["usage"])
+            return {"type": event_type, **event}
+        event = json.loads(base64.b64decode(json.loads(payload)["bytes"]))
+        kind = event.get("type")
+        if kind == "message_start":
+            self.usage = usage_from_message(event.get("message", {}).get("usage", {}))
+        elif kind == "content_block_delta":
+            self.deltas += 1
+        elif kind == "message_delta":
+            self.final_output = int((event.get("usage") or {}).get("output_tokens") or 0)
+        elif kind == "message_stop":
+            metrics = event.get("amazon-bedrock-invocationMetrics") or {}
+            if "outputTokenCount" in metrics:
+                self.final_output = int(metrics["outputTokenCount"])
+        return event
+
+    def result(self) -> Usage:
+        if self.converse and self.final_output is None and self.usage.output_tokens:
+            return self.usage
+        output = self.final_output
+        if output is None:
+            output = max(self.usage.output_tokens, self.deltas)
+        return Usage(
+            input_tokens=self.usage.input_tokens,
+            output_tokens=output,
+            cache_write_5m_tokens=self.usage.cache_write_5m_tokens,
+            cache_write_1h_tokens=self.usage.cache_write_1h_tokens,
+            cache_read_tokens=self.usage.cache_read_tokens,
+        )

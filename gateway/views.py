@@ -1,0 +1,357 @@
+"""The proxy's async views: /bedrock (Bedrock runtime's own API) and /anthropic (Messages API)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from costs.pricing import Usage
+from gateway import anthropic, upstream
+from gateway.errors import Family, ProxyError
+from gateway.services import ProxyCall, authenticate, call_begin
+from gateway.streaming import relay
+
+# verb -> (streams, route label, converse API)
+BEDROCK_VERBS: dict[str, tuple[bool, str, bool]] = {
+    "invoke": (False, "bedrock.invoke", False),
+    "invoke-with-response-stream": (True, "bedrock.invoke_stream", False),
+    "converse": (False, "bedrock.converse", True),
+    "converse-stream": (True, "bedrock.converse_stream", True),
+}
+EVENTSTREAM = "application/vnd.amazon.eventstream"
+
+
+def _read_json(request: HttpRequest) -> dict:
+    """The request body as a JSON object, read with the proxy's own size limit."""
+    if request.method != "POST":
+        raise ProxyError("method", f"Method {request.method} is not allowed here; use POST.")
+    content_type = request.content_type or "application/json"
+    if content_type != "application/json":
+        raise ProxyError(
+            "media_type", f"Content-Type must be application/json, not {content_type}."
+        )
+    limit = settings.GATEWAY.server.max_body_bytes
+    declared = request.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProxyError("too_large", f"Request body exceeds the limit of {limit} bytes.")
+    raw = request.read(limit + 1)
+    if len(raw) > limit:
+        raise ProxyError("too_large", f"Request body exceeds the limit of {limit} bytes.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProxyError("invalid", "Request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ProxyError("invalid", "Request body must be a JSON object.")
+    return body
+
+
+def _relayed_headers(response, call: ProxyCall) -> dict[str, str]:
+    headers = {
+        name: response.headers[name]
+        for name in upstream.RELAYED_HEADERS
+        if name in response.headers
+    }
+    headers.update(call.headroom)
+    return headers
+
+
+def _upstream_headers(request: HttpRequest) -> dict[str, str]:
+    """Headers the upstream gets from the client: betas and, for the emulator only, its knobs."""
+    headers = {}
+    betas = request.headers.get("anthropic-beta")
+    if betas:
+        headers["anthropic-beta"] = betas
+    if settings.GATEWAY.aws.upstream == "emulator":
+        headers.update(
+            (name, value)
+            for name, value in request.headers.items()
+            if name.lower().startswith("x-emulator-")
+        )
+    return headers
+
+
+def _converse_as_messages(body: dict) -> dict:
+    """The parts of a Converse body that size an estimate, in Messages form."""
+    config = body.get("inferenceConfig") or {}
+    return {
+        "max_tokens": config.get("maxTokens") or 4096,
+        "system": body.get("system"),
+        "messages": body.get("messages"),
+        "tools": (body.get("toolConfig") or {}).get("tools"),
+    }
+
+
+async def _start_upstream(
+    call: ProxyCall, model_id: str, verb: str, payload: bytes, *, stream: bool, headers: dict
+):
+    """Open the upstream call; any failure before a response settles the call at once."""
+    try:
+        response = await upstream.open_call(
+            model_id, verb, payload, stream=stream, extra_headers=headers
+        )
+    except upstream.UpstreamUnavailable as exc:
+        await asyncio.shield(call.finish(None))
+        raise ProxyError("bad_gateway", f"Bedrock is unreachable: {exc}") from None
+    except upstream.UpstreamTimeout:
+        call.reached_upstream, call.error_type = True, "upstream_timeout"
+        await asyncio.shield(call.finish(Usage()))
+        raise ProxyError("timeout", "Bedrock did not answer in time.") from None
+    except asyncio.CancelledError:
+        call.reached_upstream, call.error_type = True, "client_disconnected"
+        await asyncio.shield(call.finish(Usage()))
+        raise
+    call.reached_upstream = True
+    call.upstream_status = response.status_code
+    call.request_id = response.headers.get("x-amzn-requestid", "")
+    call.mark_first_byte()
+    return response
+
+
+async def _read_whole(call: ProxyCall, response) -> bytes:
+    """A complete upstream body; a timeout or cut is recorded before the error is raised."""
+    try:
+        return await upstream.read_body(response)
+    except (upstream.UpstreamTimeout, upstream.UpstreamUnavailable) as exc:
+        timed_out = isinstance(exc, upstream.UpstreamTimeout)
+        call.error_type = "upstream_timeout" if timed_out else "upstream_cut"
+        await asyncio.shield(call.finish(Usage()))
+        kind = "timeout" if timed_out else "bad_gateway"
+        raise ProxyError(kind, "Bedrock's response was cut short.") from None
+    except asyncio.CancelledError:
+        call.error_type = "client_disconnected"
+        await asyncio.shield(call.finish(Usage()))
+        raise
+
+
+def _usage_of(raw: bytes, converse: bool) -> Usage:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return Usage()
+    if not isinstance(data, dict) or not isinstance(data.get("usage"), dict):
+        return Usage()
+    if converse:
+        return upstream.usage_from_converse(data["usage"])
+    return upstream.usage_from_message(data["usage"])
+
+
+def _error_tail_bedrock(error_type: str, message: str) -> None:
+    # A cut mid-frame cannot be repaired: cut the client too, so its parser reports it.
+    return None
+
+
+@csrf_exempt
+async def bedrock_model(request: HttpRequest, model_id: str, verb: str) -> HttpResponse:
+    request_id = str(uuid.uuid4())
+    try:
+        return await _bedrock_model(request, model_id, verb)
+    except ProxyError as exc:
+        return exc.response(Family.BEDROCK, request_id)
+
+
+async def _bedrock_model(request: HttpRequest, model_id: str, verb: str) -> HttpResponse:
+    principal = await authenticate(request.headers)
+    body = _read_json(request)
+    if verb == "count-tokens":
+        return await _bedrock_count_tokens(model_id, json.dumps(body))
+    streams, route, converse = BEDROCK_VERBS[verb]
+    estimate_body = _converse_as_messages(body) if converse else body
+    if not isinstance(estimate_body.get("max_tokens", 1), int):
+        raise ProxyError("invalid", "max_tokens must be an integer.")
+    call = await call_begin(
+        principal=principal,
+        model_id=model_id,
+        route=route,
+        streaming=streams,
+        body=estimate_body,
+        headers=request.headers,
+    )
+    payload = json.dumps(body).encode()
+    extra = _upstream_headers(request)
+    if streams:
+        extra["X-Amzn-Bedrock-Accept"] = request.headers.get("X-Amzn-Bedrock-Accept", "*/*")
+    response = await _start_upstream(call, model_id, verb, payload, stream=streams, headers=extra)
+    headers = _relayed_headers(response, call)
+    if not streams or response.status_code != 200:
+        raw = await _read_whole(call, response)
+        call.error_type = response.headers.get("x-amzn-errortype", "").split(":")[0] or None
+        usage = _usage_of(raw, converse) if response.status_code == 200 else Usage()
+        await asyncio.shield(call.finish(usage))
+        content_type = response.headers.get("content-type", "application/json")
+        return HttpResponse(
+            raw, status=response.status_code, content_type=content_type, headers=headers
+        )
+    return relay(
+        call,
+        response,
+        upstream.StreamMeter(converse=converse),
+        content_type=EVENTSTREAM,
+        headers=headers,
+        translate=None,
+        on_error=_error_tail_bedrock,
+        put_timeout=settings.GATEWAY.aws.read_timeout,
+    )
+
+
+async def _bedrock_count_tokens(model_id: str, payload: str) -> HttpResponse:
+    """Token counting is free upstream: proxied for authenticated users, not metered."""
+    try:
+        response = await upstream.open_call(
+            model_id, "count-tokens", payload.encode(), stream=False, extra_headers={}
+        )
+        raw = await upstream.read_body(response)
+    except upstream.UpstreamUnavailable as exc:
+        raise ProxyError("bad_gateway", f"Bedrock is unreachable: {exc}") from None
+    except upstream.UpstreamTimeout:
+        raise ProxyError("timeout", "Bedrock did not answer in time.") from None
+    headers = {n: response.headers[n] for n in upstream.RELAYED_HEADERS if n in response.headers}
+    return HttpResponse(
+        raw,
+        status=response.status_code,
+        headers=headers,
+        content_type=response.headers.get("content-type", "application/json"),
+    )
+
+
+# --- /anthropic --------------------------------------------------------------------------------
+
+
+def _anthropic_view(handler: Callable) -> Callable:
+    @csrf_exempt
+    async def view(request: HttpRequest) -> HttpResponse:
+        request_id = f"req_{uuid.uuid4().hex}"
+        try:
+            response = await handler(request)
+        except ProxyError as exc:
+            return exc.response(Family.ANTHROPIC, request_id)
+        except anthropic.AnthropicError as exc:
+            return _anthropic_error_response(exc.status, exc.type, exc.message, request_id)
+        response.setdefault("request-id", request_id)
+        return response
+
+    return view
+
+
+def _anthropic_error_response(status: int, kind: str, message: str, request_id: str):
+    return HttpResponse(
+        json.dumps(anthropic.error_body(kind, message)),
+        status=status,
+        content_type="application/json",
+        headers={"request-id": request_id},
+    )
+
+
+async def _messages(request: HttpRequest) -> HttpResponse:
+    principal = await authenticate(request.headers)
+    body = _read_json(request)
+    model_id, bedrock_body, _betas = await anthropic.ato_bedrock_request(body, request.headers)
+    requested = body["model"]
+    streams = body.get("stream") is True
+    route = "anthropic.messages_stream" if streams else "anthropic.messages"
+    call = await call_begin(
+        principal=principal,
+        model_id=model_id,
+        route=route,
+        streaming=streams,
+        body=bedrock_body,
+        headers=request.headers,
+    )
+    payload = json.dumps(bedrock_body).encode()
+    verb = "invoke-with-response-stream" if streams else "invoke"
+    extra = _upstream_headers(request)
+    extra.pop("anthropic-beta", None)  # betas travel in the body on this route
+    response = await _start_upstream(call, model_id, verb, payload, stream=streams, headers=extra)
+    headers = {"request-id": call.request_id or f"req_{call.call_id.hex}", **call.headroom}
+    if response.status_code != 200:
+        raw = await _read_whole(call, response)
+        call.error_type = response.headers.get("x-amzn-errortype", "").split(":")[0] or None
+        await asyncio.shield(call.finish(Usage()))
+        try:
+            message = json.loads(raw).get("message", "")
+        except (ValueError, AttributeError):
+            message = raw.decode(errors="replace")[:500]
+        status, error = anthropic.bedrock_error_to_anthropic(
+            response.status_code, call.error_type, message
+        )
+        return HttpResponse(
+            json.dumps(error), status=status, content_type="application/json", headers=headers
+        )
+    if not streams:
+        raw = await _read_whole(call, response)
+        usage = _usage_of(raw, converse=False)
+        await asyncio.shield(call.finish(usage))
+        result = anthropic.to_anthropic_response(json.loads(raw), requested)
+        return HttpResponse(json.dumps(result), content_type="application/json", headers=headers)
+    translator = anthropic.SseTranslator(requested)
+    meter = upstream.StreamMeter()
+    reported: list[bool] = []
+
+    def translate(chunk: bytes, events: list[dict]) -> bytes:
+        out = b"".join(translator.feed(event) for event in events)
+        if meter.exception and not reported:
+            reported.append(True)
+            out += translator.exception(*meter.exception)
+        return out
+
+    def on_error(kind: str, message: str) -> bytes:
+        return translator.error("api_error", message)
+
+    return relay(
+        call,
+        response,
+        meter,
+        content_type="text/event-stream; charset=utf-8",
+        headers=headers,
+        translate=translate,
+        on_error=on_error,
+        put_timeout=settings.GATEWAY.aws.read_timeout,
+    )
+
+
+async def _count_tokens(request: HttpRequest) -> HttpResponse:
+    await authenticate(request.headers)
+    body = _read_json(request)
+    model_id, payload = await anthropic.ato_bedrock_count_tokens(body, request.headers)
+    try:
+        response = await upstream.open_call(
+            model_id, "count-tokens", json.dumps(payload).encode(), stream=False, extra_headers={}
+        )
+        raw = await upstream.read_body(response)
+    except upstream.UpstreamUnavailable as exc:
+        raise ProxyError("bad_gateway", f"Bedrock is unreachable: {exc}") from None
+    except upstream.UpstreamTimeout:
+        raise ProxyError("timeout", "Bedrock did not answer in time.") from None
+    data = json.loads(raw) if raw else {}
+    if response.status_code != 200:
+        error_type = response.headers.get("x-amzn-errortype", "").split(":")[0] or None
+        status, error = anthropic.bedrock_error_to_anthropic(
+            response.status_code, error_type, data.get("message", "")
+        )
+        return HttpResponse(json.dumps(error), status=status, content_type="application/json")
+    return HttpResponse(
+        json.dumps(anthropic.from_bedrock_count_tokens(data)), content_type="application/json"
+    )
+
+
+async def _models(request: HttpRequest) -> HttpResponse:
+    await authenticate(request.headers)
+    if request.method != "GET":
+        raise ProxyError("method", f"Method {request.method} is not allowed here; use GET.")
+    body = await anthropic.amodels_list(
+        limit=request.GET.get("limit"),
+        after_id=request.GET.get("after_id"),
+        before_id=request.GET.get("before_id"),
+    )
+    return HttpResponse(json.dumps(body), content_type="application/json")
+
+
+messages = _anthropic_view(_messages)
+count_tokens = _anthropic_view(_count_tokens)
+models = _anthropic_view(_models)
