@@ -20,7 +20,7 @@ class UserCapConfig(models.Model):
 
     A cap is unique per (user, period, owner): an administrator's cap (also the configured
     defaults) and the user's own may coexist, and the strictest applies. A user cannot edit or
-    remove an administrator's cap. `enforce_from` is the grace period: a cap an administrator
+    remove an administrator's cap. `enforce_from` ends the grace period: a cap an administrator
     creates or tightens for an existing user blocks only from then (until then it still enforces
     `prior_limits`, the limits it had before, if any), while the status already shows it.
     """
@@ -34,7 +34,8 @@ class UserCapConfig(models.Model):
     max_cost_cents = models.BigIntegerField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
     set_by = models.CharField(max_length=5, choices=SetBy.choices, default=SetBy.USER)
-    enforce_from = models.DateTimeField(default=timezone.now)
+    # Null: blocks at once (a user's own cap, or a change that only loosens).
+    enforce_from = models.DateTimeField(null=True, blank=True)
     # {"max_requests": .., "max_tokens": .., "max_cost_cents": ..} enforced during the grace
     # period of a tightening; null when the cap had no enforced limits before.
     prior_limits = models.JSONField(null=True, blank=True)

@@ -31,7 +31,7 @@ class CapRule:
     max_requests: int | None
     max_tokens: int | None
     max_cost_cents: int | None
-    enforce_from: datetime
+    enforce_from: datetime | None
     # Limits still enforced during the grace period of a tightening (requests, tokens, cents).
     prior: tuple[int | None, int | None, int | None] | None = None
 
@@ -41,7 +41,7 @@ class CapRule:
 
     def enforced_limits(self, now: datetime) -> tuple[int | None, int | None, int | None] | None:
         """The (requests, tokens, cents) limits that block at `now`; None while in grace."""
-        if now >= self.enforce_from:
+        if self.enforce_from is None or now >= self.enforce_from:
             return self.limits
         return self.prior
 

@@ -82,7 +82,10 @@ def _cents(micros: int) -> Decimal:
 
 
 def _dollars(micros: int) -> str:
-    return str((Decimal(micros) / 1_000_000).quantize(Decimal("0.01"), rounding=ROUND_DOWN))
+    """$0.036, $10.00: at least cents, up to 1/100 of a cent, rounded down."""
+    text = f"{(Decimal(micros) / 1_000_000).quantize(Decimal('0.0001'), rounding=ROUND_DOWN)}"
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
 
 
 class CapExceeded(Exception):
@@ -564,7 +567,8 @@ def cap_status(
                 "percentage_used": round(max(shares) * 100, 2),
                 "reset_time": reset_time(rule.cap_type, now),
                 "is_exceeded": max(shares) >= 1,
-                "enforced": now >= rule.enforce_from and settings.GATEWAY.usage_caps.enforce_caps,
+                "enforced": rule.enforced_limits(now) == rule.limits
+                and settings.GATEWAY.usage_caps.enforce_caps,
                 "enforce_from": rule.enforce_from,
             }
         )
@@ -599,14 +603,14 @@ def _apply_grace(cap: UserCapConfig, was_enforced: tuple | None, now: datetime) 
             None if was_enforced is None else dict(zip(LIMIT_FIELDS, was_enforced, strict=True))
         )
     else:
-        cap.enforce_from = now
+        cap.enforce_from = None
         cap.prior_limits = None
 
 
 def _enforced_now(cap: UserCapConfig, now: datetime) -> tuple | None:
     if not cap.is_active or cap.pk is None:
         return None
-    if now >= cap.enforce_from:
+    if cap.enforce_from is None or now >= cap.enforce_from:
         return (cap.max_requests, cap.max_tokens, cap.max_cost_cents)
     if cap.prior_limits is None:
         return None
@@ -726,9 +730,7 @@ def caps_install_defaults(
         if UserCapConfig.objects.filter(user_id=user_id, cap_type="daily", set_by="admin").exists():
             return []
         cap = UserCapConfig(user_id=user_id, cap_type="daily", set_by=SetBy.ADMIN, **limits)
-        if new_user:
-            cap.enforce_from = now
-        else:
+        if not new_user:
             _apply_grace(cap, None, now)
         return [_save(cap)]
 
@@ -738,3 +740,20 @@ def _defaults_ensure(*, user_id: int) -> None:
     # caps_install_defaults: one indexed lookup, on a cold cache only.
     if not UserCapDefaults.objects.filter(user_id=user_id).exists():
         caps_install_defaults(user_id=user_id, new_user=False)
+
+
+def cap_save(*, cap: UserCapConfig, now: datetime | None = None) -> UserCapConfig:
+    """Save a cap edited as a whole by an administrator (Django admin), with the grace rules."""
+    now = now or timezone.now()
+    before = UserCapConfig.objects.filter(pk=cap.pk).first() if cap.pk else None
+    _apply_grace(cap, None if before is None else _enforced_now(before, now), now)
+    saved = _save(cap)
+    if before is not None and before.user_id != cap.user_id:
+        cap_config_changed(user_id=before.user_id)
+    return saved
+
+
+def cap_delete_many(*, caps: list[UserCapConfig]) -> None:
+    """Remove caps as an administrator (Django admin's bulk delete)."""
+    for cap in caps:
+        cap_delete(cap=cap, by_admin=True)

@@ -1,0 +1,60 @@
+from django.contrib import admin, messages
+
+from caps.models import UserCapConfig
+from caps.services import cap_delete, cap_delete_many, cap_save, caps_set_active
+
+
+@admin.register(UserCapConfig)
+class UserCapConfigAdmin(admin.ModelAdmin):
+    """Usage caps of every user; saving goes through the services (grace period, caches)."""
+
+    list_display = [
+        "user",
+        "cap_type",
+        "set_by",
+        "max_requests",
+        "max_tokens",
+        "max_cost_cents",
+        "is_active",
+        "enforce_from",
+        "updated_at",
+    ]
+    list_filter = ["cap_type", "is_active", "set_by"]
+    search_fields = ["user__email"]
+    list_select_related = ["user"]
+    autocomplete_fields = ["user"]
+    fields = [
+        "user",
+        "cap_type",
+        "set_by",
+        "max_requests",
+        "max_tokens",
+        "max_cost_cents",
+        "is_active",
+        "enforce_from",
+        "prior_limits",
+    ]
+    readonly_fields = ["enforce_from", "prior_limits"]
+    actions = ["activate", "deactivate"]
+
+    def get_changeform_initial_data(self, request):
+        return {"set_by": "admin", "cap_type": "daily"}
+
+    def save_model(self, request, obj: UserCapConfig, form, change: bool) -> None:
+        cap_save(cap=obj)
+
+    def delete_model(self, request, obj: UserCapConfig) -> None:
+        cap_delete(cap=obj, by_admin=True)
+
+    def delete_queryset(self, request, queryset) -> None:
+        cap_delete_many(caps=list(queryset))
+
+    @admin.action(description="Activate selected caps")
+    def activate(self, request, queryset) -> None:
+        changed = caps_set_active(caps=list(queryset), active=True)
+        self.message_user(request, f"{changed} cap(s) activated.", messages.SUCCESS)
+
+    @admin.action(description="Deactivate selected caps")
+    def deactivate(self, request, queryset) -> None:
+        changed = caps_set_active(caps=list(queryset), active=False)
+        self.message_user(request, f"{changed} cap(s) deactivated.", messages.SUCCESS)
