@@ -44,6 +44,7 @@ class _QuietCut(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_QuietCut())
+_log = logging.getLogger("emulator")
 
 
 def _route(raw_path: bytes) -> tuple[str, str] | None:
@@ -145,6 +146,15 @@ class Emulator:
             else:
                 await self._count_tokens(send, body, model, request_id)
         except BedrockError as error:
+            payload = json.dumps({"message": error.message}).encode()
+            await _respond(send, error.status, payload, request_id, error.headers())
+        except (ConnectionCut, asyncio.CancelledError):
+            raise
+        except Exception:
+            # A body shape the emulator did not foresee must still get Bedrock's error format;
+            # validation happens before the response starts, so nothing has been sent yet.
+            _log.exception("unexpected error handling %s", scope["path"])
+            error = BedrockError("InternalServerException")
             payload = json.dumps({"message": error.message}).encode()
             await _respond(send, error.status, payload, request_id, error.headers())
 

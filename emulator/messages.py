@@ -233,9 +233,12 @@ def _example(schema: Any, depth: int = 0) -> Any:
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
     if kind == "object" or "properties" in schema:
-        properties = schema.get("properties") or {}
-        required = schema.get("required") or list(properties)
-        return {name: _example(properties.get(name), depth + 1) for name in required}
+        properties = schema.get("properties")
+        properties = properties if isinstance(properties, dict) else {}
+        required = schema.get("required")
+        if not isinstance(required, list):
+            required = list(properties)
+        return {str(name): _example(properties.get(name), depth + 1) for name in required}
     if kind == "array":
         return [_example(schema.get("items"), depth + 1)] if schema.get("minItems") else []
     if kind == "integer":
