@@ -44,9 +44,10 @@ class MomentField(serializers.Field):
 
     def to_internal_value(self, data: object) -> datetime:
         text = str(data).strip()
+        # A bare date first: parse_datetime would take "2026-11-25" as midnight.
         try:
-            moment = parse_datetime(text)
-            day = None if moment else parse_date(text)
+            day = parse_date(text)
+            moment = None if day else parse_datetime(text)
         except ValueError:
             self.fail("invalid")
         if moment is not None:

@@ -9,10 +9,14 @@ from usage.services import usage_rebuild
 
 
 def _moment(text: str, *, end: bool) -> datetime:
-    moment = parse_datetime(text)
+    # A bare date first: parse_datetime would take "2026-11-25" as midnight.
+    try:
+        day = parse_date(text)
+        moment = None if day else parse_datetime(text)
+    except ValueError:
+        day = moment = None
     if moment is not None:
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    day = parse_date(text)
     if day is None:
         raise CommandError(f"{text!r} is not an ISO date or datetime")
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
