@@ -30,7 +30,8 @@ def test_create_returns_the_full_key_once_and_list_never_does(client, owner):
     created = post_json(client, "/api/keys", {"name": "laptop"})
     assert created.status_code == 201
     body = created.json()
-    assert body["key"].startswith("SSOK_") and len(body["key"]) == 5 + 32
+    assert body["key"].startswith("SSOK_")
+    assert len(body["key"]) == 5 + 32
     assert body["hint"] == f"{body['key'][:9]}****{body['key'][-4:]}"
     assert body["status"] == "active"
     assert body["name"] == "laptop"
@@ -95,7 +96,8 @@ def test_bad_input_is_a_400_naming_the_field(client, owner, payload, field):
     assert response.status_code == 400
     errors = response.json()
     assert list(errors) == [field]
-    assert isinstance(errors[field], list) and errors[field]
+    assert isinstance(errors[field], list)
+    assert errors[field]
     assert ApiKey.objects.count() == 0
 
 

@@ -88,9 +88,9 @@ def test_valid_token_is_accepted_by_the_management_api(client, owner):
 
 def test_expired_access_token_is_rejected(owner):
     access = token_pair_create(user=owner)["access"]
-    with time_machine.travel(timezone.now() + timedelta(hours=1, seconds=5)):
-        with pytest.raises(AuthFailed) as failure:
-            authenticate_credentials(bearer(access))
+    later = timezone.now() + timedelta(hours=1, seconds=5)
+    with time_machine.travel(later), pytest.raises(AuthFailed) as failure:
+        authenticate_credentials(bearer(access))
     assert str(failure.value) == GENERIC_AUTH_FAILURE
 
 
