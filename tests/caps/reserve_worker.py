@@ -1,0 +1,45 @@
+"""Run by the two-process tests: reserve (and settle) from a separate process.
+
+    python tests/caps/reserve_worker.py <redis-url|embedded> <user_id> <calls> <start_epoch>
+
+Prints how many reservations succeeded. The environment names the test database.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from caps.services import CapExceeded, cap_reserve_sync, cap_settle_sync, cap_store  # noqa: E402
+from costs.pricing import Usage  # noqa: E402
+
+
+def main() -> None:
+    where, user_id, calls, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    store = cap_store(embedded=True) if where == "embedded" else cap_store(url=where)
+    time.sleep(max(0.0, float(start) - time.time()))  # start together with the other process
+    ok = 0
+    usage = Usage(input_tokens=10, output_tokens=10)
+    for _ in range(calls):
+        try:
+            reservation = cap_reserve_sync(
+                user_id=user_id,
+                model_id="us.anthropic.claude-sonnet-4-6",
+                estimate=usage,
+                store=store,
+            )
+        except CapExceeded:
+            continue
+        ok += 1
+        cap_settle_sync(reservation=reservation, actual=usage)
+    print(ok)
+
+
+if __name__ == "__main__":
+    main()
