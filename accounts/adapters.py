@@ -8,7 +8,6 @@ from typing import Any
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
-from django import forms
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -49,12 +48,6 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def is_open_for_signup(self, request: HttpRequest) -> bool:
         return settings.GATEWAY.auth.local_passwords
-
-    def clean_email(self, email: str) -> str:
-        email = super().clean_email(email)
-        if not email_domain_allowed(email):
-            raise forms.ValidationError("This e-mail domain may not sign in here.")
-        return email
 
     def pre_login(self, request: HttpRequest, user, **kwargs: Any) -> HttpResponse | None:
         # Superusers made on the command line may always sign in (to fix the configuration).
@@ -98,7 +91,7 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         return True
 
     def pre_social_login(self, request: HttpRequest, sociallogin) -> None:
-        provider = sociallogin.account.provider
+        provider = sociallogin.account.provider  # the OIDC provider's own id, e.g. "demo"
         email = (sociallogin.user.email or "").strip().lower()
         if not email:
             addresses = [a.email for a in sociallogin.email_addresses if a.email]
@@ -133,7 +126,7 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
             action="login.failure",
             origin=Origin.of(request),
             detail={
-                "provider": getattr(provider, "id", str(provider)),
+                "provider": getattr(provider, "sub_id", None) or getattr(provider, "id", ""),
                 "error": str(error or ""),
                 "exception": type(exception).__name__ if exception else "",
             },
