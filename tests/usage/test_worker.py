@@ -1,0 +1,67 @@
+"""The jobs on a real Celery worker process with a real Redis broker, on the test database."""
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from usage.models import UsageSummary
+from usage.services import usage_totals
+from usage.windows import floor_hour
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("the worker did not finish the task in time")
+
+
+def test_the_worker_persists_completed_hours(celery_worker, owner, stranger, record):
+    two_hours_ago = floor_hour(datetime.now(UTC)) - timedelta(hours=2)
+    record(owner, started_at=two_hours_ago + timedelta(minutes=10))
+    record(owner, started_at=two_hours_ago + timedelta(minutes=50))
+    record(stranger, started_at=two_hours_ago + timedelta(minutes=70))
+    celery_worker.send_task("usage.persist_hours")
+    rows = wait_for(
+        lambda: (
+            list(
+                UsageSummary.objects.filter(period="hourly")
+                .order_by("user_id", "period_start")
+                .values_list("user_id", "period_start", "requests")
+            )
+            if UsageSummary.objects.filter(period="hourly").count() == 2
+            else None
+        )
+    )
+    assert rows == [
+        (owner.id, two_hours_ago, 2),
+        (stranger.id, two_hours_ago + timedelta(hours=1), 1),
+    ]
+
+
+def test_the_worker_rolls_up_a_day_and_rebuilds(celery_worker, owner, record):
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    for hour in (1, 13, 23):
+        record(owner, started_at=day + timedelta(hours=hour, minutes=30))
+    celery_worker.send_task("usage.rollup", kwargs={"period": "daily", "start": day.isoformat()})
+    daily = wait_for(lambda: UsageSummary.objects.filter(period="daily").first())
+    expected = usage_totals(user_id=owner.id, start=day, end=day + timedelta(days=1))
+    assert (daily.period_start, daily.requests, daily.input_tokens) == (
+        day,
+        expected.requests,
+        expected.input_tokens,
+    )
+    UsageSummary.objects.all().delete()
+    celery_worker.send_task(
+        "usage.rebuild",
+        kwargs={"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()},
+    )
+    wait_for(lambda: UsageSummary.objects.filter(period="daily").exists())
+    assert UsageSummary.objects.filter(period="hourly").count() == 3
+    assert UsageSummary.objects.get(period="daily").requests == 3
