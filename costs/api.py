@@ -7,6 +7,13 @@ from the stored integer micro-dollars per million tokens.
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, MultiPartParser
@@ -22,6 +29,7 @@ from costs.pricing import micros_to_usd_per_mtok, usd_per_mtok_to_micros
 RATE_FIELDS = services.RATE_FIELDS
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class UsdPerMtokField(serializers.Field):
     """A rate given as a decimal string (or number) of USD per million tokens."""
 
@@ -139,11 +147,41 @@ def _bad_request(field: str | None, message: str, row: int | None = None) -> Res
     )
 
 
+_IMPORT_RESULT = inline_serializer(
+    "PriceImportResult",
+    {
+        "format": serializers.CharField(),
+        "created": serializers.IntegerField(),
+        "updated": serializers.IntegerField(),
+        "unchanged": serializers.IntegerField(),
+    },
+)
+_IMPORT_ERRORS = inline_serializer(
+    "PriceImportErrors",
+    {
+        "errors": inline_serializer(
+            "PriceImportRowError",
+            {
+                "row": serializers.IntegerField(allow_null=True),
+                "field": serializers.CharField(allow_null=True),
+                "message": serializers.CharField(),
+            },
+            many=True,
+        )
+    },
+)
+
+
 class PriceListApi(APIView):
     """GET: all price rows (filter: ?model_id=); POST: add one."""
 
     permission_classes = [IsAdminUser]
 
+    @extend_schema(
+        operation_id="costs_list",
+        parameters=[OpenApiParameter("model_id", str, description="base model id")],
+        responses=PriceOutputSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         queryset = ModelPrice.objects.all()
         if model_id := request.query_params.get("model_id"):
@@ -152,6 +190,11 @@ class PriceListApi(APIView):
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(PriceOutputSerializer(page, many=True).data)
 
+    @extend_schema(
+        operation_id="costs_create",
+        request=PriceInputSerializer,
+        responses={201: PriceOutputSerializer},
+    )
     def post(self, request: Request) -> Response:
         serializer = PriceInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -167,15 +210,25 @@ class PriceDetailApi(APIView):
 
     permission_classes = [IsAdminUser]
 
+    @extend_schema(operation_id="costs_retrieve", responses=PriceOutputSerializer)
     def get(self, request: Request, price_id: int) -> Response:
         return Response(PriceOutputSerializer(get_object_or_404(ModelPrice, pk=price_id)).data)
 
+    @extend_schema(
+        operation_id="costs_update", request=PriceInputSerializer, responses=PriceOutputSerializer
+    )
     def put(self, request: Request, price_id: int) -> Response:
         return self._update(request, price_id, partial=False)
 
+    @extend_schema(
+        operation_id="costs_partial_update",
+        request=PriceInputSerializer(partial=True),
+        responses=PriceOutputSerializer,
+    )
     def patch(self, request: Request, price_id: int) -> Response:
         return self._update(request, price_id, partial=True)
 
+    @extend_schema(operation_id="costs_destroy", responses={204: None})
     def delete(self, request: Request, price_id: int) -> Response:
         services.price_delete(price=get_object_or_404(ModelPrice, pk=price_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -198,6 +251,16 @@ class PriceImportApi(APIView):
     permission_classes = [IsAdminUser]
     parser_classes = [MultiPartParser, CsvParser]
 
+    @extend_schema(
+        operation_id="costs_import",
+        request={
+            "multipart/form-data": inline_serializer(
+                "PriceImportUpload", {"file": serializers.FileField()}
+            ),
+            "text/csv": OpenApiTypes.STR,
+        },
+        responses={200: _IMPORT_RESULT, 400: _IMPORT_ERRORS},
+    )
     def post(self, request: Request) -> Response:
         try:
             raw = self._read(request)
