@@ -7,6 +7,8 @@ from decimal import Decimal
 
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAdminUser
@@ -31,6 +33,7 @@ def cost_usd(micros: int | None) -> str | None:
 # --- Input ----------------------------------------------------------------------------------
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class MomentField(serializers.Field):
     """An ISO date or datetime (UTC if no offset). As an end, a bare date includes that day."""
 
@@ -77,6 +80,7 @@ class RangeSerializer(serializers.Serializer):
         return attrs
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class StatusField(serializers.Field):
     default_error_messages = {"invalid": "Enter an HTTP status (100-599), 'success' or 'error'."}
 
@@ -204,6 +208,9 @@ class RecordListView(APIView):
     def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
         return request.user.id
 
+    @extend_schema(
+        parameters=[AdminRecordFilterSerializer], responses=AdminRecordSerializer(many=True)
+    )
     def get(self, request):  # noqa: ANN001, ANN201
         params = self.filter_serializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -240,6 +247,7 @@ class SummaryView(APIView):
     def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
         return request.user.id
 
+    @extend_schema(parameters=[AdminSummaryQuerySerializer], responses=OpenApiTypes.OBJECT)
     def get(self, request):  # noqa: ANN001, ANN201
         params = self.query_serializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -286,6 +294,7 @@ class UnpricedModelsView(APIView):
 
     permission_classes = [IsAdminUser]
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request):  # noqa: ANN001, ANN201
         rows = selectors.unpriced_models()
         return Response(
