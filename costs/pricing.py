@@ -19,8 +19,9 @@ version: a token in Django's cache when it is shared between processes (Redis), 
 whenever the cache fails - a fingerprint of the table read from the database (one aggregate
 query). A write in this process drops the table at once (``price_cache_invalidate``, wired to
 ModelPrice's save/delete signals); after its commit the shared token is bumped, so other
-processes see the change within ``RECHECK_SECONDS``. A table read by a connection that holds an
-uncommitted price write is used for that lookup but not kept, so a rollback leaves nothing stale.
+processes see the change within ``RECHECK_SECONDS``. A connection holding uncommitted price writes
+gets its own table, kept only while exactly those writes are pending, so a rollback (or a
+savepoint's) leaves nothing stale.
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ class PriceTable:
 
 _table: PriceTable | None = None
 _load_lock = threading.Lock()
+_local = threading.local()
 
 
 def _cache():
@@ -264,16 +266,30 @@ def _load_rows() -> dict[str, tuple[Price, ...]]:
     return {model_id: tuple(prices) for model_id, prices in rows.items()}
 
 
-def _uncommitted_price_write() -> bool:
+class _CommitBump:
+    """The on_commit callback of one price write; while it is pending, the write is not
+    committed and only its own connection sees it."""
+
+    def __call__(self) -> None:
+        _after_commit()
+
+
+def _pending_writes() -> tuple:
+    """This connection's uncommitted price writes (a savepoint rollback removes some)."""
     connection = transaction.get_connection()
-    return connection.in_atomic_block and any(
-        entry[1] is _after_commit for entry in connection.run_on_commit
+    if not connection.in_atomic_block:
+        return ()
+    return tuple(
+        entry[1] for entry in connection.run_on_commit if isinstance(entry[1], _CommitBump)
     )
 
 
 def price_table() -> PriceTable:
     """The current table: in memory, re-validated at most every RECHECK_SECONDS."""
     global _table
+    pending = _pending_writes()
+    if pending:
+        return _provisional_table(pending)
     table = _table
     now = time.monotonic()
     if table is not None and now - table.checked_at < RECHECK_SECONDS:
@@ -284,10 +300,19 @@ def price_table() -> PriceTable:
         if table is not None and table.version == version:
             table.checked_at = now
             return table
-        fresh = PriceTable(rows=_load_rows(), version=version, checked_at=now)
-        if not _uncommitted_price_write():
-            _table = fresh
-        return fresh
+        _table = PriceTable(rows=_load_rows(), version=version, checked_at=now)
+        return _table
+
+
+def _provisional_table(pending: tuple) -> PriceTable:
+    """The table as seen by a transaction that wrote prices: kept for this thread only, and
+    only while exactly the same writes are pending (no new write, no rollback)."""
+    held = getattr(_local, "provisional", None)
+    if held is not None and held[0] == pending:
+        return held[1]
+    table = PriceTable(rows=_load_rows(), version=None, checked_at=time.monotonic())
+    _local.provisional = (pending, table)
+    return table
 
 
 def price_table_needs_check() -> bool:
@@ -300,14 +325,14 @@ def price_table_reset() -> None:
     """Forget this process's table (tests, between test databases); no cross-process effect."""
     global _table
     _table = None
+    _local.provisional = None
 
 
 def price_cache_invalidate() -> None:
     """Drop this process's table now; bump the shared version once the write commits."""
     global _table
     _table = None
-    if not _uncommitted_price_write():
-        transaction.on_commit(_after_commit)
+    transaction.on_commit(_CommitBump())
 
 
 def _after_commit() -> None:

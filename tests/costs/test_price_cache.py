@@ -98,6 +98,33 @@ def test_write_inside_a_transaction_is_visible_to_it_at_once():
     assert _cost() == 3 * MTOK
 
 
+def test_transaction_that_wrote_prices_keeps_its_own_table(django_assert_num_queries):
+    # pytest-django runs this test inside a transaction that never commits
+    price = _create(input_usd=1)
+    assert _cost() == MTOK
+    with django_assert_num_queries(0):
+        assert _cost() == MTOK
+    _set_input(price, 2)
+    assert _cost() == 2 * MTOK
+
+
+def test_rolled_back_savepoint_leaves_no_stale_price():
+    price = _create(input_usd=1)
+    assert _cost() == MTOK
+    seen_inside = []
+
+    def write_then_fail() -> None:
+        with transaction.atomic():
+            _set_input(price, 7)
+            seen_inside.append(_cost())
+            raise RuntimeError("roll back the savepoint")
+
+    with pytest.raises(RuntimeError):
+        write_then_fail()
+    assert seen_inside == [7 * MTOK]
+    assert _cost() == MTOK
+
+
 def test_rolled_back_write_leaves_no_stale_price():
     assert _cost() is None
     seen_inside = []
