@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
@@ -41,6 +40,7 @@ from caps.store import (
     ReserveResult,
     StoreDown,
     new_reservation_id,
+    run_in_db_thread,
 )
 from caps.windows import CAP_TYPES, iso_z, reset_time, window_keys
 from costs.pricing import Usage, aestimate_cost_micros, estimate_cost_micros
@@ -370,7 +370,7 @@ async def cap_reserve(
         for _ in range(_STALE_RETRIES):
             caps = store.caps_cache.get(user_id)
             if caps is None:
-                caps = await sync_to_async(_load_caps)(store, user_id)
+                caps = await run_in_db_thread(_load_caps, store, user_id)
             result = await store.areserve(
                 **_reserve_kwargs(user_id=user_id, caps=caps, rid=rid, now=now, amounts=amounts)
             )
@@ -381,7 +381,7 @@ async def cap_reserve(
             raise StoreDown("the user's cap configuration kept changing")
     except (StoreDown, DatabaseError) as exc:
         logger.warning("cap store unavailable for user %s: %s", user_id, exc)
-        if _fail_closed(await sync_to_async(_has_cost_cap)(store, user_id)):
+        if _fail_closed(await run_in_db_thread(_has_cost_cap, store, user_id)):
             raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
         return _reservation(
             rid=rid, user_id=user_id, model_id=model_id, estimate=estimate, amounts=amounts,

@@ -284,6 +284,36 @@ class RedisCapStore:
 
 # --- Embedded (database) -------------------------------------------------------------------------
 
+# The hot path's database work (the embedded store, a cold caps cache) runs in a small pool of
+# our own rather than asgiref's executors, so that its connections can be closed on demand.
+_POOL_SIZE = 4
+_pool = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="caps-db")
+
+
+def _in_thread(fn: Callable[..., T], args: tuple, kw: dict[str, Any]) -> T:
+    connection.close_if_unusable_or_obsolete()
+    return fn(*args, **kw)
+
+
+async def run_in_db_thread(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """Run a blocking database function in the caps pool (never on the event loop)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_pool, _in_thread, fn, args, kw)
+
+
+def close_db_thread_connections() -> None:
+    """Close the pool threads' connections (each thread takes exactly one of these tasks);
+    tests call it before the test database is dropped."""
+    barrier = threading.Barrier(_POOL_SIZE)
+
+    def close() -> None:
+        barrier.wait(timeout=10)
+        connections.close_all()
+
+    for future in [_pool.submit(close) for _ in range(_POOL_SIZE)]:
+        future.result()
+
+
 # Same on SQLite and PostgreSQL. An expired row restarts from the delta, as an expired Redis
 # key would; the expiry of every field of a key moves together (EXPIRE applies to a hash).
 _UPSERT = (
@@ -308,36 +338,16 @@ class DatabaseCapStore:
     SQLite runs every transaction IMMEDIATE (settings), so reservations serialize on its write
     lock; on PostgreSQL the transaction first takes an advisory lock on the user, so concurrent
     reservations of one user serialize too (and those of different users do not). The async
-    methods run the transaction in a small thread pool of our own, whose connections
-    `close_connections()` closes (tests call it before the test database is dropped).
+    methods run the transaction in the caps thread pool (`run_in_db_thread`).
     """
 
     name = "database"
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="caps-db")
-        self._pool_size = 4
         self.caps_cache: dict[int, Any] = {}
 
     async def _run(self, fn: Callable[..., T], **kw: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: self._in_thread(fn, kw))
-
-    @staticmethod
-    def _in_thread(fn: Callable[..., T], kw: dict[str, Any]) -> T:
-        connection.close_if_unusable_or_obsolete()
-        return fn(**kw)
-
-    def close_connections(self) -> None:
-        """Close the pool threads' connections (each thread takes exactly one task)."""
-        barrier = threading.Barrier(self._pool_size)
-
-        def close() -> None:
-            barrier.wait(timeout=10)
-            connections.close_all()
-
-        for future in [self._pool.submit(close) for _ in range(self._pool_size)]:
-            future.result()
+        return await run_in_db_thread(fn, **kw)
 
     @staticmethod
     def _lock(user_id: int) -> None:

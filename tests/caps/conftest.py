@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 import redis
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 from caps import estimates
 from caps.services import _stores, cap_store
+from caps.store import close_db_thread_connections
 from costs.pricing import price_table_reset
 from costs.services import price_defaults_install
 
@@ -39,10 +43,12 @@ def _fresh_caches():
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_cap_pool_connections(django_db_setup, django_db_blocker):
-    """The embedded store's threads hold connections: close them before the test DB goes."""
+    """Threads hold connections: the caps pool's and asgiref's (price lookups from async
+    code); close them before the test database is dropped."""
     yield
     with django_db_blocker.unblock():
-        cap_store(embedded=True).close_connections()
+        close_db_thread_connections()
+        asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.fixture

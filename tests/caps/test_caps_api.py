@@ -1,0 +1,168 @@
+"""The cap management API: /api/usage/caps, /api/usage/caps/{id}, /api/usage/caps/status."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from caps.models import UserCapConfig
+from caps.services import cap_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def member(make_user):
+    return make_user("member@example.com")
+
+
+@pytest.fixture
+def member_api(member):
+    client = APIClient()
+    client.force_authenticate(member)
+    return client
+
+
+@pytest.fixture
+def admin_api(make_user):
+    admin = make_user("admin@example.com", is_staff=True)
+    client = APIClient()
+    client.force_authenticate(admin)
+    return client
+
+
+def test_user_creates_and_lists_their_own_cap(member_api, member):
+    response = member_api.post(
+        "/api/usage/caps", {"cap_type": "daily", "max_requests": 100}, format="json"
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["set_by"] == "user"
+    assert body["user"] == member.pk
+    assert body["max_requests"] == 100
+    assert body["enforced"] is True
+    listed = member_api.get("/api/usage/caps").json()
+    assert [c["id"] for c in listed["results"]] == [body["id"]]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"cap_type": "daily", "max_requests": -1}, "max_requests"),
+        ({"cap_type": "daily", "max_tokens": 0}, "max_tokens"),
+        ({"cap_type": "daily", "max_cost_cents": "lots"}, "max_cost_cents"),
+        ({"cap_type": "weekly", "max_requests": 5}, "cap_type"),
+        ({"max_requests": 5}, "cap_type"),
+        ({"cap_type": "daily"}, "non_field_errors"),
+        ({"cap_type": "daily", "max_requests": None}, "non_field_errors"),
+    ],
+)
+def test_invalid_cap_input_is_a_400_naming_the_field(member_api, payload, field):
+    response = member_api.post("/api/usage/caps", payload, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    assert isinstance(response.json()[field], list)
+
+
+def test_a_second_cap_of_the_same_type_is_a_400(member_api):
+    member_api.post("/api/usage/caps", {"cap_type": "daily", "max_requests": 5}, format="json")
+    response = member_api.post(
+        "/api/usage/caps", {"cap_type": "daily", "max_tokens": 5}, format="json"
+    )
+    assert response.status_code == 400
+    assert "cap_type" in response.json()
+
+
+def test_admin_cap_and_users_own_cap_of_one_type_coexist(admin_api, member_api, member):
+    made = admin_api.post(
+        "/api/usage/caps",
+        {"cap_type": "daily", "max_requests": 50, "user": member.pk},
+        format="json",
+    )
+    assert made.status_code == 201
+    assert made.json()["set_by"] == "admin"
+    assert made.json()["enforced"] is False  # grace period for an existing user
+    own = member_api.post(
+        "/api/usage/caps", {"cap_type": "daily", "max_requests": 10}, format="json"
+    )
+    assert own.status_code == 201
+    assert {c["set_by"] for c in member_api.get("/api/usage/caps").json()["results"]} == {
+        "admin",
+        "user",
+    }
+
+
+def test_user_cannot_edit_or_remove_an_admins_cap(member_api, member):
+    cap = cap_create(user_id=member.pk, cap_type="daily", set_by="admin", max_requests=10)
+    assert (
+        member_api.put(f"/api/usage/caps/{cap.pk}", {"max_requests": 10_000}, format="json")
+    ).status_code == 403
+    assert member_api.delete(f"/api/usage/caps/{cap.pk}").status_code == 403
+    cap.refresh_from_db()
+    assert cap.max_requests == 10
+
+
+def test_user_cannot_set_a_cap_for_someone_else(member_api, make_user):
+    other = make_user("other@example.com")
+    response = member_api.post(
+        "/api/usage/caps", {"cap_type": "daily", "max_requests": 1, "user": other.pk}, format="json"
+    )
+    assert response.status_code == 400
+    assert "user" in response.json()
+    assert not UserCapConfig.objects.filter(user=other).exists()
+
+
+def test_someone_elses_cap_is_a_404(member_api, make_user):
+    other = make_user("other@example.com")
+    cap = cap_create(user_id=other.pk, cap_type="daily", set_by="user", max_requests=10)
+    assert member_api.delete(f"/api/usage/caps/{cap.pk}").status_code == 404
+
+
+def test_user_updates_and_deletes_their_own_cap(member_api, member):
+    cap = cap_create(user_id=member.pk, cap_type="hourly", set_by="user", max_requests=10)
+    response = member_api.put(
+        f"/api/usage/caps/{cap.pk}", {"max_requests": None, "max_tokens": 500}, format="json"
+    )
+    assert response.status_code == 200
+    assert (response.json()["max_requests"], response.json()["max_tokens"]) == (None, 500)
+    bad = member_api.put(f"/api/usage/caps/{cap.pk}", {"max_tokens": None}, format="json")
+    assert bad.status_code == 400
+    assert list(bad.json()) == ["non_field_errors"]
+    assert member_api.delete(f"/api/usage/caps/{cap.pk}").status_code == 204
+    assert not UserCapConfig.objects.filter(pk=cap.pk).exists()
+
+
+def test_admin_edits_anyones_cap_and_filters_by_user(admin_api, member, make_user):
+    other = make_user("other@example.com")
+    cap = cap_create(user_id=member.pk, cap_type="daily", set_by="user", max_requests=10)
+    cap_create(user_id=other.pk, cap_type="daily", set_by="user", max_requests=10)
+    response = admin_api.put(f"/api/usage/caps/{cap.pk}", {"max_requests": 20}, format="json")
+    assert response.status_code == 200
+    listed = admin_api.get(f"/api/usage/caps?user={member.pk}").json()["results"]
+    assert [c["id"] for c in listed] == [cap.pk]
+
+
+def test_status_reports_usage_limits_percentage_and_reset(member_api, member, prices):
+    from caps.services import cap_reserve_sync, cap_settle_sync
+    from costs.pricing import Usage
+
+    cap_create(
+        user_id=member.pk, cap_type="daily", set_by="user", max_requests=4, max_cost_cents=100
+    )
+    reservation = cap_reserve_sync(
+        user_id=member.pk,
+        model_id="us.anthropic.claude-sonnet-4-6",
+        estimate=Usage(input_tokens=1000, output_tokens=1000),
+    )
+    cap_settle_sync(reservation=reservation, actual=Usage(input_tokens=1000, output_tokens=1000))
+    response = member_api.get("/api/usage/caps/status")
+    assert response.status_code == 200
+    [status] = response.json()
+    assert status["cap_type"] == "daily"
+    assert status["current_usage"] == {"requests": 1, "tokens": 2000, "cost_cents": 1.8}
+    assert status["limits"] == {"max_requests": 4, "max_tokens": None, "max_cost_cents": 100}
+    assert status["percentage_used"] == 25.0
+    assert status["is_exceeded"] is False
+    assert status["reset_time"].endswith("T00:00:00Z")
+
+
+def test_anonymous_requests_are_refused(client):
+    assert client.get("/api/usage/caps").status_code in (401, 403)
