@@ -6,6 +6,8 @@ from the stored integer micro-dollars per million tokens.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -235,6 +237,8 @@ class PriceDetailApi(APIView):
 
     def _update(self, request: Request, price_id: int, *, partial: bool) -> Response:
         price = get_object_or_404(ModelPrice, pk=price_id)
+        if not isinstance(request.data, Mapping):
+            raise serializers.ValidationError({"non_field_errors": ["expected a JSON object"]})
         data = {**_as_input(price), **dict(request.data.items())} if partial else request.data
         serializer = PriceInputSerializer(data=data)
         serializer.is_valid(raise_exception=True)

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from urllib.parse import unquote
 
@@ -203,6 +203,8 @@ class PriceTable:
         self, *, base_id: str, scope: str | None, region: str | None, at: datetime
     ) -> Price | None:
         """The most specific row in force at `at` (see module docstring)."""
+        if at.tzinfo is None:  # a naive time is UTC, as everywhere in the gateway
+            at = at.replace(tzinfo=UTC)
         best: Price | None = None
         best_key: tuple[bool, bool, datetime] | None = None
         for price in self.rows.get(base_id, ()):

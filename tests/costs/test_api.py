@@ -129,6 +129,13 @@ def test_invalid_input_is_a_400_naming_the_field(admin_api, overrides, field):
     assert not ModelPrice.objects.filter(model_id="test.model-api").exists()
 
 
+def test_a_body_that_is_not_an_object_is_a_400(admin_api):
+    price_id = _create(admin_api)["id"]
+    assert admin_api.post("/api/costs", [1, 2], format="json").status_code == 400
+    assert admin_api.patch(f"/api/costs/{price_id}", [1], format="json").status_code == 400
+    assert admin_api.put(f"/api/costs/{price_id}", "x", format="json").status_code == 400
+
+
 def test_missing_fields_are_named(admin_api):
     response = admin_api.post("/api/costs", {"model_id": "test.x"}, format="json")
     assert response.status_code == 400

@@ -322,6 +322,12 @@ def test_the_price_in_force_at_the_calls_time_applies():
     assert cost("test.model-x", at=datetime(2026, 6, 1, tzinfo=UTC), input_tokens=MTOK) == 2 * MTOK
 
 
+def test_a_naive_call_time_is_taken_as_utc():
+    _row(effective_from=datetime(2026, 6, 1, tzinfo=UTC), input_usd="2")
+    assert cost("test.model-x", at=datetime(2026, 6, 1), input_tokens=MTOK) == 2 * MTOK
+    assert cost("test.model-x", at=datetime(2026, 5, 31, 23, 59), input_tokens=MTOK) is None
+
+
 def test_region_row_beats_scope_row_beats_generic_row():
     old, new = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
     _row(effective_from=new, input_usd="10")
