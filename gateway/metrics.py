@@ -24,6 +24,9 @@ CAP_REJECTIONS = Counter(
     "gateway_cap_rejections_total", "Calls refused by a cap", ["cap_type", "limit_type"]
 )
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Upstream failures", ["kind"])
+BETA_RETRIES = Counter(
+    "gateway_beta_retries_total", "Calls retried once without betas the upstream rejected"
+)
 
 _LOOPBACK = {"127.0.0.1", "::1"}
 

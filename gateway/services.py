@@ -77,6 +77,8 @@ class ProxyCall:
         latency = time.perf_counter() - self.started
         status = str(self.upstream_status or 0)
         metrics.REQUESTS.labels(self.route, self.model_id, status).inc()
+        if self.error_type and self.error_type != "client_disconnected":
+            metrics.UPSTREAM_ERRORS.labels(self.error_type).inc()
         metrics.LATENCY.labels(self.route).observe(latency)
         if self.ttfb is not None:
             metrics.TTFB.labels(self.route).observe(self.ttfb)

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from costs.pricing import Usage
-from gateway import anthropic, upstream
+from gateway import anthropic, betas, metrics, upstream
 from gateway.errors import Family, ProxyError
 from gateway.services import ProxyCall, authenticate, call_begin
 from gateway.streaming import relay
@@ -97,6 +97,7 @@ async def _start_upstream(
             model_id, verb, payload, stream=stream, extra_headers=headers
         )
     except upstream.UpstreamUnavailable as exc:
+        call.error_type = "upstream_unreachable"
         await asyncio.shield(call.finish(None))
         raise ProxyError("bad_gateway", f"Bedrock is unreachable: {exc}") from None
     except upstream.UpstreamTimeout:
@@ -112,6 +113,36 @@ async def _start_upstream(
     call.request_id = response.headers.get("x-amzn-requestid", "")
     call.mark_first_byte()
     return response
+
+
+def _headers_without(headers: dict[str, str], drop: set[str]) -> dict[str, str]:
+    kept = betas.strip_header(headers.get("anthropic-beta"), drop)
+    headers = {name: value for name, value in headers.items() if name != "anthropic-beta"}
+    return {**headers, "anthropic-beta": kept} if kept else headers
+
+
+async def _send(
+    call: ProxyCall, model_id: str, verb: str, body: dict, *, stream: bool, headers: dict
+) -> tuple[object, bytes | None]:
+    """Send upstream without the betas it is known to reject; on a new beta rejection, learn
+    which betas it rejects and retry once without them. Returns the response and, when it had
+    to be read already, its body."""
+    known = betas.rejected()
+    if known:
+        body, headers = betas.strip(body, known), _headers_without(headers, known)
+    payload = json.dumps(body).encode()
+    response = await _start_upstream(call, model_id, verb, payload, stream=stream, headers=headers)
+    if response.status_code != 400 or not body.get("anthropic_beta"):
+        return response, None
+    raw = await _read_whole(call, response)
+    found = await betas.learn(model_id, body) if betas.is_beta_rejection(400, raw) else set()
+    if not found:
+        return response, raw
+    metrics.BETA_RETRIES.inc()
+    body, headers = betas.strip(body, found), _headers_without(headers, found)
+    payload = json.dumps(body).encode()
+    response = await _start_upstream(call, model_id, verb, payload, stream=stream, headers=headers)
+    return response, None
 
 
 async def _read_whole(call: ProxyCall, response) -> bytes:
@@ -173,14 +204,13 @@ async def _bedrock_model(request: HttpRequest, model_id: str, verb: str) -> Http
         body=estimate_body,
         headers=request.headers,
     )
-    payload = json.dumps(body).encode()
     extra = _upstream_headers(request)
     if streams:
         extra["X-Amzn-Bedrock-Accept"] = request.headers.get("X-Amzn-Bedrock-Accept", "*/*")
-    response = await _start_upstream(call, model_id, verb, payload, stream=streams, headers=extra)
+    response, raw = await _send(call, model_id, verb, body, stream=streams, headers=extra)
     headers = _relayed_headers(response, call)
     if not streams or response.status_code != 200:
-        raw = await _read_whole(call, response)
+        raw = raw if raw is not None else await _read_whole(call, response)
         call.error_type = response.headers.get("x-amzn-errortype", "").split(":")[0] or None
         usage = _usage_of(raw, converse) if response.status_code == 200 else Usage()
         await asyncio.shield(call.finish(usage))
@@ -263,14 +293,13 @@ async def _messages(request: HttpRequest) -> HttpResponse:
         body=bedrock_body,
         headers=request.headers,
     )
-    payload = json.dumps(bedrock_body).encode()
     verb = "invoke-with-response-stream" if streams else "invoke"
     extra = _upstream_headers(request)
     extra.pop("anthropic-beta", None)  # betas travel in the body on this route
-    response = await _start_upstream(call, model_id, verb, payload, stream=streams, headers=extra)
+    response, raw = await _send(call, model_id, verb, bedrock_body, stream=streams, headers=extra)
     headers = {"request-id": call.request_id or f"req_{call.call_id.hex}", **call.headroom}
     if response.status_code != 200:
-        raw = await _read_whole(call, response)
+        raw = raw if raw is not None else await _read_whole(call, response)
         call.error_type = response.headers.get("x-amzn-errortype", "").split(":")[0] or None
         await asyncio.shield(call.finish(Usage()))
         try:
