@@ -1,8 +1,18 @@
-import os
-
 import pytest
 
 pytest_plugins = ["tests.fixtures.emulator"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_counter_store():
+    """A test session starts from an empty Redis database (the configured one only): counters
+    and cached state left by an earlier run must not leak into this one."""
+    from django.conf import settings
+
+    if settings.GATEWAY.redis.url:
+        import redis
+
+        redis.Redis.from_url(settings.GATEWAY.redis.url).flushdb()
 
 
 @pytest.fixture(autouse=True)
@@ -13,8 +23,3 @@ def _eager_celery(settings):
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = settings.CELERY_TASK_ALWAYS_EAGER
-
-
-@pytest.fixture
-def backend_name() -> str:
-    return "redis" if os.environ.get("REDIS_URL") else "embedded"
