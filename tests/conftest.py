@@ -23,3 +23,11 @@ def _eager_celery(settings):
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = settings.CELERY_TASK_ALWAYS_EAGER
+
+
+@pytest.fixture
+def backend_name() -> str:
+    """Which counter store and cache this run uses: "redis" or "embedded"."""
+    from django.conf import settings
+
+    return "redis" if settings.GATEWAY.redis.url else "embedded"
