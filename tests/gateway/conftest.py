@@ -57,16 +57,11 @@ def stack_tls(django_db_setup, django_db_blocker, emulator, tls_pair) -> Iterato
 @pytest.fixture
 def reference_data(transactional_db) -> None:
     """Shipped model map and prices (a transactional test's flush removes migration data)."""
-    from costs.defaults import default_rows
-    from costs.models import ModelPrice
-    from costs.pricing import price_cache_invalidate
+    from costs.services import price_defaults_install
     from gateway.model_defaults import model_aliases_install_defaults
 
     model_aliases_install_defaults()
-    ModelPrice.objects.bulk_create(
-        [ModelPrice(**row) for row in default_rows()], ignore_conflicts=True
-    )
-    price_cache_invalidate()
+    price_defaults_install()
 
 
 @pytest.fixture
