@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
@@ -103,3 +104,20 @@ class GatewayAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
+
+
+class GatewayAuthenticationScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes the two ways to present a credential."""
+
+    target_class = GatewayAuthentication
+    name = ["bearerAuth", "apiKeyAuth"]
+
+    def get_security_definition(self, auto_schema) -> list[dict]:  # noqa: ANN001
+        return [
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key (SSOK_...) or a JWT access token from /api/token.",
+            },
+            {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        ]
