@@ -200,6 +200,11 @@ class AuthConfig(Section):
     # How long an authenticated key or user may be served from the cache at most; revocation
     # is immediate regardless (it deletes entries / moves the generation).
     credential_cache_seconds: int = Field(300, gt=0)
+    # The demo sign-in of `make run`: the local OpenID Connect provider (accounts.demo_idp) on
+    # loopback, listed as "Demo sign-in". Anyone can sign in as any e-mail: never turn it on
+    # where others can reach the gateway.
+    demo_provider: bool = False
+    demo_provider_port: int = Field(8200, ge=1, le=65535)
 
     @model_validator(mode="after")
     def _known_providers(self) -> AuthConfig:

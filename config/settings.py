@@ -173,17 +173,25 @@ def _social_providers(auth) -> dict:
         elif provider_id == "auth0":
             entry["AUTH0_URL"] = server if "://" in server else f"https://{server}"
         providers[provider_id] = entry
-    if auth.oidc:
+    oidc = {
+        key: (cfg.name or key, cfg.client_id, cfg.secret, cfg.server_url)
+        for key, cfg in auth.oidc.items()
+    }
+    if auth.demo_provider and "demo" not in oidc:
+        # accounts.demo_idp, started by the serve command with client id/secret "demo".
+        demo_url = f"http://127.0.0.1:{auth.demo_provider_port}"
+        oidc["demo"] = ("Demo sign-in (any e-mail)", "demo", "demo", demo_url)
+    if oidc:
         providers["openid_connect"] = {
             "APPS": [
                 {
                     "provider_id": key,
-                    "name": cfg.name or key,
-                    "client_id": cfg.client_id,
-                    "secret": cfg.secret,
-                    "settings": {"server_url": cfg.server_url, "oauth_pkce_enabled": True},
+                    "name": name,
+                    "client_id": client_id,
+                    "secret": secret,
+                    "settings": {"server_url": server_url, "oauth_pkce_enabled": True},
                 }
-                for key, cfg in auth.oidc.items()
+                for key, (name, client_id, secret, server_url) in oidc.items()
             ]
         }
     return providers

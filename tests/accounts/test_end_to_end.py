@@ -37,7 +37,7 @@ def csrf_token(browser: httpx.Client) -> str:
 def sso_sign_in(browser: httpx.Client, gateway_url: str, email: str) -> httpx.Response:
     login_page = browser.get(f"{gateway_url}/accounts/login/")  # sets the CSRF cookie
     assert login_page.status_code == 200
-    assert "Demo sign-in" in login_page.text
+    assert "Demo sign-in" in login_page.text  # the name from the configuration
     start = browser.post(
         f"{gateway_url}/accounts/oidc/{PROVIDER_ID}/login/",
         data={"csrfmiddlewaretoken": csrf_token(browser)},
@@ -165,3 +165,25 @@ def test_local_passwords_work_when_turned_on_within_allowed_domains():
         assert browser.get(f"{gateway.url}/token").status_code == 200
     failure = AuditEvent.objects.get(action="login.failure", target="local@ok.test")
     assert failure.detail["reason"] == "bad password"
+
+
+def test_demo_provider_switch_signs_anyone_in_through_the_local_provider():
+    """What `make run` does: GATEWAY_AUTH__DEMO_PROVIDER=true and the provider on its port."""
+    from accounts.demo_idp import DemoIdP
+
+    demo = DemoIdP(client_id="demo", client_secret="demo").start()
+    env = {
+        "GATEWAY_AUTH__DEMO_PROVIDER": "true",
+        "GATEWAY_AUTH__DEMO_PROVIDER_PORT": str(demo.port),
+    }
+    try:
+        with (
+            start_gateway(upstream_url="http://127.0.0.1:9", env=env) as gateway,
+            httpx.Client(timeout=20) as browser,
+        ):
+            login_page = browser.get(f"{gateway.url}/accounts/login/")
+            assert "Demo sign-in (any e-mail)" in login_page.text
+            assert sso_sign_in(browser, gateway.url, "visitor@demo.test").status_code == 302
+            assert browser.get(f"{gateway.url}/token").status_code == 200
+    finally:
+        demo.stop()
