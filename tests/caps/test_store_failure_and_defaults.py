@@ -8,6 +8,7 @@ from caps.models import UserCapConfig
 from caps.services import (
     CapExceeded,
     CapStoreUnavailable,
+    _stores,
     cap_create,
     cap_delete,
     cap_reserve_sync,
@@ -28,7 +29,9 @@ SMALL = Usage(input_tokens=10, output_tokens=10)
 @pytest.fixture
 def dead_redis():
     """A Redis URL on which nothing listens: a real connection failure."""
-    return cap_store(url=f"redis://127.0.0.1:{free_port()}/0")
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    yield cap_store(url=url)
+    _stores.pop(url)
 
 
 def failure_mode(settings, mode):
