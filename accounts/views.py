@@ -1,12 +1,19 @@
-"""HTML pages of accounts: the token page for people who paste a JWT into a CLI."""
+"""HTML pages of accounts: the token page for people who paste a JWT into a CLI, API keys."""
 
+from datetime import UTC, date, datetime, time
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from accounts.services import token_pair_create
+from accounts.models import ApiKey
+from accounts.services import Origin, api_key_create, api_key_revoke, token_pair_create
 
 
 @never_cache
@@ -16,3 +23,85 @@ def token_page(request: HttpRequest) -> HttpResponse:
     """GET: a button; POST (CSRF-protected): a fresh access + refresh pair, shown once."""
     tokens = token_pair_create(user=request.user) if request.method == "POST" else None
     return render(request, "account/token.html", {"tokens": tokens})
+
+
+# --- API keys pages ---------------------------------------------------------------------------
+
+
+class ApiKeyForm(forms.Form):
+    """A new key: a name, and optionally the date it stops working."""
+
+    name = forms.CharField(label="Name", max_length=100, help_text="e.g. laptop, CI, Claude Code")
+    expires_on = forms.DateField(
+        label="Expires on (optional)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        help_text="The key stops working at 00:00 UTC on this date.",
+    )
+
+    def clean_expires_on(self) -> date | None:
+        day = self.cleaned_data.get("expires_on")
+        if day is not None and day <= timezone.now().date():
+            raise forms.ValidationError("Must be a date after today.")
+        return day
+
+    def expires_at(self) -> datetime | None:
+        day = self.cleaned_data.get("expires_on")
+        return datetime.combine(day, time.min, tzinfo=UTC) if day else None
+
+
+def _client_setup(request: HttpRequest) -> dict:
+    """What the connection snippets need: this gateway's URLs, region, CA bundle."""
+    server = settings.GATEWAY.server
+    base = request.build_absolute_uri("/").rstrip("/")
+    if request.is_secure():
+        https_base = base
+    else:
+        # boto3 sends a bearer token only over HTTPS: point it at the TLS listener.
+        https_base = f"https://{request.get_host().rsplit(':', 1)[0]}:{server.tls_port}"
+    ca_bundle = server.tls_certfile or (
+        str(settings.VAR_DIR / "tls" / "localhost.pem") if server.tls_autogenerate else None
+    )
+    return {
+        "base_url": base,
+        "https_base": https_base,
+        "ca_bundle": ca_bundle,
+        "region": settings.GATEWAY.aws.region,
+    }
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def keys_page(request: HttpRequest) -> HttpResponse:
+    """GET: the user's keys; POST: create one and show it in full, this once."""
+    form = ApiKeyForm(request.POST or None)
+    created = None
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            created = api_key_create(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                expires_at=form.expires_at(),
+                origin=Origin.of(request),
+            )
+            form = ApiKeyForm()
+        else:
+            status = 400
+    keys = ApiKey.objects.filter(user=request.user).order_by("-created_at", "-id")
+    context = {"form": form, "keys": keys, "created": created, **_client_setup(request)}
+    return render(request, "keys/index.html", context, status=status)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: confirm; POST: revoke one of the user's keys (someone else's is a 404)."""
+    api_key = get_object_or_404(ApiKey, pk=pk, user=request.user)
+    if request.method == "POST":
+        api_key_revoke(api_key=api_key, actor=request.user, origin=Origin.of(request))
+        messages.success(request, f"Key {api_key.hint} ({api_key.name}) revoked.")
+        return redirect("keys-page")
+    return render(request, "keys/revoke.html", {"key": api_key})

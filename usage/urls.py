@@ -1,8 +1,11 @@
 from django.urls import path
 
-from usage import api
+from usage import api, views
 
 urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("usage", views.usage_page, name="usage-page"),
+    path("usage/export.csv", views.usage_export_csv, name="usage-export"),
     path("api/usage/records", api.RecordListView.as_view(), name="usage-records"),
     path("api/usage/summary", api.SummaryView.as_view(), name="usage-summary"),
     path("api/admin/usage/records", api.AdminRecordListView.as_view(), name="admin-usage-records"),

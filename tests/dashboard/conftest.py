@@ -1,0 +1,93 @@
+"""Fixtures of the dashboard page tests: personas, real recorded calls, clean stores."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from accounts.credential_cache import get_credential_cache
+from caps.services import _stores
+from costs.pricing import Usage, price_table_reset
+from costs.services import price_defaults_install
+from tests.fixtures.personas import admin_user, owner, owner_key, stranger, teammate  # noqa: F401
+from usage.services import CallRecord, usage_record
+from usage.store import RedisStore, get_store
+
+SONNET = "us.anthropic.claude-sonnet-4-6"
+
+
+def _clean_store() -> None:
+    # Redis is not rolled back with the test database, and user ids are reused.
+    store = get_store()
+    if isinstance(store, RedisStore):
+        redis = settings.GATEWAY.redis
+        store.delete(store.scan(redis.usage_summary_prefix) + store.scan(redis.usage_cap_prefix))
+    for cap_store in _stores.values():
+        cap_store.caps_cache.clear()
+    get_credential_cache().clear()
+    price_table_reset()
+
+
+@pytest.fixture(autouse=True)
+def clean_stores():
+    _clean_store()
+    yield
+    _clean_store()
+
+
+@pytest.fixture
+def prices(db):
+    price_defaults_install()
+
+
+@pytest.fixture
+def record(prices):
+    """record(user, **CallRecord fields) -> UsageRecord: a call recorded by the real service."""
+
+    def _record(user, **overrides):
+        values = {
+            "call_id": uuid.uuid4(),
+            "user_id": user.id,
+            "api_key_id": None,
+            "auth_kind": "api_key",
+            "model_id": SONNET,
+            "route": "anthropic.messages",
+            "streaming": False,
+            "usage": Usage(input_tokens=1000, output_tokens=200),
+            "upstream_status": 200,
+            "error_type": None,
+            "latency_ms": 321,
+            "ttfb_ms": None,
+            "request_id": uuid.uuid4().hex,
+            "started_at": datetime.now(UTC),
+            "client_family": "Anthropic/Python",
+            "session_id": None,
+        }
+        values.update(overrides)
+        return usage_record(call=CallRecord(**values))
+
+    return _record
+
+
+@pytest.fixture
+def owner_client(owner) -> Client:
+    client = Client()
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
+def csrf_client(owner) -> Client:
+    """Signed in, with CSRF checks on (as a browser is)."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    return client
+
+
+def csrf_token(client: Client, path: str) -> str:
+    client.get(path)
+    return client.cookies["csrftoken"].value
