@@ -24,8 +24,11 @@ install-dev: $(VENV)/.installed-dev
 migrate: install
 	$(BIN)/python manage.py migrate --noinput -v 0
 
+# On the embedded default (no DATABASE_URL) the demo sign-in provider is on unless turned off.
+DEMO_PROVIDER = $(if $(DATABASE_URL),false,true)
 run: migrate
-	$(BIN)/python manage.py serve
+	GATEWAY_AUTH__DEMO_PROVIDER=$${GATEWAY_AUTH__DEMO_PROVIDER:-$(DEMO_PROVIDER)} \
+	  $(BIN)/python manage.py serve
 
 # Debian's chromium for the browser tests; installed when missing (needs root, as in CI).
 chromium:

@@ -31,3 +31,11 @@ def backend_name() -> str:
     from django.conf import settings
 
     return "redis" if settings.GATEWAY.redis.url else "embedded"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_credential_cache():
+    """Ids are reused between tests: a principal cached by one test must not serve another."""
+    from accounts.credential_cache import get_credential_cache
+
+    get_credential_cache().clear()

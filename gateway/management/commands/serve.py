@@ -36,6 +36,8 @@ class Command(BaseCommand):
                     children.append(emulator)
             if not no_jobs:
                 children.append(self._start_jobs())
+            if settings.GATEWAY.auth.demo_provider:
+                self._start_demo_provider()
             certfile, keyfile = self._tls_pair()
             self._banner(certfile)
             asyncio.run(self._serve(certfile, keyfile))
@@ -59,6 +61,13 @@ class Command(BaseCommand):
                 raise SystemExit("the Bedrock emulator did not start; see its output above")
             time.sleep(0.1)
         return process
+
+    def _start_demo_provider(self) -> None:
+        # Loopback only: it lets anyone sign in as any e-mail.
+        from accounts.demo_idp import DemoIdP
+
+        port = settings.GATEWAY.auth.demo_provider_port
+        DemoIdP(client_id="demo", client_secret="demo", port=port).start()
 
     def _start_jobs(self) -> subprocess.Popen:
         # One worker with an embedded beat: enough for one machine; production runs them apart.
@@ -107,6 +116,11 @@ class Command(BaseCommand):
                 f"  HTTPS (for boto3 bearer tokens): https://{server.host}:{server.tls_port}"
             )
             lines.append(f"  Trust its certificate: export AWS_CA_BUNDLE={certfile}")
+        if settings.GATEWAY.auth.demo_provider:
+            lines.append(
+                "  Sign in with 'Demo sign-in' (any e-mail; no identity provider needed). "
+                "Administrators: GATEWAY_AUTH__ADMIN_EMAILS=you@example.com make run"
+            )
         lines += [
             "  A first API key:   .venv/bin/python manage.py createapikey you@example.com --admin",
             f"  Try it:  curl -s {base}/anthropic/v1/messages -H 'x-api-key: <key>' "
