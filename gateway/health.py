@@ -25,7 +25,7 @@ def _check_cache() -> None:
 def _check_aws() -> None:
     # Any HTTP answer (even 403/404) proves the endpoint is reachable; only transport fails.
     endpoint = settings.GATEWAY.aws.resolved_endpoint
-    httpx.get(f"{endpoint}/ping", timeout=CHECK_TIMEOUT_SECONDS, verify=False)  # noqa: S501
+    httpx.get(f"{endpoint}/ping", timeout=CHECK_TIMEOUT_SECONDS)
 
 
 CHECKS: dict[str, Callable[[], None]] = {"db": _check_db, "cache": _check_cache, "aws": _check_aws}

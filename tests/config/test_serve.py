@@ -1,0 +1,65 @@
+"""`make run`'s server command: web over HTTP and HTTPS, the emulator, jobs, demo sign-in."""
+
+import os
+import ssl
+import subprocess
+import sys
+
+import httpx
+
+from tests.fixtures.servers import BASE_DIR, free_port, run_process
+
+
+def test_serve_brings_up_everything_on_the_embedded_default(tmp_path):
+    ports = {name: free_port() for name in ("web", "tls", "emulator", "demo")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("GATEWAY_") and key not in ("DATABASE_URL", "REDIS_URL")
+    }
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+        PORT=str(ports["web"]),
+        TLS_PORT=str(ports["tls"]),
+        GATEWAY_AWS__EMULATOR_PORT=str(ports["emulator"]),
+        GATEWAY_AUTH__DEMO_PROVIDER="true",
+        GATEWAY_AUTH__DEMO_PROVIDER_PORT=str(ports["demo"]),
+        GATEWAY_SERVER__TLS_CERTFILE=str(tmp_path / "cert.pem"),
+        GATEWAY_SERVER__TLS_KEYFILE=str(tmp_path / "key.pem"),
+    )
+    from emulator.certs import generate_self_signed
+
+    generate_self_signed(tmp_path / "cert.pem", tmp_path / "key.pem")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True
+    )
+    web = f"http://127.0.0.1:{ports['web']}"
+    with run_process(
+        [sys.executable, "manage.py", "serve", "--no-jobs"], f"{web}/health", env
+    ) as process:
+        assert httpx.get(f"{web}/health").json() == {"status": "ok"}
+        checks = httpx.get(f"{web}/health?check=all", timeout=10)
+        assert checks.status_code == 200, checks.text
+        assert checks.json()["components"]["aws"]["status"] == "up"  # the emulator answers
+        tls = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        secure = httpx.get(f"https://127.0.0.1:{ports['tls']}/health", verify=tls)
+        assert secure.status_code == 200
+        login = httpx.get(f"{web}/accounts/login/")
+        assert "Demo sign-in" in login.text
+        discovery = httpx.get(f"http://127.0.0.1:{ports['demo']}/.well-known/openid-configuration")
+        assert discovery.json()["issuer"] == f"http://127.0.0.1:{ports['demo']}"
+        log = process.log_path.read_text()
+    assert f"The gateway is up: {web}" in log
+    assert "createapikey" in log
+
+
+def test_health_reports_a_down_upstream_with_503(client, settings, db):
+    settings.GATEWAY = settings.GATEWAY.model_copy(
+        update={
+            "aws": settings.GATEWAY.aws.model_copy(update={"endpoint_url": "http://127.0.0.1:9"})
+        }
+    )
+    response = client.get("/health?check=aws")
+    assert response.status_code == 503
+    assert response.json()["components"]["aws"]["status"] == "down"
+    assert client.get("/health?check=bogus").status_code == 400
