@@ -21,7 +21,10 @@
     return Array.prototype.some.call(document.querySelectorAll("form input, form select"), function (input) {
       if (input.type === "hidden") return false;
       if (input.type === "checkbox") return input.checked !== input.defaultChecked;
-      if (input.tagName === "SELECT") return Array.prototype.some.call(input.options, function (o) { return o.selected !== o.defaultSelected; });
+      if (input.tagName === "SELECT") {
+        var initial = Array.prototype.findIndex.call(input.options, function (o) { return o.defaultSelected; });
+        return input.selectedIndex !== Math.max(0, initial);
+      }
       return input.value !== input.defaultValue || input === document.activeElement;
     });
   }
@@ -38,9 +41,12 @@
         var state = meterState(percent);
         meter.className = "meter meter-" + state;
         meter.querySelector(".meter-used").textContent = f[2];
-        meter.querySelector(".meter-percent").textContent = (Math.round(percent * 10) / 10) + "%";
+        var text = percent.toFixed(1) + "%";
+        meter.querySelector(".meter-percent").textContent = text;
         var bar = meter.querySelector("progress");
         bar.value = Math.min(100, percent);
+        bar.textContent = text;
+        bar.setAttribute("aria-label", bar.getAttribute("aria-label").replace(/[\d.]+% used$/, text + " used"));
       });
       var state = row.is_exceeded ? "exceeded" : meterState(row.percentage_used);
       if (!card.classList.contains("state-" + state)) changedState = true;

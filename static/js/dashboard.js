@@ -166,7 +166,8 @@
       var reset = new Date(row.reset_time);
       var note = row.is_exceeded && row.enforced ? "Reached: calls refused until " + G.utcTime(reset) : "Resets at " + G.utcTime(reset);
       box.appendChild(G.el("div", { "class": "meter meter-" + state, "data-cap-id": String(row.id) }, [
-        G.el("div", { "class": "mini-head" }, [G.el("span", { text: title + " · " + pct + "%" }), G.el("span", { text: capLine(row) })]),
+        G.el("div", { "class": "mini-head" }, [G.el("strong", { text: title + " cap" }), G.el("span", { "class": "meter-percent", text: pct + "%" })]),
+        G.el("p", { "class": "mini-figures", text: capLine(row) }),
         G.el("progress", { "class": "bar", max: "100", value: String(Math.min(100, pct)), "aria-label": title + " cap: " + pct + "% used" }),
         G.el("p", { "class": "mini-reset" }, [note + " (", G.el("span", { "data-countdown": row.reset_time, text: "in " + G.duration(reset - Date.now()) }), ")"])
       ]));

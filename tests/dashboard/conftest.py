@@ -74,14 +74,14 @@ def record(prices):
 
 
 @pytest.fixture
-def owner_client(owner) -> Client:
+def owner_client(owner) -> Client:  # noqa: F811 (the persona fixture)
     client = Client()
     client.force_login(owner)
     return client
 
 
 @pytest.fixture
-def csrf_client(owner) -> Client:
+def csrf_client(owner) -> Client:  # noqa: F811 (the persona fixture)
     """Signed in, with CSRF checks on (as a browser is)."""
     client = Client(enforce_csrf_checks=True)
     client.force_login(owner)
