@@ -291,7 +291,13 @@ _pool = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="caps-db")
 
 
 def _in_thread(fn: Callable[..., T], args: tuple, kw: dict[str, Any]) -> T:
-    connection.close_if_unusable_or_obsolete()
+    # Each pool thread keeps its connection (opening one per call would dominate the embedded
+    # store's latency), dropping it only once it has failed.
+    if connection.connection is not None and connection.errors_occurred:
+        if connection.is_usable():
+            connection.errors_occurred = False
+        else:
+            connection.close()
     return fn(*args, **kw)
 
 
