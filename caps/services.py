@@ -27,6 +27,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
@@ -739,7 +740,11 @@ def _defaults_ensure(*, user_id: int) -> None:
     # The lazy path for users created before caps existed or by a path that did not call
     # caps_install_defaults: one indexed lookup, on a cold cache only.
     if not UserCapDefaults.objects.filter(user_id=user_id).exists():
-        caps_install_defaults(user_id=user_id, new_user=False)
+        # A user who joined within the grace period has nothing to be warned about: their
+        # defaults apply at once, as if installed at sign-up.
+        joined = get_user_model().objects.filter(pk=user_id).values_list("date_joined", flat=True)
+        new_user = bool(joined) and joined[0] > timezone.now() - _grace()
+        caps_install_defaults(user_id=user_id, new_user=new_user)
 
 
 def cap_save(*, cap: UserCapConfig, now: datetime | None = None) -> UserCapConfig:

@@ -86,7 +86,7 @@ class ProxyCall:
             if self.reservation is not None:
                 await cap_settle(
                     reservation=self.reservation,
-                    actual=usage if self.reached_upstream else None,
+                    actual=(usage or Usage()) if self.reached_upstream else None,
                 )
         except Exception:
             # The reservation's lease releases it; the record below is what must not be lost.

@@ -97,6 +97,8 @@ def test_existing_user_gets_the_defaults_lazily_after_the_grace_period(
     settings.GATEWAY = settings.GATEWAY.model_copy(update={"usage_caps": caps})
     user = make_user(defaults=True)
     now = datetime.now(UTC)
+    user.date_joined = now - timedelta(days=30)
+    user.save(update_fields=["date_joined"])
     for _ in range(3):
         reservation = cap_reserve_sync(
             user_id=user.pk, model_id=MODEL, estimate=SMALL, store=any_store, now=now
@@ -110,6 +112,24 @@ def test_existing_user_gets_the_defaults_lazily_after_the_grace_period(
             user_id=user.pk, model_id=MODEL, estimate=SMALL, store=any_store,
             now=now + timedelta(minutes=6),
         )  # fmt: skip
+
+
+def test_a_user_who_just_joined_gets_the_defaults_lazily_at_once(
+    any_store, make_user, prices, settings
+):
+    caps = settings.GATEWAY.usage_caps.model_copy(
+        update={"default_daily_requests": 2, "default_daily_tokens": None}
+    )
+    settings.GATEWAY = settings.GATEWAY.model_copy(update={"usage_caps": caps})
+    user = make_user(defaults=True)
+    for _ in range(2):
+        reservation = cap_reserve_sync(
+            user_id=user.pk, model_id=MODEL, estimate=SMALL, store=any_store
+        )
+        cap_settle_sync(reservation=reservation, actual=SMALL)
+    assert UserCapConfig.objects.get(user=user).enforce_from is None
+    with pytest.raises(CapExceeded):
+        cap_reserve_sync(user_id=user.pk, model_id=MODEL, estimate=SMALL, store=any_store)
 
 
 def test_defaults_an_admin_removed_do_not_come_back(any_store, make_user, prices):

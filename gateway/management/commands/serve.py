@@ -67,7 +67,7 @@ class Command(BaseCommand):
         from accounts.demo_idp import DemoIdP
 
         port = settings.GATEWAY.auth.demo_provider_port
-        DemoIdP(client_id="demo", client_secret="demo", port=port).start()
+        DemoIdP(client_id="demo", client_secret="demo", port=port).start()  # noqa: S106
 
     def _start_jobs(self) -> subprocess.Popen:
         # One worker with an embedded beat: enough for one machine; production runs them apart.
