@@ -10,6 +10,28 @@ from accounts.services import (
 )
 
 
+class ApiKeyInline(admin.TabularInline):
+    """A user's keys on their page, read-only: revoke them from the API keys list (action)."""
+
+    model = ApiKey
+    fields = ["name", "hint", "created_at", "last_used_at", "expires_at", "status"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Key")
+    def hint(self, obj: ApiKey) -> str:
+        return obj.hint
+
+    @admin.display(description="Status")
+    def status(self, obj: ApiKey) -> str:
+        return obj.status
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     """Users; deactivating one (or changing the admin flag) takes effect on credentials at once."""
@@ -23,6 +45,8 @@ class UserAdmin(DjangoUserAdmin):
     )
     readonly_fields = ["admin_from_config", "token_generation", "last_login", "date_joined"]
     actions = ["deactivate"]
+    # Other apps append theirs (caps adds the user's caps): accounts depends on none of them.
+    inlines = [ApiKeyInline]
 
     def save_model(self, request, obj: User, form, change: bool) -> None:
         if change and {"is_staff", "is_superuser"} & set(form.changed_data):

@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from accounts.admin import UserAdmin
 from caps.models import UserCapConfig
 from caps.services import cap_delete, cap_delete_many, cap_save, caps_set_active
 
@@ -58,3 +59,21 @@ class UserCapConfigAdmin(admin.ModelAdmin):
     def deactivate(self, request, queryset) -> None:
         changed = caps_set_active(caps=list(queryset), active=False)
         self.message_user(request, f"{changed} cap(s) deactivated.", messages.SUCCESS)
+
+
+class UserCapInline(admin.TabularInline):
+    """A user's caps on their page, read-only here: edited on the cap's own page (through the
+    services, for the grace period); "Add another" links to a new cap."""
+
+    model = UserCapConfig
+    fields = ["cap_type", "set_by", "max_requests", "max_tokens", "max_cost_cents", "is_active"]
+    readonly_fields = [*fields, "enforce_from"]
+    extra = 0
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+UserAdmin.inlines = [*UserAdmin.inlines, UserCapInline]

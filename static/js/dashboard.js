@@ -61,6 +61,12 @@
     return { labels: labels, cost: cost, tokens: tokens };
   }
 
+  // Axis ticks: enough digits to tell small amounts apart.
+  function usdTick(v) {
+    if (v === 0) return "$0";
+    return Math.abs(v) < 0.01 ? "$" + Number(v.toPrecision(2)) : G.usd(v);
+  }
+
   function drawChart() {
     var summary = latest[range];
     if (!summary || !window.Chart) return;
@@ -80,7 +86,7 @@
         labels: s.labels,
         datasets: [
           { type: "bar", label: "Cost (USD)", data: s.cost, yAxisID: "cost", backgroundColor: "rgba(79, 70, 229, .75)", borderRadius: 3, order: 2 },
-          { type: "line", label: "Tokens", data: s.tokens, yAxisID: "tokens", borderColor: "#0ea5a4", backgroundColor: "#0ea5a4", pointRadius: 0, pointHitRadius: 8, tension: .3, borderWidth: 2, order: 1 }
+          { type: "line", label: "Tokens", data: s.tokens, yAxisID: "tokens", borderColor: "#0ea5a4", backgroundColor: "#0ea5a4", pointRadius: 0, pointHitRadius: 8, cubicInterpolationMode: "monotone", borderWidth: 2, order: 1 }
         ]
       },
       options: {
@@ -94,7 +100,7 @@
         },
         scales: {
           x: { grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 12 } },
-          cost: { position: "left", beginAtZero: true, ticks: { callback: function (v) { return G.usd(v); } }, grid: { color: "#eef0f5" } },
+          cost: { position: "left", beginAtZero: true, ticks: { callback: usdTick }, grid: { color: "#eef0f5" } },
           tokens: { position: "right", beginAtZero: true, grid: { display: false }, ticks: { callback: function (v) { return G.intFmt.format(v); } } }
         }
       }
