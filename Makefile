@@ -38,6 +38,12 @@ chromium:
 	  { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
 	  { echo "error: chromium is required for the browser tests (apt-get install chromium)"; exit 1; }; }
 
+# Claude Code (pinned, from npm) for the tests that drive the gateway with the real client.
+CLAUDE_CODE := var/claude-code/node_modules/.bin/claude
+$(CLAUDE_CODE):
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm is required for the Claude Code tests"; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix var/claude-code @anthropic-ai/claude-code@2.1.332
+
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -46,7 +52,7 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install-dev chromium lint
+test: install-dev chromium $(CLAUDE_CODE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install-dev
