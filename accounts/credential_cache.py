@@ -18,11 +18,9 @@ async path can read it with ``redis.asyncio`` without going through a thread.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import redis
 import redis.asyncio as aredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -31,6 +29,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from accounts.models import AuthGeneration
+from config import redis_clients
 
 KEY_PREFIX = "auth:"
 GENERATION_KEY = f"{KEY_PREFIX}generation"
@@ -95,17 +94,10 @@ class RedisCredentialCache:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._async_clients: dict[int, aredis.Redis] = {}
+        self.client = redis_clients.sync_client(url)
 
     def _async_client(self) -> aredis.Redis:
-        # redis.asyncio clients belong to the loop that created them.
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(id(loop))
-        if client is None:
-            client = aredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
-            self._async_clients[id(loop)] = client
-        return client
+        return redis_clients.async_client(self.url)
 
     @staticmethod
     def _decode(raw: bytes | None) -> dict[str, Any] | None:

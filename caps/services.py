@@ -349,6 +349,49 @@ def _has_cost_cap(store: CapStore, user_id: int) -> bool:
         return True  # nothing can be known: treat as the stricter case
 
 
+@dataclass
+class _Attempt:
+    """One reservation attempt: what both the async and the sync entry points share."""
+
+    store: CapStore
+    user_id: int
+    model_id: str
+    estimate: Usage
+    now: datetime
+    region: str | None
+    amounts: tuple[int, int, int]
+    rid: str = field(default_factory=new_reservation_id)
+
+    def reserve_kwargs(self, caps: UserCaps) -> dict[str, Any]:
+        return _reserve_kwargs(
+            user_id=self.user_id, caps=caps, rid=self.rid, now=self.now, amounts=self.amounts
+        )
+
+    def _reservation(self, *, headroom: list, reserved: bool = True) -> Reservation:
+        return _reservation(
+            rid=self.rid, user_id=self.user_id, model_id=self.model_id, estimate=self.estimate,
+            amounts=self.amounts, now=self.now, region=self.region, headroom=headroom,
+            store=self.store, reserved=reserved,
+        )  # fmt: skip
+
+    def unreserved(self, exc: Exception) -> Reservation:
+        """The store is down and the policy lets the call through: nothing is reserved."""
+        logger.warning("cap store unavailable for user %s: %s", self.user_id, exc)
+        return self._reservation(headroom=[], reserved=False)
+
+    def outcome(self, caps: UserCaps, result: Any) -> Reservation:
+        if result.status == "denied":
+            raise _exceeded(caps.rules, result, self.amounts, self.now)
+        return self._reservation(headroom=_headroom(caps.rules, result, self.amounts, self.now))
+
+
+def _attempt(*, store, user_id, model_id, estimate, now, region, cost) -> _Attempt:
+    return _Attempt(
+        store=store or cap_store(), user_id=user_id, model_id=model_id, estimate=estimate,
+        now=now, region=region, amounts=(1, estimate.cap_tokens, cost),
+    )  # fmt: skip
+
+
 async def cap_reserve(
     *,
     user_id: int,
@@ -362,38 +405,29 @@ async def cap_reserve(
 
     Raises CapExceeded (429) or CapStoreUnavailable (503, per `store_failure_mode`).
     """
-    store = store or cap_store()
     now = now or timezone.now()
     cost = await aestimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
-    amounts = (1, estimate.cap_tokens, cost)
-    rid = new_reservation_id()
+    attempt = _attempt(
+        store=store, user_id=user_id, model_id=model_id, estimate=estimate, now=now,
+        region=region, cost=cost,
+    )  # fmt: skip
+    store = attempt.store
     try:
         for _ in range(_STALE_RETRIES):
             caps = store.caps_cache.get(user_id)
             if caps is None:
                 caps = await run_in_db_thread(_load_caps, store, user_id)
-            result = await store.areserve(
-                **_reserve_kwargs(user_id=user_id, caps=caps, rid=rid, now=now, amounts=amounts)
-            )
+            result = await store.areserve(**attempt.reserve_kwargs(caps))
             if result.status != "stale":
                 break
             store.caps_cache.pop(user_id, None)
         else:
             raise StoreDown("the user's cap configuration kept changing")
     except (StoreDown, DatabaseError) as exc:
-        logger.warning("cap store unavailable for user %s: %s", user_id, exc)
         if _fail_closed(await run_in_db_thread(_has_cost_cap, store, user_id)):
             raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
-        return _reservation(
-            rid=rid, user_id=user_id, model_id=model_id, estimate=estimate, amounts=amounts,
-            now=now, region=region, headroom=[], store=store, reserved=False,
-        )  # fmt: skip
-    if result.status == "denied":
-        raise _exceeded(caps.rules, result, amounts, now)
-    return _reservation(
-        rid=rid, user_id=user_id, model_id=model_id, estimate=estimate, amounts=amounts, now=now,
-        region=region, headroom=_headroom(caps.rules, result, amounts, now), store=store,
-    )  # fmt: skip
+        return attempt.unreserved(exc)
+    return attempt.outcome(caps, result)
 
 
 def cap_reserve_sync(
@@ -406,36 +440,27 @@ def cap_reserve_sync(
     store: CapStore | None = None,
 ) -> Reservation:
     """cap_reserve for synchronous callers (jobs, scripts, threads)."""
-    store = store or cap_store()
     now = now or timezone.now()
     cost = estimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
-    amounts = (1, estimate.cap_tokens, cost)
-    rid = new_reservation_id()
+    attempt = _attempt(
+        store=store, user_id=user_id, model_id=model_id, estimate=estimate, now=now,
+        region=region, cost=cost,
+    )  # fmt: skip
+    store = attempt.store
     try:
         for _ in range(_STALE_RETRIES):
             caps = store.caps_cache.get(user_id) or _load_caps(store, user_id)
-            result = store.reserve(
-                **_reserve_kwargs(user_id=user_id, caps=caps, rid=rid, now=now, amounts=amounts)
-            )
+            result = store.reserve(**attempt.reserve_kwargs(caps))
             if result.status != "stale":
                 break
             store.caps_cache.pop(user_id, None)
         else:
             raise StoreDown("the user's cap configuration kept changing")
     except (StoreDown, DatabaseError) as exc:
-        logger.warning("cap store unavailable for user %s: %s", user_id, exc)
         if _fail_closed(_has_cost_cap(store, user_id)):
             raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
-        return _reservation(
-            rid=rid, user_id=user_id, model_id=model_id, estimate=estimate, amounts=amounts,
-            now=now, region=region, headroom=[], store=store, reserved=False,
-        )  # fmt: skip
-    if result.status == "denied":
-        raise _exceeded(caps.rules, result, amounts, now)
-    return _reservation(
-        rid=rid, user_id=user_id, model_id=model_id, estimate=estimate, amounts=amounts, now=now,
-        region=region, headroom=_headroom(caps.rules, result, amounts, now), store=store,
-    )  # fmt: skip
+        return attempt.unreserved(exc)
+    return attempt.outcome(caps, result)
 
 
 def _settle_amounts(

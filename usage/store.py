@@ -8,7 +8,6 @@ reservation script on the same two backends (`RedisStore.client`, `Counter` rows
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config import redis_clients
 from usage.models import Counter
 
 
@@ -55,17 +55,11 @@ class RedisStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._async_clients: dict[int, aredis.Redis] = {}
+        self.client = redis_clients.sync_client(url)
 
     def async_client(self) -> aredis.Redis:
         """A client bound to the running event loop (redis.asyncio clients are per loop)."""
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(id(loop))
-        if client is None:
-            client = aredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
-            self._async_clients[id(loop)] = client
-        return client
+        return redis_clients.async_client(self.url)
 
     @staticmethod
     def _queue(pipe: redis.client.Pipeline, increments: Sequence[Increment]) -> None:

@@ -6,9 +6,11 @@ import itertools
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -121,6 +123,9 @@ def celery_worker(django_db_setup, django_db_blocker):
     }
     if settings.GATEWAY.server.secret_key:
         env["GATEWAY_SERVER__SECRET_KEY"] = settings.GATEWAY.server.secret_key
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed when the worker stops
+        prefix="celery-worker-", suffix=".log", delete=False
+    )
     process = subprocess.Popen(
         [
             sys.executable,
@@ -138,9 +143,13 @@ def celery_worker(django_db_setup, django_db_blocker):
         ],
         cwd=BASE_DIR,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,  # a file, not a pipe that a chatty worker could fill and block on
         stderr=subprocess.STDOUT,
     )
+    # Celery lets CELERY_BROKER_URL in the environment win over any broker given in code
+    # (CI's Redis pass sets it): point it at this worker's broker while the worker runs.
+    saved_broker = os.environ.get("CELERY_BROKER_URL")
+    os.environ["CELERY_BROKER_URL"] = broker
     sender = Celery("usage-tests", broker=broker)
     try:
         deadline = time.monotonic() + 60
@@ -160,3 +169,9 @@ def celery_worker(django_db_setup, django_db_blocker):
             process.wait()
         sender.close()
         RedisStore(broker).client.flushdb()
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
+        if saved_broker is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = saved_broker
