@@ -24,8 +24,9 @@ async def _lifespan(receive, send) -> None:
 
             from gateway import services, streaming
 
-            streaming.cancel_all()
-            await services.drain(timeout=settings.GATEWAY.server.shutdown_grace_seconds)
+            grace = settings.GATEWAY.server.shutdown_grace_seconds
+            await streaming.cut_all(timeout=grace)
+            await services.drain(timeout=grace)
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -18,6 +18,7 @@ from django.http import StreamingHttpResponse
 from gateway import upstream
 from gateway.services import ProxyCall
 
+SHUTDOWN = "server shutdown"
 _DONE = object()
 _ABORT = object()
 QUEUE_DEPTH = 64
@@ -78,8 +79,12 @@ async def _pump(
         if tail is None:
             tail = _ABORT
     except (asyncio.CancelledError, TimeoutError) as exc:
-        # The client went away (or stopped reading): cut the upstream, count what it generated.
-        call.error_type = call.error_type or "client_disconnected"
+        # The client went away (or stopped reading), or the server is stopping: cut the
+        # upstream, count what it generated.
+        shutdown = isinstance(exc, asyncio.CancelledError) and SHUTDOWN in exc.args
+        call.error_type = call.error_type or (
+            "server_shutdown" if shutdown else "client_disconnected"
+        )
         await response.aclose()
         await asyncio.shield(call.finish(meter.result()))
         if isinstance(exc, asyncio.CancelledError):
@@ -126,7 +131,11 @@ def relay(
     return relayed
 
 
-def cancel_all() -> None:
-    """Cut every stream still open (shutdown after the grace period): each records itself."""
-    for pump in list(_pumps):
-        pump.cancel()
+async def cut_all(timeout: float) -> None:
+    """Cut every stream still open (shutdown after the grace period) and wait until each has
+    handed its call to recording."""
+    pumps = list(_pumps)
+    for pump in pumps:
+        pump.cancel(SHUTDOWN)
+    if pumps:
+        await asyncio.wait(pumps, timeout=timeout)
