@@ -21,7 +21,8 @@ def test_it_creates_the_user_and_prints_only_a_working_key():
     output = create("New.Person@Example.com", "--name", "laptop")
     key = output.strip()
     assert output == key + "\n"
-    assert key.startswith("SSOK_") and len(key) == 37
+    assert key.startswith("SSOK_")
+    assert len(key) == 37
     user = User.objects.get(email="new.person@example.com")
     assert not user.is_admin
     api_key = ApiKey.objects.get(user=user)
