@@ -1,5 +1,10 @@
 """ASGI entry point (gunicorn + uvicorn workers, or `manage.py serve`).
 
+The proxy's routes (/bedrock/, /anthropic/) go to a Django handler without the middleware
+stack: Django runs each sync-style middleware hook through a thread hop under ASGI (a dozen
+per request), and the proxy needs none of them (no sessions, cookies or CSRF: it
+authenticates every call itself). Everything else gets the full stack.
+
 Django does not speak the ASGI lifespan protocol, so it is answered here: at shutdown, after
 the server's grace period, streams still open are cut and every call still being recorded is
 awaited, so that a call that reached Bedrock is recorded even when the worker stops.
@@ -8,10 +13,28 @@ awaited, so that a call that reached Bedrock is recorded even when the worker st
 import os
 
 from django.core.asgi import get_asgi_application
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 django_application = get_asgi_application()
+
+PROXY_PREFIXES = ("/bedrock/", "/anthropic/")
+
+
+class ProxyHandler(ASGIHandler):
+    """Django's ASGI handler with no middleware, for the proxy's own routes."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        get_response = self._get_response_async if is_async else self._get_response
+        self._middleware_chain = convert_exception_to_response(get_response)
+
+
+proxy_application = ProxyHandler()
 
 
 async def _lifespan(receive, send) -> None:
@@ -34,5 +57,7 @@ async def _lifespan(receive, send) -> None:
 async def application(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
+    elif scope["type"] == "http" and scope["path"].startswith(PROXY_PREFIXES):
+        await proxy_application(scope, receive, send)
     else:
         await django_application(scope, receive, send)

@@ -106,6 +106,13 @@ if GATEWAY.database.is_embedded:
     # one per test run, so that concurrent runs never share one.
     _db["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
     _db["CONN_MAX_AGE"] = 0
+else:
+    # Under ASGI each request runs in its own context, so Django would open (and authenticate)
+    # a new PostgreSQL connection per request; a pool keeps them. CONN_MAX_AGE must be 0 then.
+    _db["OPTIONS"] = {
+        "pool": {"min_size": 1, "max_size": GATEWAY.database.pool_max_size, "timeout": 10}
+    }
+    _db["CONN_MAX_AGE"] = 0
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

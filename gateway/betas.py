@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import logging
+import time
 
 from django.core.cache import cache
 
@@ -22,18 +23,26 @@ logger = logging.getLogger(__name__)
 
 _CACHE_KEY = "gateway:rejected-betas"
 _CACHE_SECONDS = 7 * 86400
+# What other processes learned is picked up at most this often (a cache read per call is a
+# round trip the hot path does not need).
+SHARE_INTERVAL_SECONDS = 5.0
 _rejected: set[str] = set()
 _accepted: set[str] = set()
+_next_share = 0.0
 
 
 def rejected() -> set[str]:
     """Betas known to be rejected: this process's, plus any another process shared."""
-    try:
-        shared = cache.get(_CACHE_KEY)
-    except Exception:  # noqa: BLE001 - a cache outage only costs a relearning
-        shared = None
-    if shared:
-        _rejected.update(shared)
+    global _next_share
+    now = time.monotonic()
+    if now >= _next_share:
+        _next_share = now + SHARE_INTERVAL_SECONDS
+        try:
+            shared = cache.get(_CACHE_KEY)
+        except Exception:  # noqa: BLE001 - a cache outage only costs a relearning
+            shared = None
+        if shared:
+            _rejected.update(shared)
     return _rejected
 
 
@@ -102,6 +111,8 @@ def _b64(body: dict) -> str:
 
 def forget() -> None:
     """Forget what was learned (tests)."""
+    global _next_share
     _rejected.clear()
     _accepted.clear()
+    _next_share = 0.0
     cache.delete(_CACHE_KEY)

@@ -26,7 +26,7 @@ from caps.services import (
     cap_settle,
     headroom_headers,
 )
-from costs.pricing import Usage, call_cost_micros
+from costs.pricing import Usage, acall_cost_micros
 from gateway import metrics
 from gateway.errors import ProxyError
 from usage.services import CallRecord, ausage_record, client_family
@@ -94,7 +94,15 @@ class ProxyCall:
         if not self.reached_upstream:
             return
         usage = usage or Usage()
-        _count_tokens(self.model_id, usage, self.started_at)
+        try:
+            await _count_tokens(self.model_id, usage, self.started_at)
+            await self._store(usage, latency)
+        except Exception:
+            # Nobody awaits this task: say what was lost rather than let it vanish.
+            logger.exception("recording call %s failed", self.call_id)
+            raise
+
+    async def _store(self, usage: Usage, latency: float) -> None:
         await ausage_record(
             call=CallRecord(
                 call_id=self.call_id,
@@ -117,13 +125,14 @@ class ProxyCall:
         )
 
 
-def _count_tokens(model_id: str, usage: Usage, at: datetime) -> None:
+async def _count_tokens(model_id: str, usage: Usage, at: datetime) -> None:
     tokens = metrics.TOKENS
     tokens.labels(model_id, "input").inc(usage.input_tokens)
     tokens.labels(model_id, "output").inc(usage.output_tokens)
     tokens.labels(model_id, "cache_write").inc(usage.cache_write_tokens)
     tokens.labels(model_id, "cache_read").inc(usage.cache_read_tokens)
-    cost = call_cost_micros(model_id=model_id, usage=usage, at=at)
+    # The async lookup: a due price-table recheck may read the database, never on the loop.
+    cost = await acall_cost_micros(model_id=model_id, usage=usage, at=at)
     if cost:
         metrics.COST.labels(model_id).inc(cost)
 

@@ -90,8 +90,7 @@ async def _pump(
         if isinstance(exc, asyncio.CancelledError):
             raise
         return
-    # Record before the client sees the end, so a finished call is already visible.
-    await asyncio.shield(call.finish(meter.result()))
+    call.finish(meter.result())  # recorded in its own task: the stream's end does not wait
     for item in (tail,) if tail is _ABORT else (tail, _DONE):
         if item:
             await asyncio.wait_for(queue.put(item), put_timeout)

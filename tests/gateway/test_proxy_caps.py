@@ -79,7 +79,7 @@ def test_a_token_cap_is_never_exceeded_under_concurrent_load(stack, reference_da
         )
     assert {r.status_code for r in replies} == {200, 429}
     ok = sum(r.status_code == 200 for r in replies)
-    assert wait_for(lambda: UsageRecord.objects.count() == ok)
+    assert wait_for(lambda: UsageRecord.objects.count() == ok), (UsageRecord.objects.count(), ok)
     used = sum(
         r.input_tokens + r.output_tokens + r.cache_write_5m_tokens + r.cache_write_1h_tokens
         for r in UsageRecord.objects.all()
