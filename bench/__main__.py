@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -109,8 +110,9 @@ async def timed_calls(client: httpx.AsyncClient, url: str, headers: dict, n: int
     return latencies, time.perf_counter() - started, errors
 
 
-async def streams(base: str, headers: dict, count: int, seconds: float):
-    """`count` concurrent streams at 10 tokens/s; time to first byte and completion."""
+async def streams(base: str, headers: dict, count: int, seconds: float, ramp: float):
+    """`count` streams at 10 tokens/s, started evenly over `ramp` seconds (all open at once
+    when `ramp` < `seconds`); time to first byte and completion."""
     tokens = max(1, int(seconds * 10))
     knobs = {
         **headers,
@@ -120,11 +122,13 @@ async def streams(base: str, headers: dict, count: int, seconds: float):
     body = json.dumps({**BODY, "max_tokens": tokens + 10})
     ttfbs: list[float] = []
     completed = 0
+    statuses: Counter = Counter()
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
     async with httpx.AsyncClient(timeout=seconds * 3 + 30, limits=limits) as client:
 
-        async def one() -> None:
+        async def one(delay: float) -> None:
             nonlocal completed
+            await asyncio.sleep(delay)
             started = time.perf_counter()
             async with client.stream("POST", base + STREAM, content=body, headers=knobs) as resp:
                 first = True
@@ -133,8 +137,13 @@ async def streams(base: str, headers: dict, count: int, seconds: float):
                         ttfbs.append(time.perf_counter() - started)
                         first = False
                 completed += resp.status_code == 200
+                statuses[resp.status_code] += 1
 
-        await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+        starts = (ramp * i / count for i in range(count))
+        results = await asyncio.gather(*(one(delay) for delay in starts), return_exceptions=True)
+    failures = Counter(type(r).__name__ for r in results if isinstance(r, BaseException))
+    if failures or set(statuses) - {200}:
+        print(f"streams against {base}: {dict(statuses)} {dict(failures)}", file=sys.stderr)
     return ttfbs, completed
 
 
@@ -182,14 +191,22 @@ async def run(args: argparse.Namespace, emulator_url: str, gateway_url: str, key
         )
         lines.append(row("errors (c=1 / c=32)", "", f"{e1} / {e32}", ""))
     rss_before = rss_mb(pid)
-    dttfb, dok = await streams(emulator_url, direct_headers, args.streams, args.stream_seconds)
+    ramp = args.stream_seconds / 3
+    dttfb, dok = await streams(
+        emulator_url, direct_headers, args.streams, args.stream_seconds, ramp
+    )
     gttfb, gok = await streams(
-        gateway_url + "/bedrock", gateway_headers, args.streams, args.stream_seconds
+        gateway_url + "/bedrock", gateway_headers, args.streams, args.stream_seconds, ramp
     )
     if dttfb and gttfb:
         d, g = percentile(dttfb, 0.99) * 1000, percentile(gttfb, 0.99) * 1000
         lines.append(
-            row(f"{args.streams} streams TTFB p99 (ms)", f"{d:.1f}", f"{g:.1f}", f"+{g - d:.1f} ms")
+            row(
+                f"{args.streams} streams ({ramp:.0f} s ramp) TTFB p99 (ms)",
+                f"{d:.1f}",
+                f"{g:.1f}",
+                f"+{g - d:.1f} ms",
+            )
         )
     lines.append(row(f"{args.streams} streams completed", str(dok), str(gok), ""))
     lines.append(

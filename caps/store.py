@@ -30,6 +30,7 @@ from django.db import DatabaseError, connection, connections, transaction
 from caps.models import CapLease
 from caps.rules import NO_LIMIT
 from caps.windows import user_tag, window_keys, window_ttls
+from config import redis_clients
 from usage.models import Counter
 
 USED = ("requests", "tokens", "cost_micros")
@@ -162,7 +163,7 @@ class RedisCapStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.client = redis_clients.sync_client(url)
         self._async: dict[int, tuple[aredis.Redis, Any, Any]] = {}
         self._reserve = self.client.register_script(_RESERVE_LUA)
         self._settle = self.client.register_script(_SETTLE_LUA)
@@ -173,7 +174,7 @@ class RedisCapStore:
         loop = asyncio.get_running_loop()
         entry = self._async.get(id(loop))
         if entry is None or entry[3] is not loop:
-            client = aredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+            client = redis_clients.async_client(self.url)
             entry = (
                 client,
                 client.register_script(_RESERVE_LUA),

@@ -157,7 +157,8 @@ class AwsConfig(Section):
     bedrock_api_key: str | None = None
     connect_timeout: float = Field(5, gt=0)
     read_timeout: float = Field(300, gt=0)
-    max_pool_connections: int = Field(200, gt=0)
+    # Each stream holds one upstream connection for its life: size this for concurrent streams.
+    max_pool_connections: int = Field(1000, gt=0)
     # Prefix for Anthropic model names -> inference profiles: auto derives us./eu./apac.
     # from the region; "global", "none" or an explicit prefix otherwise.
     model_prefix: str = "auto"
