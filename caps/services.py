@@ -43,7 +43,15 @@ from caps.store import (
     new_reservation_id,
     run_in_db_thread,
 )
-from caps.windows import CAP_TYPES, iso_z, reset_time, window_keys
+from caps.windows import (
+    CAP_TYPES,
+    iso_z,
+    reset_time,
+    window_key,
+    window_keys,
+    window_start,
+    window_ttls,
+)
 from costs.pricing import Usage, aestimate_cost_micros, estimate_cost_micros
 
 __all__ = [
@@ -787,3 +795,47 @@ def cap_delete_many(*, caps: list[UserCapConfig]) -> None:
     """Remove caps as an administrator (Django admin's bulk delete)."""
     for cap in caps:
         cap_delete(cap=cap, by_admin=True)
+
+
+# --- Rebuild ------------------------------------------------------------------------------------
+
+
+def caps_rebuild(*, now: datetime | None = None, store: CapStore | None = None) -> int:
+    """Recompute every user's settled use in the current hourly, daily and monthly windows from
+    the usage records (the source of truth), e.g. after the counter store was lost. Calls in
+    flight keep their reservations. Returns how many windows were written."""
+    from usage.models import UsageRecord
+
+    store = store or cap_store()
+    now = now or timezone.now()
+    entries = []
+    for cap_type, ttl in zip(CAP_TYPES, window_ttls(), strict=True):
+        used: dict[int, list[int]] = {}
+        records = UsageRecord.objects.filter(
+            started_at__gte=window_start(cap_type, now), started_at__lt=reset_time(cap_type, now)
+        )
+        for record in records.iterator():
+            usage = Usage(
+                input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                cache_write_5m_tokens=record.cache_write_5m_tokens,
+                cache_write_1h_tokens=record.cache_write_1h_tokens,
+                cache_read_tokens=record.cache_read_tokens,
+            )
+            # As settle counts it: an unknown price at its family's dearest.
+            cost = record.cost_micros
+            if cost is None:
+                cost = estimate_cost_micros(
+                    model_id=record.model_id, usage=usage, at=record.started_at
+                )
+            totals = used.setdefault(record.user_id, [0, 0, 0])
+            totals[0] += 1
+            totals[1] += usage.cap_tokens
+            totals[2] += cost
+        entries += [
+            (window_key(user_id, cap_type, now), tuple(totals), ttl)
+            for user_id, totals in used.items()
+        ]
+    if entries:
+        store.set_used(entries)
+    return len(entries)

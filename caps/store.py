@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
@@ -282,6 +282,17 @@ class RedisCapStore:
         except redis.RedisError as exc:
             raise StoreDown(str(exc)) from exc
 
+    def set_used(self, entries: Sequence[tuple[str, tuple[int, int, int], int]]) -> None:
+        """Set windows' settled use (key, used, ttl) in one step; in-flight fields stay."""
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            for key, used, ttl in entries:
+                pipe.hset(key, mapping=dict(zip(USED, used, strict=True)))
+                pipe.expire(key, ttl)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreDown(str(exc)) from exc
+
 
 # --- Embedded (database) -------------------------------------------------------------------------
 
@@ -515,6 +526,21 @@ class DatabaseCapStore:
 
     def open_reservations(self, user_id: int) -> int:
         return CapLease.objects.filter(user_id=user_id).count()
+
+    def set_used(self, entries: Sequence[tuple[str, tuple[int, int, int], int]]) -> None:
+        """Set windows' settled use (key, used, ttl) in one transaction; in flight stays."""
+        now = datetime.now(UTC)
+        try:
+            with transaction.atomic():
+                for key, used, ttl in entries:
+                    for name, value in zip(USED, used, strict=True):
+                        Counter.objects.update_or_create(
+                            key=key,
+                            field=name,
+                            defaults={"value": value, "expires_at": now + timedelta(seconds=ttl)},
+                        )
+        except DatabaseError as exc:
+            raise StoreDown(str(exc)) from exc
 
 
 def _far_past() -> datetime:
