@@ -3,6 +3,12 @@ import pytest
 pytest_plugins = ["tests.fixtures.emulator"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Browser tests run last: Playwright's sync API keeps an event loop running in the main
+    thread for the rest of the session, which tests that start their own loop cannot share."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _empty_counter_store():
     """A test session starts from an empty Redis database (the configured one only): counters
