@@ -13,6 +13,7 @@ import logging
 import secrets
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -245,15 +246,34 @@ def _needs_touch(entry: dict[str, Any], now: float) -> bool:
     return last is None or now - last >= LAST_USED_RESOLUTION_SECONDS
 
 
+def _cached_entry(name: str, load: Callable[[Any], dict[str, Any]], arg: Any) -> dict[str, Any]:
+    """A credential's cache entry, reloaded by `load(arg)` when missing or stale."""
+    cache = get_credential_cache()
+    entry = cache.get(name)
+    if entry is not None and cache.checks_generation_on_hit and entry["gen"] != cache.generation():
+        entry = None
+    return entry if entry is not None else load(arg)
+
+
+async def _acached_entry(
+    name: str, load: Callable[[Any], dict[str, Any]], arg: Any
+) -> dict[str, Any]:
+    """Async twin of _cached_entry: the ORM only on a miss, in a thread."""
+    cache = get_credential_cache()
+    entry = await cache.aget(name)
+    if (
+        entry is not None
+        and cache.checks_generation_on_hit
+        and entry["gen"] != await cache.ageneration()
+    ):
+        entry = None
+    return entry if entry is not None else await sync_to_async(load)(arg)
+
+
 def api_key_authenticate(*, raw: str) -> Principal:
     """The principal of an API key; AuthFailed for unknown, revoked or expired keys."""
     key_hash = api_key_hash(raw)
-    cache = get_credential_cache()
-    entry = cache.get(key_entry_name(key_hash))
-    if entry is not None and cache.checks_generation_on_hit and entry["gen"] != cache.generation():
-        entry = None
-    if entry is None:
-        entry = _key_entry_load(key_hash)
+    entry = _cached_entry(key_entry_name(key_hash), _key_entry_load, key_hash)
     now = time.time()
     principal = _key_check(key_hash, entry, now)
     if _needs_touch(entry, now):
@@ -264,16 +284,7 @@ def api_key_authenticate(*, raw: str) -> Principal:
 async def aapi_key_authenticate(*, raw: str) -> Principal:
     """Async twin of api_key_authenticate: the ORM only on a miss, in a thread."""
     key_hash = api_key_hash(raw)
-    cache = get_credential_cache()
-    entry = await cache.aget(key_entry_name(key_hash))
-    if (
-        entry is not None
-        and cache.checks_generation_on_hit
-        and entry["gen"] != await cache.ageneration()
-    ):
-        entry = None
-    if entry is None:
-        entry = await sync_to_async(_key_entry_load)(key_hash)
+    entry = await _acached_entry(key_entry_name(key_hash), _key_entry_load, key_hash)
     now = time.time()
     principal = _key_check(key_hash, entry, now)
     if _needs_touch(entry, now):
@@ -378,28 +389,14 @@ def _jwt_check(user_id: int, token_generation: Any, entry: dict[str, Any]) -> Pr
 def jwt_authenticate(*, raw: str) -> Principal:
     """The principal of an access token; AuthFailed if invalid, expired or revoked."""
     user_id, token_generation = _access_claims(raw)
-    cache = get_credential_cache()
-    entry = cache.get(user_entry_name(user_id))
-    if entry is not None and cache.checks_generation_on_hit and entry["gen"] != cache.generation():
-        entry = None
-    if entry is None:
-        entry = _user_entry_load(user_id)
+    entry = _cached_entry(user_entry_name(user_id), _user_entry_load, user_id)
     return _jwt_check(user_id, token_generation, entry)
 
 
 async def ajwt_authenticate(*, raw: str) -> Principal:
     """Async twin of jwt_authenticate."""
     user_id, token_generation = _access_claims(raw)
-    cache = get_credential_cache()
-    entry = await cache.aget(user_entry_name(user_id))
-    if (
-        entry is not None
-        and cache.checks_generation_on_hit
-        and entry["gen"] != await cache.ageneration()
-    ):
-        entry = None
-    if entry is None:
-        entry = await sync_to_async(_user_entry_load)(user_id)
+    entry = await _acached_entry(user_entry_name(user_id), _user_entry_load, user_id)
     return _jwt_check(user_id, token_generation, entry)
 
 
