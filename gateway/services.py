@@ -29,7 +29,8 @@ from caps.services import (
 from costs.pricing import Usage, acall_cost_micros
 from gateway import metrics
 from gateway.errors import ProxyError
-from usage.services import CallRecord, ausage_record, client_family
+from gateway.recorder import recorder
+from usage.services import CallRecord, client_family
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class ProxyCall:
             raise
 
     async def _store(self, usage: Usage, latency: float) -> None:
-        await ausage_record(
+        await recorder().record(
             call=CallRecord(
                 call_id=self.call_id,
                 user_id=self.principal.user_id,

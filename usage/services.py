@@ -170,16 +170,10 @@ def _persisted_rows_add(*, user_id: int, started_at: datetime, totals: Totals) -
     return True
 
 
-def usage_record(*, call: CallRecord) -> UsageRecord | None:
-    """Record one call and count it in its start hour; None if `call_id` was already recorded.
-
-    The row is the source of truth; the live counter is updated only when the row was inserted
-    (so a retried recording never counts twice). A counter failure is logged, not raised: the
-    hourly job and `usage_rebuild` recompute from the rows.
-    """
+def _record_row(call: CallRecord) -> UsageRecord:
     usage = call.usage
     base_id, _scope = model_base_id(call.model_id)
-    record = UsageRecord(
+    return UsageRecord(
         call_id=call.call_id,
         user_id=call.user_id,
         api_key_id=call.api_key_id,
@@ -208,9 +202,23 @@ def usage_record(*, call: CallRecord) -> UsageRecord | None:
         session_id=call.session_id,
         started_at=call.started_at,
     )
-    totals = _record_totals(record)
+
+
+def _is_late(call: CallRecord) -> bool:
     # Only a call recorded after its start hour ended can find that hour persisted.
-    late = floor_hour(timezone.now()) > floor_hour(call.started_at)
+    return floor_hour(timezone.now()) > floor_hour(call.started_at)
+
+
+def usage_record(*, call: CallRecord) -> UsageRecord | None:
+    """Record one call and count it in its start hour; None if `call_id` was already recorded.
+
+    The row is the source of truth; the live counter is updated only when the row was inserted
+    (so a retried recording never counts twice). A counter failure is logged, not raised: the
+    hourly job and `usage_rebuild` recompute from the rows.
+    """
+    record = _record_row(call)
+    totals = _record_totals(record)
+    late = _is_late(call)
     try:
         with transaction.atomic():
             record.save(force_insert=True)
@@ -226,18 +234,49 @@ def usage_record(*, call: CallRecord) -> UsageRecord | None:
     return record
 
 
-def _live_add(*, user_id: int, hour: datetime, totals: Totals) -> None:
-    increment = Increment(
-        key=summary_key(user_id, hour),
-        deltas=totals.as_dict(),
-        ttl=settings.GATEWAY.redis.hourly_summary_ttl,
-    )
+def usage_record_many(*, calls: list[CallRecord]) -> int:
+    """Record several calls with one insert and one counter update (the proxy batches calls
+    that finish together); the rules of `usage_record` hold for each. Returns how many rows
+    were inserted."""
+    late = [call for call in calls if _is_late(call)]
+    current = [call for call in calls if not _is_late(call)]
+    inserted = sum(usage_record(call=call) is not None for call in late)
+    if not current:
+        return inserted
+    records = [_record_row(call) for call in current]
     try:
-        get_store().incr_many([increment])
+        with transaction.atomic():
+            UsageRecord.objects.bulk_create(records)
+    except IntegrityError:
+        # One of them was recorded already: one at a time, each idempotent on its call_id.
+        return inserted + sum(usage_record(call=call) is not None for call in current)
+    totals: dict[tuple[int, datetime], Totals] = {}
+    for record in records:
+        key = (record.user_id, floor_hour(record.started_at))
+        totals[key] = totals.get(key, Totals()) + _record_totals(record)
+    _live_add_many(totals)
+    return inserted + len(records)
+
+
+def _live_add(*, user_id: int, hour: datetime, totals: Totals) -> None:
+    _live_add_many({(user_id, hour): totals})
+
+
+def _live_add_many(totals: Mapping[tuple[int, datetime], Totals]) -> None:
+    increments = [
+        Increment(
+            key=summary_key(user_id, hour),
+            deltas=value.as_dict(),
+            ttl=settings.GATEWAY.redis.hourly_summary_ttl,
+        )
+        for (user_id, hour), value in totals.items()
+    ]
+    try:
+        get_store().incr_many(increments)
     except Exception:
-        # Any failure of the store, not only StoreUnavailable: the row stands, and the hourly
-        # job recomputes this hour from the rows.
-        logger.exception("live usage counter update failed for %s", increment.key)
+        # Any failure of the store, not only StoreUnavailable: the rows stand, and the hourly
+        # job recomputes these hours from the rows.
+        logger.exception("live usage counter update failed for %s", [i.key for i in increments])
 
 
 def _usage_record_pooled(call: CallRecord) -> None:
@@ -250,6 +289,16 @@ def _usage_record_pooled(call: CallRecord) -> None:
 async def ausage_record(*, call: CallRecord) -> None:
     """`usage_record` for async callers (the proxy), in a pool thread off the event loop."""
     await sync_to_async(_usage_record_pooled, thread_sensitive=False)(call)
+
+
+def _usage_record_many_pooled(calls: list[CallRecord]) -> int:
+    close_old_connections()
+    return usage_record_many(calls=calls)
+
+
+async def ausage_record_many(*, calls: list[CallRecord]) -> int:
+    """`usage_record_many` for async callers, in a pool thread off the event loop."""
+    return await sync_to_async(_usage_record_many_pooled, thread_sensitive=False)(calls)
 
 
 # --- Aggregates from records ----------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""usage_record_many: a batch keeps every rule of usage_record (rows, live counters once,
+idempotency, late calls folded into persisted hours)."""
+
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+
+from costs.pricing import Usage
+from tests.usage.conftest import call_for, make_user
+from usage.models import UsageRecord, UsageSummary
+from usage.services import summary_persist_hours, usage_record, usage_record_many
+from usage.store import get_store
+from usage.windows import summary_key
+
+pytestmark = pytest.mark.django_db
+
+HOUR_10 = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+def live(user, hour) -> dict:
+    key = summary_key(user.id, hour)
+    return get_store().get_many([key])[key]
+
+
+@time_machine.travel(datetime(2026, 11, 25, 10, 30, tzinfo=UTC), tick=False)
+def test_a_batch_writes_every_row_and_counts_each_user_once_per_call(owner):
+    other = make_user()
+    calls = [
+        call_for(owner, usage=Usage(input_tokens=100, output_tokens=10)),
+        call_for(owner, usage=Usage(input_tokens=200, output_tokens=20)),
+        call_for(other, usage=Usage(input_tokens=5, output_tokens=1)),
+    ]
+    assert usage_record_many(calls=calls) == 3
+    assert UsageRecord.objects.count() == 3
+    mine = live(owner, HOUR_10)
+    assert (mine["requests"], mine["input_tokens"], mine["output_tokens"]) == (2, 300, 30)
+    assert live(other, HOUR_10)["requests"] == 1
+
+
+@time_machine.travel(datetime(2026, 11, 25, 10, 30, tzinfo=UTC), tick=False)
+def test_a_batch_with_an_already_recorded_call_counts_it_once(owner):
+    first = call_for(owner)
+    usage_record(call=first)
+    assert usage_record_many(calls=[first, call_for(owner)]) == 1
+    assert UsageRecord.objects.count() == 2
+    assert live(owner, HOUR_10)["requests"] == 2
+
+
+def test_a_late_call_in_a_batch_goes_to_its_persisted_hour(owner):
+    started = datetime(2026, 11, 25, 10, 59, 30, tzinfo=UTC)
+    with time_machine.travel(datetime(2026, 11, 25, 10, 59, 40, tzinfo=UTC), tick=False):
+        usage_record(call=call_for(owner, started_at=started))
+    with time_machine.travel(datetime(2026, 11, 25, 11, 6, tzinfo=UTC), tick=False):
+        summary_persist_hours()
+        assert usage_record_many(calls=[call_for(owner, started_at=started)]) == 1
+    assert live(owner, HOUR_10) == {}  # persisted: the live key is gone and stays gone
+    hourly = UsageSummary.objects.get(user=owner, period="hourly", period_start=HOUR_10)
+    assert hourly.requests == 2
