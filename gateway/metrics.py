@@ -4,7 +4,7 @@ import hmac
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -24,6 +24,7 @@ CAP_REJECTIONS = Counter(
     "gateway_cap_rejections_total", "Calls refused by a cap", ["cap_type", "limit_type"]
 )
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Upstream failures", ["kind"])
+RECORDING = Gauge("gateway_calls_recording", "Finished calls whose usage is being recorded")
 BETA_RETRIES = Counter(
     "gateway_beta_retries_total", "Calls retried once without betas the upstream rejected"
 )

@@ -71,7 +71,8 @@ class ProxyCall:
         if self._finish is None:
             self._finish = asyncio.create_task(self._record(usage))
             _finishing.add(self._finish)
-            self._finish.add_done_callback(_finishing.discard)
+            metrics.RECORDING.inc()
+            self._finish.add_done_callback(_finished)
         return self._finish
 
     async def _record(self, usage: Usage | None) -> None:
@@ -136,6 +137,11 @@ async def _count_tokens(model_id: str, usage: Usage, at: datetime) -> None:
     cost = await acall_cost_micros(model_id=model_id, usage=usage, at=at)
     if cost:
         metrics.COST.labels(model_id).inc(cost)
+
+
+def _finished(task: asyncio.Task) -> None:
+    _finishing.discard(task)
+    metrics.RECORDING.dec()
 
 
 async def authenticate(headers) -> Principal:

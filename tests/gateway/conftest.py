@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from accounts.services import api_key_create, user_get_or_create
@@ -54,14 +56,35 @@ def stack_tls(django_db_setup, django_db_blocker, emulator, tls_pair) -> Iterato
         yield Stack(gateway=server, emulator_url=emulator.url)
 
 
+def gateway_idle(server: Server, timeout: float = 10.0) -> bool:
+    """Whether the gateway has finished recording every call (its `gateway_calls_recording`
+    gauge is back to 0): answers do not wait for recording, so a test's last call may still be
+    writing when the test ends."""
+
+    def idle() -> bool:
+        verify = ssl.create_default_context(cafile=server.ca_path) if server.ca_path else True
+        text = httpx.get(f"{server.url}/metrics", verify=verify).text
+        line = next(r for r in text.splitlines() if r.startswith("gateway_calls_recording "))
+        return float(line.split()[-1]) == 0
+
+    return bool(wait_for(idle, timeout=timeout))
+
+
 @pytest.fixture
-def reference_data(transactional_db) -> None:
-    """Shipped model map and prices (a transactional test's flush removes migration data)."""
+def reference_data(request, transactional_db) -> Iterator[None]:
+    """Shipped model map and prices (a transactional test's flush removes migration data).
+
+    After the test, waits until the shared gateways have recorded every call, so that the
+    database flush never races a recording still in progress."""
     from costs.services import price_defaults_install
     from gateway.model_defaults import model_aliases_install_defaults
 
     model_aliases_install_defaults()
     price_defaults_install()
+    yield
+    for name in ("stack", "stack_tls"):
+        if name in request.fixturenames:
+            assert gateway_idle(request.getfixturevalue(name).gateway), "recording never ended"
 
 
 @pytest.fixture
