@@ -84,7 +84,6 @@ class ServerConfig(Section):
 
 class DatabaseConfig(Section):
     url: str = f"sqlite:///{BASE_DIR / 'var' / 'gateway.sqlite3'}"
-    conn_max_age: int = Field(60, ge=0)
     # PostgreSQL connections kept per process (a psycopg pool).
     pool_max_size: int = Field(20, ge=1)
 

@@ -93,7 +93,7 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
-_db = dj_database_url.parse(GATEWAY.database.url, conn_max_age=GATEWAY.database.conn_max_age)
+_db = dj_database_url.parse(GATEWAY.database.url)
 if GATEWAY.database.is_embedded:
     # Several processes (web, jobs, tests' servers) share the file: wait for locks rather than
     # fail, and take the write lock up front so transactions never deadlock on upgrade.
@@ -105,14 +105,13 @@ if GATEWAY.database.is_embedded:
     # A file (not memory) so that gateway processes started by tests see the test database;
     # one per test run, so that concurrent runs never share one.
     _db["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
-    _db["CONN_MAX_AGE"] = 0
 else:
     # Under ASGI each request runs in its own context, so Django would open (and authenticate)
-    # a new PostgreSQL connection per request; a pool keeps them. CONN_MAX_AGE must be 0 then.
+    # a new PostgreSQL connection per request; a pool keeps them (with CONN_MAX_AGE at its
+    # default, 0, as pooling requires).
     _db["OPTIONS"] = {
         "pool": {"min_size": 1, "max_size": GATEWAY.database.pool_max_size, "timeout": 10}
     }
-    _db["CONN_MAX_AGE"] = 0
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
