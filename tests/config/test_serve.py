@@ -1,6 +1,7 @@
 """`make run`'s server command: web over HTTP and HTTPS, the emulator, jobs, demo sign-in."""
 
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import httpx
 
 from tests.fixtures.servers import BASE_DIR, free_port, run_process
+from tests.gateway.conftest import wait_for
 
 
 def test_serve_brings_up_everything_on_the_embedded_default(tmp_path):
@@ -51,6 +53,15 @@ def test_serve_brings_up_everything_on_the_embedded_default(tmp_path):
         log = process.log_path.read_text()
     assert f"The gateway is up: {web}" in log
     assert "createapikey" in log
+    # Its children (the emulator here) stop with it, however it was stopped.
+    emulator_gone = wait_for(lambda: not _listening(ports["emulator"]), timeout=10)
+    assert emulator_gone, "the emulator outlived the serve command"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_health_reports_a_down_upstream_with_503(client, settings, db):

@@ -1,6 +1,8 @@
 """`make run`: the web server (HTTP and HTTPS), the job runner and, by default, the emulator."""
 
 import asyncio
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -12,6 +14,16 @@ from pathlib import Path
 import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+
+def _die_with_parent() -> None:
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so this process can end
+    # before its `finally` runs: have the kernel stop the children when it goes (Linux).
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _listening(port: int) -> bool:
@@ -54,7 +66,9 @@ class Command(BaseCommand):
         if _listening(port):
             self.stdout.write(f"emulator: already listening on 127.0.0.1:{port}")
             return None
-        process = subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(port)])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "--port", str(port)], preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + 15
         while not _listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -86,7 +100,7 @@ class Command(BaseCommand):
             "--schedule",
             str(settings.VAR_DIR / "celerybeat-schedule"),
         ]
-        return subprocess.Popen(args, env={**os.environ})
+        return subprocess.Popen(args, env={**os.environ}, preexec_fn=_die_with_parent)
 
     def _tls_pair(self) -> tuple[str | None, str | None]:
         server = settings.GATEWAY.server
