@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format bench install install-dev chromium migrate clean
+.PHONY: run test test-clock lint format bench install install-dev chromium faketime migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ chromium:
 	  { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
 	  { echo "error: chromium is required for the browser tests (apt-get install chromium)"; exit 1; }; }
 
+# Debian's faketime for the clock guard (test-clock); installed when missing, like chromium.
+faketime:
+	@command -v faketime >/dev/null 2>&1 || { \
+	  echo "installing Debian's faketime for the clock guard"; \
+	  apt-get install -y -q faketime >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q faketime >/dev/null; } || \
+	  { echo "error: faketime is required for the clock guard (apt-get install faketime)"; exit 1; }; }
+
 # Claude Code (pinned, from npm) for the tests that drive the gateway with the real client.
 CLAUDE_CODE := var/claude-code/node_modules/.bin/claude
 $(CLAUDE_CODE):
@@ -52,8 +60,18 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install-dev chromium $(CLAUDE_CODE) lint
+test: install-dev chromium faketime $(CLAUDE_CODE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-clock
+
+# The date-bomb guard: the time-bound suites again, three years from now, on the embedded
+# default. faketime moves the clock of pytest and of every server it starts (time-machine moves
+# only the pytest process), so a test or a store that mixes a fixed date with the wall clock
+# fails here today rather than on some day next year.
+CLOCK_GUARD_TESTS ?= tests/caps tests/usage tests/accounts tests/costs
+test-clock: install-dev faketime
+	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL \
+	  faketime -f +1100d $(BIN)/pytest -p no:cacheprovider $(CLOCK_GUARD_TESTS)
 
 bench: install-dev
 	$(BIN)/python -m bench

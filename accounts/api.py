@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.authentication import SessionAuthentication
@@ -23,6 +22,7 @@ from accounts.services import (
     token_pair_create,
     token_refresh,
 )
+from config import clock
 
 
 class ApiKeyInputSerializer(serializers.Serializer):
@@ -31,7 +31,7 @@ class ApiKeyInputSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
     def validate_expires_at(self, value):
-        if value is not None and value <= timezone.now():
+        if value is not None and value <= clock.now():
             raise serializers.ValidationError("Must be in the future.")
         return value
 

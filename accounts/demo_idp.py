@@ -31,7 +31,6 @@ import html
 import json
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -40,6 +39,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from config import clock
 
 MAX_BODY = 64 * 1024
 AUTHORIZE_PARAMS = (
@@ -152,7 +153,7 @@ class DemoIdP:
                 scope=params.get("scope", "openid"),
                 nonce=params.get("nonce") or None,
                 code_challenge=params.get("code_challenge") or None,
-                expires_at=time.time() + self.code_ttl,
+                expires_at=clock.timestamp() + self.code_ttl,
             )
         return code
 
@@ -168,7 +169,7 @@ class DemoIdP:
             raise _OAuthError("unsupported_grant_type")
         with self.lock:
             grant = self.codes.get(form.get("code", ""))
-            if grant is None or grant.used or grant.expires_at <= time.time():
+            if grant is None or grant.used or grant.expires_at <= clock.timestamp():
                 raise _OAuthError("invalid_grant")
             grant.used = True  # single use, even when the checks below fail
         if grant.client_id != client_id or grant.redirect_uri != form.get("redirect_uri"):
@@ -180,7 +181,7 @@ class DemoIdP:
             if not secrets.compare_digest(challenge, grant.code_challenge):
                 raise _OAuthError("invalid_grant")
         access = secrets.token_urlsafe(32)
-        now = int(time.time())
+        now = int(clock.timestamp())
         with self.lock:
             self.access_tokens[access] = (grant.email, now + self.token_ttl)
         id_claims = {
@@ -208,7 +209,7 @@ class DemoIdP:
         scheme, _, token = authorization.partition(" ")
         with self.lock:
             entry = self.access_tokens.get(token) if scheme.lower() == "bearer" else None
-        if entry is None or entry[1] <= time.time():
+        if entry is None or entry[1] <= clock.timestamp():
             raise _OAuthError("invalid_token", 401)
         return self.claims(entry[0])
 

@@ -3,6 +3,8 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
 
+from config import clock
+
 
 class User(AbstractUser):
     """A person who signs in through SSO; `is_staff` is the gateway's admin flag."""
@@ -51,7 +53,7 @@ class ApiKey(models.Model):
     def status(self) -> str:
         if self.revoked_at:
             return "revoked"
-        if self.expires_at and self.expires_at <= timezone.now():
+        if self.expires_at and self.expires_at <= clock.now():
             return "expired"
         return "active"
 

@@ -12,7 +12,6 @@ import hmac
 import logging
 import secrets
 import string
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +22,6 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.http import HttpRequest
-from django.utils import timezone
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -36,6 +34,7 @@ from accounts.credential_cache import (
     user_entry_name,
 )
 from accounts.models import ApiKey, AuditEvent, User
+from config import clock
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ def api_key_revoke(
 ) -> None:
     """Revoke a key at once, in every process."""
     if api_key.revoked_at is None:
-        api_key.revoked_at = timezone.now()
+        api_key.revoked_at = clock.now()
         api_key.save(update_fields=["revoked_at"])
         audit_record(
             action="key.revoke",
@@ -171,7 +170,7 @@ def api_key_revoke(
 def _entry_ttl(entry: dict[str, Any]) -> int:
     """Seconds an entry may still live: bounded so that a missed invalidation heals itself."""
     limit = settings.GATEWAY.auth.credential_cache_seconds
-    return max(1, int(entry["loaded_at"] + limit - time.time()))
+    return max(1, int(entry["loaded_at"] + limit - clock.timestamp()))
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -201,7 +200,7 @@ def _key_entry_load(key_hash: str) -> dict[str, Any]:
         raise AuthFailed("unknown key")
     if row["revoked_at"] is not None:
         raise AuthFailed("revoked key")
-    if row["expires_at"] is not None and row["expires_at"] <= timezone.now():
+    if row["expires_at"] is not None and row["expires_at"] <= clock.now():
         raise AuthFailed("expired key")
     if not row["user__is_active"]:
         raise AuthFailed("inactive user")
@@ -212,7 +211,7 @@ def _key_entry_load(key_hash: str) -> dict[str, Any]:
         "key_id": row["id"],
         "expires_at": _epoch(row["expires_at"]),
         "last_used_at": _epoch(row["last_used_at"]),
-        "loaded_at": time.time(),
+        "loaded_at": clock.timestamp(),
         "gen": generation,
     }
     cache.set_unless_moved(key_entry_name(key_hash), entry, _entry_ttl(entry))
@@ -274,7 +273,7 @@ def api_key_authenticate(*, raw: str) -> Principal:
     """The principal of an API key; AuthFailed for unknown, revoked or expired keys."""
     key_hash = api_key_hash(raw)
     entry = _cached_entry(key_entry_name(key_hash), _key_entry_load, key_hash)
-    now = time.time()
+    now = clock.timestamp()
     principal = _key_check(key_hash, entry, now)
     if _needs_touch(entry, now):
         _key_touch(key_hash, entry, now)
@@ -285,7 +284,7 @@ async def aapi_key_authenticate(*, raw: str) -> Principal:
     """Async twin of api_key_authenticate: the ORM only on a miss, in a thread."""
     key_hash = api_key_hash(raw)
     entry = await _acached_entry(key_entry_name(key_hash), _key_entry_load, key_hash)
-    now = time.time()
+    now = clock.timestamp()
     principal = _key_check(key_hash, entry, now)
     if _needs_touch(entry, now):
         await sync_to_async(_key_touch)(key_hash, entry, now)
@@ -323,7 +322,7 @@ def token_refresh(*, refresh: str) -> dict[str, str]:
                 defaults={
                     "user": user,
                     "token": refresh,
-                    "created_at": timezone.now(),
+                    "created_at": clock.now(),
                     "expires_at": datetime.fromtimestamp(token.payload["exp"], tz=UTC),
                 },
             )
@@ -365,7 +364,7 @@ def _user_entry_load(user_id: int) -> dict[str, Any]:
         "is_active": row["is_active"],
         "is_admin": row["is_staff"] or row["is_superuser"],
         "token_generation": row["token_generation"],
-        "loaded_at": time.time(),
+        "loaded_at": clock.timestamp(),
         "gen": generation,
     }
     cache.set_unless_moved(user_entry_name(user_id), entry, _entry_ttl(entry))
@@ -416,7 +415,7 @@ def user_tokens_revoke(
     User.objects.filter(pk=user.pk).update(token_generation=F("token_generation") + 1)
     user.refresh_from_db(fields=["token_generation"])
     pending = OutstandingToken.objects.filter(
-        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+        user=user, expires_at__gt=clock.now(), blacklistedtoken__isnull=True
     )
     revoked = BlacklistedToken.objects.bulk_create(
         [BlacklistedToken(token=token) for token in pending], ignore_conflicts=True

@@ -8,12 +8,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import ApiKey
 from accounts.services import Origin, api_key_create, api_key_revoke, token_pair_create
+from config import clock
 
 
 @never_cache
@@ -41,7 +41,7 @@ class ApiKeyForm(forms.Form):
 
     def clean_expires_on(self) -> date | None:
         day = self.cleaned_data.get("expires_on")
-        if day is not None and day <= timezone.now().date():
+        if day is not None and day <= clock.now().date():
             raise forms.ValidationError("Must be a date after today.")
         return day
 

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 from accounts.models import User
 from caps.models import CapType, SetBy, UserCapConfig
 from caps.services import CapStoreUnavailable, cap_create, cap_delete, cap_status, cap_update
+from config import clock
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -87,9 +88,8 @@ class CapOutputSerializer(serializers.ModelSerializer):
         ]
 
     def get_enforced(self, cap: UserCapConfig) -> bool:
-        from django.utils import timezone
 
-        return cap.is_active and (cap.enforce_from is None or cap.enforce_from <= timezone.now())
+        return cap.is_active and (cap.enforce_from is None or cap.enforce_from <= clock.now())
 
 
 class CapStatusSerializer(serializers.Serializer):

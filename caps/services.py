@@ -30,7 +30,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
-from django.utils import timezone
 
 from caps.estimates import Estimate, estimate_usage, prefixes_remember
 from caps.models import SetBy, UserCapConfig, UserCapDefaults
@@ -52,6 +51,7 @@ from caps.windows import (
     window_start,
     window_ttls,
 )
+from config import clock
 from costs.pricing import Usage, aestimate_cost_micros, estimate_cost_micros
 
 __all__ = [
@@ -413,7 +413,7 @@ async def cap_reserve(
 
     Raises CapExceeded (429) or CapStoreUnavailable (503, per `store_failure_mode`).
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     cost = await aestimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
     attempt = _attempt(
         store=store, user_id=user_id, model_id=model_id, estimate=estimate, now=now,
@@ -448,7 +448,7 @@ def cap_reserve_sync(
     store: CapStore | None = None,
 ) -> Reservation:
     """cap_reserve for synchronous callers (jobs, scripts, threads)."""
-    now = now or timezone.now()
+    now = now or clock.now()
     cost = estimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
     attempt = _attempt(
         store=store, user_id=user_id, model_id=model_id, estimate=estimate, now=now,
@@ -487,7 +487,11 @@ def _settle_amounts(
 
 
 async def cap_settle(
-    *, reservation: Reservation, actual: Usage | None, cost_micros: int | None = None
+    *,
+    reservation: Reservation,
+    actual: Usage | None,
+    cost_micros: int | None = None,
+    now: datetime | None = None,
 ) -> None:
     """Count the call's actual usage in the windows where it started and release its
     reservation, in one step. `actual=None`: the call never reached the upstream — release
@@ -511,7 +515,11 @@ async def cap_settle(
     store = reservation.store or cap_store()
     try:
         await store.asettle(
-            user_id=reservation.user_id, rid=reservation.id, keys=reservation.keys, actual=amounts
+            user_id=reservation.user_id,
+            rid=reservation.id,
+            keys=reservation.keys,
+            actual=amounts,
+            now=now or clock.now(),
         )
     except StoreDown as exc:
         # The lease releases the reservation; the usage rebuild restores `used`.
@@ -519,7 +527,11 @@ async def cap_settle(
 
 
 def cap_settle_sync(
-    *, reservation: Reservation, actual: Usage | None, cost_micros: int | None = None
+    *,
+    reservation: Reservation,
+    actual: Usage | None,
+    cost_micros: int | None = None,
+    now: datetime | None = None,
 ) -> None:
     """cap_settle for synchronous callers."""
     if reservation.settled:
@@ -533,7 +545,11 @@ def cap_settle_sync(
     store = reservation.store or cap_store()
     try:
         store.settle(
-            user_id=reservation.user_id, rid=reservation.id, keys=reservation.keys, actual=amounts
+            user_id=reservation.user_id,
+            rid=reservation.id,
+            keys=reservation.keys,
+            actual=amounts,
+            now=now or clock.now(),
         )
     except StoreDown as exc:
         logger.warning("cap settle failed for user %s: %s", reservation.user_id, exc)
@@ -565,7 +581,7 @@ def cap_status(
     """Per active cap: usage of its current window against its limits (settled usage; calls
     in flight are shown apart), whether it is exceeded and whether it blocks yet (grace)."""
     store = store or cap_store()
-    now = now or timezone.now()
+    now = now or clock.now()
     _defaults_ensure(user_id=user_id)
     rules = caps_load(user_id=user_id, version="").rules
     try:
@@ -693,7 +709,7 @@ def cap_create(
     now: datetime | None = None,
 ) -> UserCapConfig:
     """Create a cap (an administrator's starts blocking after the grace period)."""
-    now = now or timezone.now()
+    now = now or clock.now()
     cap = UserCapConfig(
         user_id=user_id,
         cap_type=cap_type,
@@ -713,7 +729,7 @@ def cap_update(
     """Change a cap's limits, type or activity; users cannot touch an administrator's cap."""
     if cap.set_by == SetBy.ADMIN and not by_admin:
         raise PermissionDenied("This cap was set by an administrator; you cannot change it.")
-    now = now or timezone.now()
+    now = now or clock.now()
     was_enforced = _enforced_now(cap, now)
     for name, value in changes.items():
         if name not in (*LIMIT_FIELDS, "is_active", "cap_type"):
@@ -750,7 +766,7 @@ def caps_install_defaults(
     new user (the account creation path) they apply at once; installed later for an existing
     user (lazily, on first use) they start blocking after the grace period."""
     user_id = user_id if user_id is not None else user.pk
-    now = now or timezone.now()
+    now = now or clock.now()
     conf = settings.GATEWAY.usage_caps
     limits = {
         "max_requests": conf.default_daily_requests,
@@ -776,13 +792,13 @@ def _defaults_ensure(*, user_id: int) -> None:
         # A user who joined within the grace period has nothing to be warned about: their
         # defaults apply at once, as if installed at sign-up.
         joined = get_user_model().objects.filter(pk=user_id).values_list("date_joined", flat=True)
-        new_user = bool(joined) and joined[0] > timezone.now() - _grace()
+        new_user = bool(joined) and joined[0] > clock.now() - _grace()
         caps_install_defaults(user_id=user_id, new_user=new_user)
 
 
 def cap_save(*, cap: UserCapConfig, now: datetime | None = None) -> UserCapConfig:
     """Save a cap edited as a whole by an administrator (Django admin), with the grace rules."""
-    now = now or timezone.now()
+    now = now or clock.now()
     before = UserCapConfig.objects.filter(pk=cap.pk).first() if cap.pk else None
     _apply_grace(cap, None if before is None else _enforced_now(before, now), now)
     saved = _save(cap)
@@ -807,7 +823,7 @@ def caps_rebuild(*, now: datetime | None = None, store: CapStore | None = None) 
     from usage.models import UsageRecord
 
     store = store or cap_store()
-    now = now or timezone.now()
+    now = now or clock.now()
     entries = []
     for cap_type, ttl in zip(CAP_TYPES, window_ttls(), strict=True):
         used: dict[int, list[int]] = {}
@@ -837,5 +853,5 @@ def caps_rebuild(*, now: datetime | None = None, store: CapStore | None = None) 
             for user_id, totals in used.items()
         ]
     if entries:
-        store.set_used(entries)
+        store.set_used(entries, now)
     return len(entries)

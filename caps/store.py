@@ -30,7 +30,7 @@ from django.db import DatabaseError, connection, connections, transaction
 from caps.models import CapLease
 from caps.rules import NO_LIMIT
 from caps.windows import user_tag, window_keys, window_ttls
-from config import redis_clients
+from config import clock, redis_clients
 from usage.models import Counter
 
 USED = ("requests", "tokens", "cost_micros")
@@ -209,7 +209,8 @@ class RedisCapStore:
         return ReserveResult(status, _decode_values(raw[1]))
 
     @staticmethod
-    def _settle_args(*, user_id, rid, keys, actual) -> tuple[list[str], list[Any]]:
+    def _settle_args(*, user_id, rid, keys, actual, now=None) -> tuple[list[str], list[Any]]:
+        # `now` is unused: Redis runs TTLs on its own clock, and settling has no lease to date.
         leases, reservations, _ = aux_keys(user_id)
         count = 0 if actual is None else 1
         amounts = actual or (0, 0, 0)
@@ -282,7 +283,9 @@ class RedisCapStore:
         except redis.RedisError as exc:
             raise StoreDown(str(exc)) from exc
 
-    def set_used(self, entries: Sequence[tuple[str, tuple[int, int, int], int]]) -> None:
+    def set_used(
+        self, entries: Sequence[tuple[str, tuple[int, int, int], int]], now: datetime
+    ) -> None:
         """Set windows' settled use (key, used, ttl) in one step; in-flight fields stay."""
         try:
             pipe = self.client.pipeline(transaction=True)
@@ -465,9 +468,8 @@ class DatabaseCapStore:
         actual: Sequence[int] | None,
         now: datetime | None = None,
     ) -> None:
-        from django.utils import timezone
 
-        now = now or timezone.now()
+        now = now or clock.now()
         try:
             with transaction.atomic():
                 self._lock(user_id)
@@ -504,10 +506,9 @@ class DatabaseCapStore:
         return await self._run(self.version, user_id=user_id)
 
     def set_version(self, user_id: int) -> None:
-        # Inside the cap write's own transaction when there is one: atomic with the change.
-        from django.utils import timezone
-
-        now = timezone.now()
+        # Inside the cap write's own transaction when there is one: atomic with the change. The
+        # version never expires in practice: its TTL is the store's clock plus ten years.
+        now = clock.now()
         Counter.objects.update_or_create(
             key=aux_keys(user_id)[2],
             field="v",
@@ -527,9 +528,10 @@ class DatabaseCapStore:
     def open_reservations(self, user_id: int) -> int:
         return CapLease.objects.filter(user_id=user_id).count()
 
-    def set_used(self, entries: Sequence[tuple[str, tuple[int, int, int], int]]) -> None:
+    def set_used(
+        self, entries: Sequence[tuple[str, tuple[int, int, int], int]], now: datetime
+    ) -> None:
         """Set windows' settled use (key, used, ttl) in one transaction; in flight stays."""
-        now = datetime.now(UTC)
         try:
             with transaction.atomic():
                 for key, used, ttl in entries:
@@ -544,7 +546,6 @@ class DatabaseCapStore:
 
 
 def _far_past() -> datetime:
-    from datetime import UTC
 
     return datetime(1970, 1, 1, tzinfo=UTC)
 

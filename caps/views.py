@@ -16,13 +16,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from caps.api import INT32_MAX, INT64_MAX
 from caps.models import CapType, SetBy, UserCapConfig
 from caps.services import CapStoreUnavailable, cap_create, cap_delete, cap_status, cap_update
+from config import clock
 
 WARNING_PERCENT = 80
 CENT = Decimal("0.01")
@@ -131,7 +131,7 @@ def cap_cards(*, user_id: int, now: datetime | None = None) -> tuple[list[dict],
 
     Returns (cards, live): `live` is False when the counter store could not be read.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     caps = {cap.pk: cap for cap in UserCapConfig.objects.filter(user_id=user_id)}
     try:
         rows = cap_status(user_id=user_id, now=now)

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from accounts.authentication import AuthFailed, Principal, aauthenticate_credentials
 from caps.estimates import estimate_usage
@@ -26,6 +26,7 @@ from caps.services import (
     cap_settle,
     headroom_headers,
 )
+from config import clock
 from costs.pricing import Usage, acall_cost_micros
 from gateway import metrics
 from gateway.errors import ProxyError
@@ -49,7 +50,7 @@ class ProxyCall:
     session_id: str | None
     reservation: Reservation | None = None
     call_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime = field(default_factory=clock.now)
     started: float = field(default_factory=time.perf_counter)
     reached_upstream: bool = False
     upstream_status: int = 0

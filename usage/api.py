@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
-from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
@@ -15,6 +14,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import clock
 from usage import selectors
 from usage.models import UsageRecord
 from usage.services import Totals
@@ -110,7 +110,7 @@ class SummaryQuerySerializer(RangeSerializer):
 
     def validate(self, attrs: dict) -> dict:
         attrs = super().validate(attrs)
-        now = timezone.now()
+        now = clock.now()
         end = attrs.get("to") or now
         start = attrs.get("from") or (
             floor_hour(now).replace(hour=0) - timedelta(days=29)

@@ -13,8 +13,8 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
-from django.utils import timezone
 
+from config import clock
 from costs.pricing import price_get
 from usage.models import UsageRecord, UsageSummary
 from usage.services import (
@@ -81,7 +81,7 @@ def hourly_totals_merged(
     read by the caller in bulk). If the store cannot be reached, the hours not yet persisted
     are computed from the records instead, so figures are never stale.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     window_start = max(start, live_window_start(now))
     window_end = min(end, floor_hour(now) + HOUR)
     if window_start >= window_end:
@@ -135,7 +135,7 @@ def summary_buckets(
     Persisted hourly rows before the live window, plus the merged live window (persisted rows
     or live counters, never both).
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     cut = max(start, min(end, live_window_start(now)))
     buckets: dict[datetime, Totals] = defaultdict(Totals)
     if start < cut:
@@ -167,7 +167,7 @@ def record_breakdown(
 
 def unpriced_models(*, now: datetime | None = None) -> list[dict]:
     """Models seen in records with an unknown cost, and whether a price is known for them now."""
-    now = now or timezone.now()
+    now = now or clock.now()
     rows = (
         UsageRecord.objects.filter(cost_micros__isnull=True)
         .values("base_model_id")

@@ -28,8 +28,8 @@ from django.conf import settings
 from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncHour
-from django.utils import timezone
 
+from config import clock
 from costs.pricing import Usage, call_cost_micros, model_base_id
 from usage.models import UsageRecord, UsageSummary
 from usage.store import DatabaseStore, Increment, get_store
@@ -204,12 +204,12 @@ def _record_row(call: CallRecord) -> UsageRecord:
     )
 
 
-def _is_late(call: CallRecord) -> bool:
+def _is_late(call: CallRecord, now: datetime) -> bool:
     # Only a call recorded after its start hour ended can find that hour persisted.
-    return floor_hour(timezone.now()) > floor_hour(call.started_at)
+    return floor_hour(now) > floor_hour(call.started_at)
 
 
-def usage_record(*, call: CallRecord) -> UsageRecord | None:
+def usage_record(*, call: CallRecord, now: datetime | None = None) -> UsageRecord | None:
     """Record one call and count it in its start hour; None if `call_id` was already recorded.
 
     The row is the source of truth; the live counter is updated only when the row was inserted
@@ -218,7 +218,7 @@ def usage_record(*, call: CallRecord) -> UsageRecord | None:
     """
     record = _record_row(call)
     totals = _record_totals(record)
-    late = _is_late(call)
+    late = _is_late(call, now or clock.now())
     try:
         with transaction.atomic():
             record.save(force_insert=True)
@@ -234,13 +234,14 @@ def usage_record(*, call: CallRecord) -> UsageRecord | None:
     return record
 
 
-def usage_record_many(*, calls: list[CallRecord]) -> int:
+def usage_record_many(*, calls: list[CallRecord], now: datetime | None = None) -> int:
     """Record several calls with one insert and one counter update (the proxy batches calls
     that finish together); the rules of `usage_record` hold for each. Returns how many rows
     were inserted."""
-    late = [call for call in calls if _is_late(call)]
-    current = [call for call in calls if not _is_late(call)]
-    inserted = sum(usage_record(call=call) is not None for call in late)
+    now = now or clock.now()
+    late = [call for call in calls if _is_late(call, now)]
+    current = [call for call in calls if not _is_late(call, now)]
+    inserted = sum(usage_record(call=call, now=now) is not None for call in late)
     if not current:
         return inserted
     records = [_record_row(call) for call in current]
@@ -249,7 +250,7 @@ def usage_record_many(*, calls: list[CallRecord]) -> int:
             UsageRecord.objects.bulk_create(records)
     except IntegrityError:
         # One of them was recorded already: one at a time, each idempotent on its call_id.
-        return inserted + sum(usage_record(call=call) is not None for call in current)
+        return inserted + sum(usage_record(call=call, now=now) is not None for call in current)
     totals: dict[tuple[int, datetime], Totals] = {}
     for record in records:
         key = (record.user_id, floor_hour(record.started_at))
@@ -380,7 +381,7 @@ def summary_persist_hours(*, now: datetime | None = None) -> int:
     Persists the last PERSIST_LOOKBACK_HOURS completed hours and every completed hour that
     still has a live key (so a job that was down for a while catches up within the keys' TTL).
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     current = floor_hour(now)
     store = get_store()
     done_keys: list[str] = []
@@ -404,7 +405,7 @@ def summary_rollup(*, period: str, start: datetime, now: datetime | None = None)
     """
     if period not in ("daily", "weekly", "monthly"):
         raise ValueError(f"cannot roll up period {period!r}")
-    now = now or timezone.now()
+    now = now or clock.now()
     start = period_start(period, start)
     end = period_end(period, start)
     summary_hours_write(start=start, end=min(end, floor_hour(now)))
@@ -420,7 +421,7 @@ def summary_rollup(*, period: str, start: datetime, now: datetime | None = None)
 
 def summary_rollup_previous(*, period: str, now: datetime | None = None) -> int:
     """Roll up the last completed `period` window (what the scheduled jobs run)."""
-    now = now or timezone.now()
+    now = now or clock.now()
     current = period_start(period, now)
     previous = period_start(period, current - timedelta(seconds=1))
     return summary_rollup(period=period, start=previous, now=now)
@@ -487,7 +488,7 @@ def usage_rebuild(*, start: datetime, end: datetime, now: datetime | None = None
     nothing. Calls recorded while the current hour is rebuilt may be missing from its live
     counter until the hour is persisted (from the records) by the hourly job.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     current = floor_hour(now)
     start = floor_hour(start)
     end = min(ceil_hour(end), current + HOUR)

@@ -20,9 +20,8 @@ import redis.asyncio as aredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
-from config import redis_clients
+from config import clock, redis_clients
 from usage.models import Counter
 
 
@@ -158,7 +157,7 @@ class DatabaseStore:
     """The embedded store: counters as rows, each multi-key update in one transaction."""
 
     def incr_many(self, increments: Sequence[Increment]) -> None:
-        now = timezone.now()
+        now = clock.now()
         rows = [
             (inc.key, name, int(delta), now + timedelta(seconds=inc.ttl), now)
             for inc in increments
@@ -179,7 +178,7 @@ class DatabaseStore:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {key: {} for key in keys}
-        rows = Counter.objects.filter(key__in=list(keys), expires_at__gt=timezone.now())
+        rows = Counter.objects.filter(key__in=list(keys), expires_at__gt=clock.now())
         for key, name, value in rows.values_list("key", "field", "value"):
             result[key][name] = value
         return result
@@ -189,7 +188,7 @@ class DatabaseStore:
 
     def replace_many(self, values: Sequence[Increment]) -> None:
         """Set each hash to exactly `deltas` (absolute values), in one transaction."""
-        now = timezone.now()
+        now = clock.now()
         with transaction.atomic():
             Counter.objects.filter(key__in=[item.key for item in values]).delete()
             Counter.objects.bulk_create(
@@ -210,7 +209,7 @@ class DatabaseStore:
             )
 
     def scan(self, prefix: str) -> list[str]:
-        rows = Counter.objects.filter(key__startswith=prefix, expires_at__gt=timezone.now())
+        rows = Counter.objects.filter(key__startswith=prefix, expires_at__gt=clock.now())
         return sorted(set(rows.values_list("key", flat=True)))
 
     def ping(self) -> None:
@@ -218,7 +217,7 @@ class DatabaseStore:
 
     def sweep(self) -> int:
         """Delete expired rows; returns how many."""
-        deleted, _ = Counter.objects.filter(expires_at__lte=timezone.now()).delete()
+        deleted, _ = Counter.objects.filter(expires_at__lte=clock.now()).delete()
         return deleted
 
     async def aincr_many(self, increments: Sequence[Increment]) -> None:

@@ -18,11 +18,11 @@ from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from accounts.models import ApiKey
+from config import clock
 from usage import selectors
 from usage.models import UsageRecord
 from usage.services import Totals
@@ -70,7 +70,7 @@ def _figures(totals: Totals) -> dict:
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Spend and tokens today and this month, a chart over time, per model, recent calls."""
-    now = timezone.now()
+    now = clock.now()
     day = period_start("daily", now)
     month = period_start("monthly", now)
     user_id = request.user.pk
@@ -287,7 +287,7 @@ def usage_export_csv(request: HttpRequest) -> HttpResponse:
     response = StreamingHttpResponse(
         _csv_stream(form.query(request.user.pk)), content_type="text/csv; charset=utf-8"
     )
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    stamp = clock.now().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="usage-{stamp}.csv"'
     response["Cache-Control"] = "no-store"
     return response

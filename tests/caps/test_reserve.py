@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 
 from caps.models import UserCapConfig
 from caps.services import (
@@ -24,6 +25,14 @@ pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)
 SMALL = Usage(input_tokens=10, output_tokens=10)
+
+
+@pytest.fixture(autouse=True)
+def _at_t0():
+    """The calls of these tests happen at T0, so everything else does too: the stores' TTLs,
+    grace periods and leases (the clock ticks on, so leases still expire as seconds pass)."""
+    with time_machine.travel(T0):
+        yield
 
 
 def reserve(store, user, estimate=SMALL, now=T0):

@@ -61,6 +61,8 @@ def test_the_hourly_job_persists_completed_hours_and_deletes_their_live_keys(
 ):
     with time_machine.travel(at(11.08), tick=False):
         tasks.persist_hours.delay()
+        # The current hour stays live.
+        assert live_keys() == [summary_key(owner.id, at(11))]
     persisted = {(row[0], row[1]) for row in summary_rows()}
     assert persisted == {(owner.id, at(8)), (stranger.id, at(9)), (owner.id, at(10))}
     owner_hour_8 = UsageSummary.objects.get(user=owner, period="hourly", period_start=at(8))
@@ -69,8 +71,6 @@ def test_the_hourly_job_persists_completed_hours_and_deletes_their_live_keys(
     assert owner_hour_8.cost_micros == 100 + 50 + 200 + 100
     unpriced = UsageSummary.objects.get(user=owner, period="hourly", period_start=at(10))
     assert (unpriced.unknown_cost_requests, unpriced.cost_micros) == (1, 0)
-    # The current hour stays live.
-    assert live_keys() == [summary_key(owner.id, at(11))]
     assert not UsageSummary.objects.filter(period_start=at(11)).exists()
 
 
