@@ -10,7 +10,14 @@ from collections.abc import Sequence
 import uvicorn
 
 from .app import create_app
-from .config import DEFAULT_ACCESS_KEY, DEFAULT_ALLOWED_BETAS, DEFAULT_SECRET_KEY, Knobs, Settings
+from .config import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_ALLOWED_BETAS,
+    DEFAULT_SECRET_KEY,
+    TOOL_USE_MODES,
+    Knobs,
+    Settings,
+)
 
 
 def _csv(value: str) -> frozenset[str]:
@@ -59,6 +66,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     knobs.add_argument("--cut-after", type=int, default=defaults.cut_after)
     knobs.add_argument("--stall-ms", type=float, default=defaults.stall_ms)
     knobs.add_argument("--stall-after", type=int, default=defaults.stall_after)
+    knobs.add_argument(
+        "--tool-use",
+        choices=TOOL_USE_MODES,
+        default=defaults.tool_use,
+        help="when tools are given and tool_choice does not force one: reply with a tool_use "
+        "by the auto rule, always, or never",
+    )
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
@@ -78,6 +92,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cut_after=args.cut_after,
         stall_ms=args.stall_ms,
         stall_after=args.stall_after,
+        tool_use=args.tool_use,
     )
     betas = None if args.allowed_betas.strip() == "*" else _csv(args.allowed_betas)
     return Settings(

@@ -209,7 +209,11 @@ class Emulator:
     def _complete(self, body: Any, model: str, knobs: Knobs) -> messages.Completion:
         messages.validate_body(body, model=model, allowed_betas=self.settings.allowed_betas)
         return messages.complete(
-            body, model=model, reply_tokens=knobs.reply_tokens, cache=self.cache
+            body,
+            model=model,
+            reply_tokens=knobs.reply_tokens,
+            cache=self.cache,
+            tool_use=knobs.tool_use,
         )
 
     def _complete_converse(self, raw: bytes, model: str, knobs: Knobs) -> messages.Completion:

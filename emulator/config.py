@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_ALLOWED_BETAS",
     "DEFAULT_SECRET_KEY",
     "KNOB_HEADERS",
+    "TOOL_USE_MODES",
     "Knobs",
     "Settings",
     "knobs_from_headers",
@@ -57,11 +58,22 @@ class Knobs:
     cut_after: int | None = None  # close the connection abruptly after this many stream events
     stall_ms: float = 0.0  # pause mid-stream ...
     stall_after: int = 1  # ... after this many events
+    tool_use: str = "auto"  # auto (the rule in the README), always or never, when tools are given
 
 
 def _name(value: str) -> str | None:
     # "none" lets a request switch off an error the server was started with.
     return None if value.lower() in ("", "none") else value
+
+
+TOOL_USE_MODES = ("auto", "always", "never")
+
+
+def _tool_use(value: str) -> str:
+    mode = value.lower()
+    if mode not in TOOL_USE_MODES:
+        raise ValueError(value)
+    return mode
 
 
 def _count(value: str) -> int | None:
@@ -80,6 +92,7 @@ KNOB_HEADERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "x-emulator-cut-after": ("cut_after", _count),
     "x-emulator-stall-ms": ("stall_ms", float),
     "x-emulator-stall-after": ("stall_after", int),
+    "x-emulator-tool-use": ("tool_use", _tool_use),
 }
 
 

@@ -72,6 +72,8 @@ _VOCABULARY = (
 )
 _VERSION = re.compile(r"^(bedrock-)?\d{4}-\d{2}-\d{2}$")
 _TOOL_WORD = re.compile(r"\btools?\b", re.IGNORECASE)
+# Claude Code puts its own notes in user messages; the word "tool" in them is not a request.
+_REMINDER = re.compile(r"<system-reminder>.*?(</system-reminder>|$)", re.DOTALL | re.IGNORECASE)
 _JSON_PIECE = 12  # characters of tool input per input_json_delta
 THINKING_WORDS = 4
 
@@ -250,7 +252,28 @@ def _example(schema: Any, depth: int = 0) -> Any:
     return "emulated"
 
 
-def _wants_tool(body: dict[str, Any], user_text: str) -> dict[str, Any] | None:
+def _asks_for_tool(messages: list[Any]) -> bool:
+    """The `auto` rule: the last user message names a tool and carries no tool result.
+
+    A message with any `tool_result` block answers an earlier tool call, so an agent's loop
+    ends after one round (Claude Code appends text after its results: every block counts);
+    text inside `<system-reminder>` is the client's own, not the user's request.
+    """
+    message = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    content = None if message is None else message.get("content")
+    if isinstance(content, list):
+        blocks = [b for b in content if isinstance(b, dict)]
+        if any(b.get("type") == "tool_result" for b in blocks):
+            return False
+        content = " ".join(
+            b["text"] for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str)
+        )
+    if not isinstance(content, str):
+        return False
+    return bool(_TOOL_WORD.search(_REMINDER.sub(" ", content)))
+
+
+def _wants_tool(body: dict[str, Any], tool_use: str) -> dict[str, Any] | None:
     tools = [t for t in body.get("tools") or () if isinstance(t, dict) and t.get("name")]
     if not tools:
         return None
@@ -258,9 +281,12 @@ def _wants_tool(body: dict[str, Any], user_text: str) -> dict[str, Any] | None:
     kind = choice.get("type") if isinstance(choice, dict) else None
     if kind == "none":
         return None
+    # A forced choice is obeyed whatever the mode, as on Bedrock.
     if kind == "tool":
         return next((t for t in tools if t["name"] == choice.get("name")), tools[0])
-    if kind == "any" or _TOOL_WORD.search(user_text):
+    if kind == "any":
+        return tools[0]
+    if tool_use == "always" or (tool_use == "auto" and _asks_for_tool(body.get("messages") or [])):
         return tools[0]
     return None
 
@@ -271,6 +297,7 @@ def complete(
     model: str,
     reply_tokens: int,
     cache: PromptCache,
+    tool_use: str = "auto",
 ) -> Completion:
     """The reply to a validated body: blocks, stop reason and usage (cache accounted)."""
     prompt = Prompt(body)
@@ -292,7 +319,7 @@ def complete(
         blocks.append(Block("thinking", _spaced(words), count, signature=signature))
         budget -= count
 
-    tool = _wants_tool(body, user_text)
+    tool = _wants_tool(body, tool_use)
     if tool is not None:
         arguments = _example(tool.get("input_schema"))
         if not isinstance(arguments, dict):

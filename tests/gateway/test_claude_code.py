@@ -10,7 +10,7 @@ import pytest
 from accounts.services import api_key_create, user_get_or_create
 from caps.services import cap_create
 from tests.fixtures.servers import BASE_DIR
-from tests.gateway.conftest import wait_for
+from tests.gateway.conftest import gateway_idle, wait_for
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,6 +68,33 @@ def test_claude_code_with_a_bearer_key_works_and_is_metered(stack, reference_dat
     # Claude Code's own list-price arithmetic agrees with ours to the micro-dollar.
     model_cost = next(iter(result["modelUsage"].values()))["costUSD"]
     assert record.cost_micros == round(model_cost * 1_000_000)
+
+
+@pytest.mark.parametrize("mode", ["bearer", "header"])
+@pytest.mark.parametrize(
+    "model",
+    [None, "us.anthropic.claude-haiku-4-5-20251001-v1:0", "us.anthropic.claude-sonnet-4-6"],
+    ids=["default-model", "haiku-4-5", "sonnet-4-6"],
+)
+def test_say_hello_ends_in_a_few_calls_on_every_model(stack, reference_data, tmp_path, model, mode):
+    """The emulator must not trap Claude Code in a tool loop (it once answered tool_use to the
+    word "tool" in Claude Code's own system reminders, 5,000 calls in 4 minutes)."""
+    user, key = new_key(f"hello-{mode}-{model or 'default'}@example.com")
+    auth = (
+        {"AWS_BEARER_TOKEN_BEDROCK": key}
+        if mode == "bearer"
+        else {"CLAUDE_CODE_SKIP_BEDROCK_AUTH": "1", "ANTHROPIC_CUSTOM_HEADERS": f"X-API-Key: {key}"}
+    )
+    if model:
+        auth["ANTHROPIC_MODEL"] = model
+    code, result = run_claude(stack, tmp_path, "Say hello", **auth)
+    assert code == 0, result
+    assert result["is_error"] is False
+    assert gateway_idle(stack.gateway)
+    records = UsageRecord.objects.filter(user=user)
+    assert 1 <= records.count() <= 5, list(records.values_list("route", "model_id"))
+    if model:
+        assert records.filter(model_id=model).exists()
 
 
 def test_claude_code_with_the_key_in_a_custom_header(stack, reference_data, tmp_path):
