@@ -1,12 +1,15 @@
 """`make run`'s server command: web over HTTP and HTTPS, the emulator, jobs, demo sign-in."""
 
+import contextlib
 import os
+import re
 import socket
 import ssl
 import subprocess
 import sys
 
 import httpx
+import pytest
 
 from tests.fixtures.servers import BASE_DIR, free_port, run_process
 from tests.gateway.conftest import wait_for
@@ -56,6 +59,85 @@ def test_serve_brings_up_everything_on_the_embedded_default(tmp_path):
     # Its children (the emulator here) stop with it, however it was stopped.
     emulator_gone = wait_for(lambda: not _listening(ports["emulator"]), timeout=10)
     assert emulator_gone, "the emulator outlived the serve command"
+
+
+def serve_env(tmp_path, **overrides: str) -> dict[str, str]:
+    """The embedded default in its own database, with `overrides`; migrated."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("GATEWAY_") and key not in ("DATABASE_URL", "REDIS_URL")
+    }
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+        GATEWAY_SERVER__TLS_AUTOGENERATE="false",
+        **overrides,
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True
+    )
+    return env
+
+
+@contextlib.contextmanager
+def occupied(*ports: int):
+    """Hold `ports` as another program would (a port some other process holds stays taken)."""
+    with contextlib.ExitStack() as stack:
+        for port in ports:
+            sock = stack.enter_context(socket.socket())
+            with contextlib.suppress(OSError):
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+        yield
+
+
+def test_a_second_instance_takes_free_ports_for_the_emulator_and_demo_sign_in(tmp_path):
+    web = free_port()
+    env = serve_env(tmp_path, PORT=str(web), GATEWAY_AUTH__DEMO_PROVIDER="true")
+    url = f"http://127.0.0.1:{web}"
+    # The defaults (8100, 8200) are held by someone else: say, the first `make run`.
+    with (
+        occupied(8100, 8200),
+        run_process(
+            [sys.executable, "manage.py", "serve", "--no-jobs"], f"{url}/health", env
+        ) as process,
+    ):
+        checks = httpx.get(f"{url}/health?check=aws", timeout=10)
+        log = process.log_path.read_text()
+        emulator = re.search(r"port 8100 is in use: GATEWAY_AWS__EMULATOR_PORT=(\d+)", log)
+        demo = re.search(r"port 8200 is in use: GATEWAY_AUTH__DEMO_PROVIDER_PORT=(\d+)", log)
+        assert emulator, log
+        assert demo, log
+        assert checks.status_code == 200, checks.text  # its own emulator answers, on the new port
+        discovery = httpx.get(f"http://127.0.0.1:{demo[1]}/.well-known/openid-configuration")
+        assert discovery.json()["issuer"] == f"http://127.0.0.1:{demo[1]}"
+    assert wait_for(lambda: not _listening(int(emulator[1])), timeout=10)
+
+
+@pytest.mark.parametrize(
+    "variable", ["GATEWAY_AWS__EMULATOR_PORT", "GATEWAY_AUTH__DEMO_PROVIDER_PORT", "PORT"]
+)
+def test_an_explicit_port_in_use_stops_with_one_line_naming_the_variable(tmp_path, variable):
+    taken = free_port()
+    ports = {
+        "PORT": str(free_port()),
+        "GATEWAY_AWS__EMULATOR_PORT": str(free_port()),
+        "GATEWAY_AUTH__DEMO_PROVIDER_PORT": str(free_port()),
+        variable: str(taken),
+    }
+    env = serve_env(tmp_path, GATEWAY_AUTH__DEMO_PROVIDER="true", **ports)
+    with occupied(taken):
+        result = subprocess.run(
+            [sys.executable, "manage.py", "serve", "--no-jobs"],
+            cwd=BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"error: port {taken} is in use; set {variable} to a free port"
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def _listening(port: int) -> bool:

@@ -32,6 +32,28 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _free(host: str, port: int) -> bool:
+    """Whether a server could bind `host:port` now (as servers do, with SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _any_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _default(section: object, name: str) -> object:
+    return type(section).model_fields[name].default
+
+
 class Command(BaseCommand):
     help = "Run the gateway with its job runner (and the Bedrock emulator when it is the upstream)."
 
@@ -40,12 +62,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, no_jobs: bool, **options) -> None:
         cfg = settings.GATEWAY
+        self._claim_ports()
         children: list[subprocess.Popen] = []
         try:
-            if cfg.aws.upstream == "emulator" and not cfg.aws.endpoint_url:
-                emulator = self._start_emulator(cfg.aws.emulator_port)
-                if emulator:
-                    children.append(emulator)
+            if self._uses_emulator():
+                children.append(self._start_emulator(cfg.aws.emulator_port))
             if not no_jobs:
                 children.append(self._start_jobs())
             if settings.GATEWAY.auth.demo_provider:
@@ -62,17 +83,60 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     child.kill()
 
-    def _start_emulator(self, port: int) -> subprocess.Popen | None:
-        if _listening(port):
-            self.stdout.write(f"emulator: already listening on 127.0.0.1:{port}")
-            return None
+    @staticmethod
+    def _uses_emulator() -> bool:
+        aws = settings.GATEWAY.aws
+        return aws.upstream == "emulator" and not aws.endpoint_url
+
+    def _claim_ports(self) -> None:
+        """Check every port this command will listen on before anything starts. A default port
+        of the emulator or the demo sign-in that is taken (say, by another `make run`) is
+        replaced by a free one, printed, and the command starts again with it (the settings
+        derive URLs from these ports); a taken port that was chosen explicitly, or the web
+        server's own, stops here with one line naming the variable to set."""
+        cfg = settings.GATEWAY
+        wanted: list[tuple[str, str, int, object]] = [
+            ("PORT", cfg.server.host, cfg.server.port, None)
+        ]
+        if cfg.server.tls_certfile or cfg.server.tls_autogenerate:
+            wanted.append(("TLS_PORT", cfg.server.host, cfg.server.tls_port, None))
+        if self._uses_emulator():
+            default = _default(cfg.aws, "emulator_port")
+            wanted.append(
+                ("GATEWAY_AWS__EMULATOR_PORT", "127.0.0.1", cfg.aws.emulator_port, default)
+            )
+        if cfg.auth.demo_provider:
+            default = _default(cfg.auth, "demo_provider_port")
+            port = cfg.auth.demo_provider_port
+            wanted.append(("GATEWAY_AUTH__DEMO_PROVIDER_PORT", "127.0.0.1", port, default))
+        moved: dict[str, str] = {}
+        for variable, host, port, default in wanted:
+            if _free(host, port):
+                continue
+            if port != default or variable in os.environ:
+                raise SystemExit(f"error: port {port} is in use; set {variable} to a free port")
+            moved[variable] = str(_any_free_port())
+            self.stdout.write(f"port {port} is in use: {variable}={moved[variable]} instead")
+        if moved:
+            self.stdout.flush()
+            os.environ.update(moved)
+            os.execv(sys.executable, [sys.executable, *sys.argv])  # noqa: S606 (ourselves, again)
+
+    def _start_emulator(self, port: int) -> subprocess.Popen:
         process = subprocess.Popen(
             [sys.executable, "-m", "emulator", "--port", str(port)], preexec_fn=_die_with_parent
         )
         deadline = time.monotonic() + 15
-        while not _listening(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the Bedrock emulator did not start; see its output above")
+        # Ours only once our process answers on the port: another one may have taken it since.
+        while not _listening(port) or process.poll() is not None:
+            if process.poll() is not None:
+                raise SystemExit(
+                    f"error: the Bedrock emulator could not listen on {port}; "
+                    "set GATEWAY_AWS__EMULATOR_PORT to a free port"
+                )
+            if time.monotonic() > deadline:
+                process.kill()
+                raise SystemExit("error: the Bedrock emulator did not start; see its output above")
             time.sleep(0.1)
         return process
 
