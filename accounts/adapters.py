@@ -43,6 +43,24 @@ def _token(sociallogin) -> str:
     return sociallogin.token.token if sociallogin.token is not None else ""
 
 
+def _email_verified_if_required(request: HttpRequest, sociallogin, provider_id: str) -> bool:
+    """For OpenID Connect providers with `auth.oidc.<id>.require_email_verified` (the default,
+    also for a provider not in the configuration, such as the demo one): whether the claims say
+    `email_verified: true`. A missing claim is not a verified e-mail. Other providers: True
+    (allauth's GitHub, Google, ... providers read their own verified-e-mail data)."""
+    if sociallogin.account.get_provider(request).id != "openid_connect":
+        return True
+    configured = settings.GATEWAY.auth.oidc.get(provider_id)
+    if configured is not None and not configured.require_email_verified:
+        return True
+    data = sociallogin.account.extra_data or {}
+    # allauth keeps the userinfo and ID token claims; userinfo wins, as in allauth.
+    claims = data.get("userinfo") or data.get("id_token") or data
+    verified = claims.get("email_verified")
+    # Some providers send the claim as a string.
+    return verified is True or (isinstance(verified, str) and verified.lower() == "true")
+
+
 class AccountAdapter(DefaultAccountAdapter):
     """Local accounts only with `auth.local_passwords`; every sign-in applies the admin list."""
 
@@ -99,6 +117,12 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         if not email:
             raise ImmediateHttpResponse(
                 _refuse(request, email="", reason="no e-mail address", provider=provider)
+            )
+        if not _email_verified_if_required(request, sociallogin, provider):
+            # The e-mail decides the allowed domains, the admin list and the account: only
+            # one the provider vouches for may decide them.
+            raise ImmediateHttpResponse(
+                _refuse(request, email=email, reason="e-mail not verified", provider=provider)
             )
         if not email_domain_allowed(email):
             raise ImmediateHttpResponse(

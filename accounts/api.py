@@ -1,20 +1,25 @@
-"""DRF: the caller's API keys, and JWTs for a signed-in session."""
+"""DRF: the caller's API keys, and JWTs for a signed-in session.
+
+Credentials are minted only from a signed-in session (the dashboard): a request authenticated
+by an API key or a JWT may list and revoke keys but never create a key or a token (403). An
+administrator, signed in, may create a key for another user (`user`); the audit trail says so.
+"""
 
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, generics, serializers, status
-from rest_framework.authentication import SessionAuthentication
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, User
+from accounts.permissions import CreatesCredentialsFromSession
 from accounts.services import (
     GENERIC_AUTH_FAILURE,
+    ApiKeyLifetimeError,
     AuthFailed,
     Origin,
     api_key_create,
@@ -23,12 +28,23 @@ from accounts.services import (
     token_refresh,
 )
 from config import clock
+from config.parsers import JSONParser  # DRF's, with a JSON depth limit
 
 
 class ApiKeyInputSerializer(serializers.Serializer):
     # DRF's CharField already refuses NUL and lone surrogates (PostgreSQL cannot store them).
     name = serializers.CharField(max_length=100, trim_whitespace=True)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Absent or null: the configured default lifetime (auth.api_key_default_"
+        "lifetime_days), or never. Beyond auth.api_key_max_lifetime_days: a 400.",
+    )
+    user = serializers.PrimaryKeyRelatedField(
+        queryset=User.objects.filter(is_active=True),
+        required=False,
+        help_text="Administrators only: create the key for this user (audited).",
+    )
 
     def validate_expires_at(self, value):
         if value is not None and value <= clock.now():
@@ -57,6 +73,7 @@ class ApiKeyListCreateView(generics.GenericAPIView):
 
     parser_classes = [JSONParser]
     serializer_class = ApiKeyOutputSerializer
+    permission_classes = [IsAuthenticated, CreatesCredentialsFromSession]
 
     def get_queryset(self):
         return ApiKey.objects.filter(user_id=self.request.user.pk).order_by("-created_at", "-id")
@@ -67,14 +84,22 @@ class ApiKeyListCreateView(generics.GenericAPIView):
 
     @extend_schema(request=ApiKeyInputSerializer, responses={201: ApiKeyCreatedSerializer})
     def post(self, request: Request) -> Response:
+        if isinstance(request.data, dict) and "user" in request.data and not request.user.is_admin:
+            # Before validation: a 400 for an unknown id would tell which ids exist.
+            raise exceptions.PermissionDenied("Only administrators create keys for a user.")
         data = ApiKeyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        created = api_key_create(
-            user=request.user,
-            name=data.validated_data["name"],
-            expires_at=data.validated_data.get("expires_at"),
-            origin=Origin.of(request),
-        )
+        owner = data.validated_data.get("user") or request.user
+        try:
+            created = api_key_create(
+                user=owner,
+                name=data.validated_data["name"],
+                expires_at=data.validated_data.get("expires_at"),
+                origin=Origin.of(request),
+                actor=request.user,
+            )
+        except ApiKeyLifetimeError as exc:
+            raise exceptions.ValidationError({"expires_at": [str(exc)]}) from None
         created.api_key.key = created.raw
         return Response(ApiKeyCreatedSerializer(created.api_key).data, status=201)
 
@@ -104,8 +129,8 @@ class TokenObtainView(APIView):
     Only the session may mint tokens: a leaked key or token cannot be turned into more.
     """
 
-    authentication_classes = [SessionAuthentication]
-    permission_classes = [IsAuthenticated]
+    # Every authenticator, so that a key or a JWT is recognised and refused by name (403).
+    permission_classes = [IsAuthenticated, CreatesCredentialsFromSession]
     parser_classes = [JSONParser]
 
     @extend_schema(request=None, responses={200: TokenPairSerializer})

@@ -14,6 +14,11 @@ Two backends behind one small interface, chosen like the counter store:
 
 Entries are plain JSON-able dicts; the Redis backend stores JSON (never pickle) so that the
 async path can read it with ``redis.asyncio`` without going through a thread.
+
+Redis unreachable: a read is a miss and a write is skipped, so authentication falls back to the
+database (one query per request) instead of failing. Revocation (``delete``, ``bump``) is the
+exception: it raises CredentialCacheUnavailable (503), because a revocation that could not reach
+the shared cache must not report success while other processes may still hold the entry.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis
 import redis.asyncio as aredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -30,6 +36,9 @@ from django.db.models import F
 
 from accounts.models import AuthGeneration
 from config import redis_clients
+
+# What a Redis client may raise when the server is down or the connection broke.
+REDIS_ERRORS = (redis.RedisError, OSError)
 
 KEY_PREFIX = "auth:"
 GENERATION_KEY = f"{KEY_PREFIX}generation"
@@ -41,6 +50,17 @@ def key_entry_name(key_hash: str) -> str:
 
 def user_entry_name(user_id: int) -> str:
     return f"{KEY_PREFIX}user:{user_id}"
+
+
+class CredentialCacheUnavailable(Exception):
+    """The shared credential cache (Redis) could not be reached for a revocation."""
+
+    message = "Credentials cannot be revoked right now (cache unavailable); try again."
+
+
+# A generation no real one equals: an entry loaded while Redis was unreachable never survives
+# set_unless_moved once Redis answers again.
+UNKNOWN_GENERATION = -1
 
 
 class LocalCredentialCache:
@@ -88,7 +108,9 @@ class LocalCredentialCache:
 
 
 class RedisCredentialCache:
-    """Entries shared by all processes in Redis, as JSON; deleted at revocation."""
+    """Entries shared by all processes in Redis, as JSON; deleted at revocation.
+
+    Reads and writes never raise: Redis unreachable is a miss (the database answers)."""
 
     checks_generation_on_hit = False
 
@@ -104,32 +126,63 @@ class RedisCredentialCache:
         return json.loads(raw) if raw else None
 
     def get(self, name: str) -> dict[str, Any] | None:
-        return self._decode(self.client.get(name))
+        try:
+            return self._decode(self.client.get(name))
+        except REDIS_ERRORS as exc:
+            redis_clients.warn_unavailable("credential cache", exc)
+            return None
 
     async def aget(self, name: str) -> dict[str, Any] | None:
-        return self._decode(await self._async_client().get(name))
+        try:
+            return self._decode(await self._async_client().get(name))
+        except REDIS_ERRORS as exc:
+            redis_clients.warn_unavailable("credential cache", exc)
+            return None
 
     def set(self, name: str, entry: dict[str, Any], ttl: int) -> None:
-        self.client.set(name, json.dumps(entry), ex=ttl)
+        try:
+            self.client.set(name, json.dumps(entry), ex=ttl)
+        except REDIS_ERRORS as exc:
+            redis_clients.warn_unavailable("credential cache", exc)
 
     def set_unless_moved(self, name: str, entry: dict[str, Any], ttl: int) -> None:
-        """Write an entry loaded at generation ``entry["gen"]``; undo it if a revocation ran."""
-        self.set(name, entry, ttl)
-        if self.generation() != entry["gen"]:
-            self.client.delete(name)
+        """Write an entry loaded at generation ``entry["gen"]``; undo it if a revocation ran
+        (an entry loaded while the generation could not be read is not written)."""
+        if entry["gen"] == UNKNOWN_GENERATION:
+            return  # loaded while Redis was unreachable: nothing to check it against
+        try:
+            self.client.set(name, json.dumps(entry), ex=ttl)
+            if self.generation() != entry["gen"]:
+                self.client.delete(name)
+        except REDIS_ERRORS as exc:
+            redis_clients.warn_unavailable("credential cache", exc)
 
     def delete(self, names: list[str]) -> None:
         if names:
-            self.client.delete(*names)
+            try:
+                self.client.delete(*names)
+            except REDIS_ERRORS as exc:
+                raise CredentialCacheUnavailable(CredentialCacheUnavailable.message) from exc
 
     def generation(self) -> int:
-        return int(self.client.get(GENERATION_KEY) or 0)
+        try:
+            return int(self.client.get(GENERATION_KEY) or 0)
+        except REDIS_ERRORS as exc:
+            redis_clients.warn_unavailable("credential cache", exc)
+            return UNKNOWN_GENERATION
 
     async def ageneration(self) -> int:
-        return int(await self._async_client().get(GENERATION_KEY) or 0)
+        try:
+            return int(await self._async_client().get(GENERATION_KEY) or 0)
+        except REDIS_ERRORS as exc:
+            redis_clients.warn_unavailable("credential cache", exc)
+            return UNKNOWN_GENERATION
 
     def bump(self) -> None:
-        self.client.incr(GENERATION_KEY)
+        try:
+            self.client.incr(GENERATION_KEY)
+        except REDIS_ERRORS as exc:
+            raise CredentialCacheUnavailable(CredentialCacheUnavailable.message) from exc
 
     def clear(self) -> None:
         for name in self.client.scan_iter(match=f"{KEY_PREFIX}*", count=1000):

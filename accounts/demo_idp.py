@@ -78,6 +78,9 @@ class DemoIdP:
     public_url: str | None = None
     code_ttl: float = 60.0
     token_ttl: int = 3600
+    # The `email_verified` claim sent for every e-mail (None: the claim is left out); tests
+    # set False to see an unverified e-mail refused.
+    email_verified: bool | None = True
     codes: dict[str, _Grant] = field(default_factory=dict)
     access_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -135,13 +138,16 @@ class DemoIdP:
 
     def claims(self, email: str) -> dict[str, Any]:
         local = email.split("@", 1)[0]
-        return {
+        claims = {
             "sub": "demo-" + hashlib.sha256(email.encode()).hexdigest()[:24],
             "email": email,
-            "email_verified": True,
+            "email_verified": self.email_verified,
             "name": local.replace(".", " ").title(),
             "preferred_username": local,
         }
+        if self.email_verified is None:
+            del claims["email_verified"]
+        return claims
 
     def issue_code(self, params: dict[str, str], email: str) -> str:
         code = secrets.token_urlsafe(24)

@@ -7,7 +7,11 @@ from config import clock
 
 
 class User(AbstractUser):
-    """A person who signs in through SSO; `is_staff` is the gateway's admin flag."""
+    """A person who signs in through SSO; `is_superuser` is the gateway's admin flag.
+
+    `is_staff` alone only opens Django's admin site (as Django requires) and grants nothing on
+    the gateway's API; the gateway gives its administrators both flags.
+    """
 
     email = models.EmailField(unique=True)
     # True when the admin flag came from `auth.admin_emails`: only such a flag is removed when
@@ -19,7 +23,7 @@ class User(AbstractUser):
 
     @property
     def is_admin(self) -> bool:
-        return self.is_staff or self.is_superuser
+        return self.is_superuser
 
 
 class ApiKey(models.Model):
@@ -29,10 +33,13 @@ class ApiKey(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
     )
     name = models.CharField(max_length=100)
-    # The first characters of the key (e.g. "SSOK_abcd") and its last four, for recognition.
-    prefix = models.CharField(max_length=16)
+    # The first characters of the key ("SSOK_abcd", "SSOK_v2_abcd") and its last four.
+    prefix = models.CharField(max_length=24)
     last_four = models.CharField(max_length=4)
     key_hash = models.CharField(max_length=64, unique=True)
+    # Which secret of `auth.api_key_hash_keys` hashed this key (1 = the oldest, or
+    # server.secret_key when none is configured); keys of version 2+ carry it as `v<N>_`.
+    hash_version = models.PositiveSmallIntegerField(default=1)
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)

@@ -7,6 +7,7 @@ database query on Redis and one single-row read on the embedded store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -14,7 +15,7 @@ import secrets
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -28,6 +29,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.credential_cache import (
+    CredentialCacheUnavailable,
     credentials_invalidate,
     get_credential_cache,
     key_entry_name,
@@ -116,10 +118,66 @@ def audit_record(
 # --- API keys ---------------------------------------------------------------------------------
 
 
+def api_key_hash_version() -> int:
+    """The version new keys are hashed with: the first of `auth.api_key_hash_keys`."""
+    return len(settings.GATEWAY.auth.api_key_hash_keys) or 1
+
+
+def _hash_secret(version: int) -> bytes:
+    """The secret of a hash version: position from the end of the list; 1 = the secret key."""
+    keys = settings.GATEWAY.auth.api_key_hash_keys
+    if not keys:
+        if version != 1:
+            raise AuthFailed("unknown hash version")
+        return settings.SECRET_KEY.encode()
+    if not 1 <= version <= len(keys):
+        raise AuthFailed("unknown hash version")
+    return keys[len(keys) - version].encode()
+
+
+def _version_of(raw: str) -> int:
+    """The hash version a key carries: `<prefix>v<N>_...` for N >= 2, none (1) otherwise.
+
+    A key of version 1 has letters and digits only after its prefix, so it never looks tagged.
+    """
+    body = raw[len(settings.GATEWAY.auth.api_key_prefix) :]
+    if body[:1] == "v":
+        tag, sep, _ = body.partition("_")
+        if sep and tag[1:].isdigit() and len(tag) <= 4:
+            return int(tag[1:])
+    return 1
+
+
 def api_key_hash(raw: str) -> str:
-    """Keyed hash of a key: keys are high-entropy, so a fast HMAC is the right tool."""
-    secret = settings.SECRET_KEY.encode()
-    return hmac.new(secret, raw.encode(), hashlib.sha256).hexdigest()
+    """Keyed hash of a key with the secret of its own version: one HMAC, whatever the list.
+
+    Keys are high-entropy, so a fast HMAC is the right tool. AuthFailed for a version that no
+    configured secret has.
+    """
+    return hmac.new(_hash_secret(_version_of(raw)), raw.encode(), hashlib.sha256).hexdigest()
+
+
+class ApiKeyLifetimeError(ValueError):
+    """A requested expiry beyond `auth.api_key_max_lifetime_days`."""
+
+
+def api_key_expiry(expires_at: datetime | None, *, now: datetime | None = None) -> datetime | None:
+    """The expiry a new key gets: the requested one within the maximum lifetime, else the
+    default lifetime (`auth.api_key_default_lifetime_days`); None = never expires."""
+    auth = settings.GATEWAY.auth
+    now = now or clock.now()
+    if expires_at is None and auth.api_key_default_lifetime_days is not None:
+        expires_at = now + timedelta(days=auth.api_key_default_lifetime_days)
+    if auth.api_key_max_lifetime_days is not None:
+        latest = now + timedelta(days=auth.api_key_max_lifetime_days)
+        if expires_at is None:
+            expires_at = latest
+        elif expires_at > latest:
+            raise ApiKeyLifetimeError(
+                f"Keys may live {auth.api_key_max_lifetime_days:g} days at most: "
+                f"expire on or before {latest:%Y-%m-%dT%H:%M:%SZ}."
+            )
+    return expires_at
 
 
 def api_key_create(
@@ -128,24 +186,36 @@ def api_key_create(
     name: str,
     expires_at: datetime | None = None,
     origin: Origin | None = None,
+    actor: User | None = None,
 ) -> CreatedKey:
-    """Create a key for `user`; the returned raw key is the only copy of the secret."""
+    """Create a key for `user`; the returned raw key is the only copy of the secret.
+
+    The expiry follows the configured lifetimes (ApiKeyLifetimeError beyond the maximum).
+    `actor` is who created it when not the owner (an administrator acting for them).
+    """
+    expires_at = api_key_expiry(expires_at)
     prefix = settings.GATEWAY.auth.api_key_prefix
-    raw = prefix + "".join(secrets.choice(_ALPHABET) for _ in range(KEY_BODY_LENGTH))
+    version = api_key_hash_version()
+    tagged = prefix if version == 1 else f"{prefix}v{version}_"
+    raw = tagged + "".join(secrets.choice(_ALPHABET) for _ in range(KEY_BODY_LENGTH))
     api_key = ApiKey.objects.create(
         user=user,
         name=name,
-        prefix=raw[: len(prefix) + 4],
+        prefix=raw[: len(tagged) + 4],
         last_four=raw[-4:],
         key_hash=api_key_hash(raw),
+        hash_version=version,
         expires_at=expires_at,
     )
+    detail = {"hint": api_key.hint, "name": name, "owner": user.email}
+    if actor is not None and actor.pk != user.pk:
+        detail["on_behalf_of"] = user.email
     audit_record(
         action="key.create",
-        actor=user,
+        actor=actor or user,
         target=f"key:{api_key.pk}",
         origin=origin,
-        detail={"hint": api_key.hint, "name": name, "owner": user.email},
+        detail=detail,
     )
     return CreatedKey(api_key=api_key, raw=raw)
 
@@ -191,7 +261,6 @@ def _key_entry_load(key_hash: str) -> dict[str, Any]:
             "last_used_at",
             "user__email",
             "user__is_active",
-            "user__is_staff",
             "user__is_superuser",
         )
         .first()
@@ -207,7 +276,7 @@ def _key_entry_load(key_hash: str) -> dict[str, Any]:
     entry = {
         "user_id": row["user_id"],
         "email": row["user__email"],
-        "is_admin": row["user__is_staff"] or row["user__is_superuser"],
+        "is_admin": row["user__is_superuser"],
         "key_id": row["id"],
         "expires_at": _epoch(row["expires_at"]),
         "last_used_at": _epoch(row["last_used_at"]),
@@ -229,7 +298,9 @@ def _key_touch(key_hash: str, entry: dict[str, Any], now: float) -> None:
 
 def _key_check(key_hash: str, entry: dict[str, Any], now: float) -> Principal:
     if entry["expires_at"] is not None and entry["expires_at"] <= now:
-        get_credential_cache().delete([key_entry_name(key_hash)])
+        with contextlib.suppress(CredentialCacheUnavailable):
+            # Best effort: every hit checks the expiry anyway.
+            get_credential_cache().delete([key_entry_name(key_hash)])
         raise AuthFailed("expired key")
     return Principal(
         user_id=entry["user_id"],
@@ -354,7 +425,7 @@ def _user_entry_load(user_id: int) -> dict[str, Any]:
     generation = cache.generation()
     row = (
         User.objects.filter(pk=user_id)
-        .values("email", "is_active", "is_staff", "is_superuser", "token_generation")
+        .values("email", "is_active", "is_superuser", "token_generation")
         .first()
     )
     if row is None:
@@ -362,7 +433,7 @@ def _user_entry_load(user_id: int) -> dict[str, Any]:
     entry = {
         "email": row["email"],
         "is_active": row["is_active"],
-        "is_admin": row["is_staff"] or row["is_superuser"],
+        "is_admin": row["is_superuser"],
         "token_generation": row["token_generation"],
         "loaded_at": clock.timestamp(),
         "gen": generation,
@@ -481,7 +552,8 @@ def user_get_or_create(*, email: str, admin: bool = False) -> User:
     """The user with this e-mail, created if needed; `admin` grants (never removes) the flag."""
     email = email.strip().lower()
     user, _ = User.objects.get_or_create(email=email, defaults={"username": email})
-    if admin and not user.is_staff:
+    if admin and not (user.is_staff and user.is_superuser):
+        # Both flags: is_superuser is the gateway's admin, is_staff opens Django's admin site.
         user.is_staff = user.is_superuser = True
         user.save(update_fields=["is_staff", "is_superuser"])
         user_credentials_invalidate(user_id=user.pk)

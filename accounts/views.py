@@ -12,7 +12,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import ApiKey
-from accounts.services import Origin, api_key_create, api_key_revoke, token_pair_create
+from accounts.services import (
+    ApiKeyLifetimeError,
+    Origin,
+    api_key_create,
+    api_key_revoke,
+    token_pair_create,
+)
 from config import clock
 
 
@@ -38,6 +44,18 @@ class ApiKeyForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
         help_text="The key stops working at 00:00 UTC on this date.",
     )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        auth = settings.GATEWAY.auth
+        field = self.fields["expires_on"]
+        if auth.api_key_max_lifetime_days is not None:
+            field.label = "Expires on"
+            field.help_text += f" At most {auth.api_key_max_lifetime_days:g} days from now."
+        if auth.api_key_default_lifetime_days is not None:
+            field.help_text += f" Empty: {auth.api_key_default_lifetime_days:g} days from now."
+        elif auth.api_key_max_lifetime_days is not None:
+            field.help_text += " Empty: the longest allowed."
 
     def clean_expires_on(self) -> date | None:
         day = self.cleaned_data.get("expires_on")
@@ -80,14 +98,18 @@ def keys_page(request: HttpRequest) -> HttpResponse:
     status = 200
     if request.method == "POST":
         if form.is_valid():
-            created = api_key_create(
-                user=request.user,
-                name=form.cleaned_data["name"],
-                expires_at=form.expires_at(),
-                origin=Origin.of(request),
-            )
-            form = ApiKeyForm()
-        else:
+            try:
+                created = api_key_create(
+                    user=request.user,
+                    name=form.cleaned_data["name"],
+                    expires_at=form.expires_at(),
+                    origin=Origin.of(request),
+                )
+            except ApiKeyLifetimeError as exc:
+                form.add_error("expires_on", str(exc))
+            else:
+                form = ApiKeyForm()
+        if created is None:
             status = 400
     keys = ApiKey.objects.filter(user=request.user).order_by("-created_at", "-id")
     context = {"form": form, "keys": keys, "created": created, **_client_setup(request)}

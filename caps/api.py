@@ -12,7 +12,6 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics, serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +20,7 @@ from accounts.models import User
 from caps.models import CapType, SetBy, UserCapConfig
 from caps.services import CapStoreUnavailable, cap_create, cap_delete, cap_status, cap_update
 from config import clock
+from config.parsers import JSONParser  # DRF's, with a JSON depth limit
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -28,6 +28,13 @@ INT64_MAX = 2**63 - 1
 
 def _is_admin(request: Request) -> bool:
     return bool(getattr(request.user, "is_admin", False))
+
+
+def _refuse_user_field(request: Request) -> None:
+    if isinstance(request.data, dict) and "user" in request.data and not _is_admin(request):
+        # Before validation, whatever the id: a 400 for an unknown one would tell which user
+        # ids exist.
+        raise exceptions.PermissionDenied("Only administrators set caps for a user.")
 
 
 class CapInputSerializer(serializers.Serializer):
@@ -137,12 +144,11 @@ class CapListCreateView(generics.GenericAPIView):
 
     @extend_schema(request=CapInputSerializer, responses={201: CapOutputSerializer})
     def post(self, request: Request) -> Response:
+        _refuse_user_field(request)
         data = CapInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         target = values.pop("user", None)
-        if target is not None and not _is_admin(request):
-            raise exceptions.ValidationError({"user": ["Only administrators set caps for a user."]})
         set_by = SetBy.ADMIN if target is not None else SetBy.USER
         try:
             cap = cap_create(user_id=(target or request.user).pk, set_by=set_by, **values)
@@ -165,6 +171,7 @@ class CapDetailView(APIView):
     @extend_schema(request=CapUpdateSerializer, responses={200: CapOutputSerializer})
     def put(self, request: Request, pk: int) -> Response:
         cap = self._cap(request, pk)
+        _refuse_user_field(request)
         data = CapUpdateSerializer(instance=cap, data=request.data)
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)

@@ -383,14 +383,54 @@ class _Attempt:
         )  # fmt: skip
 
     def unreserved(self, exc: Exception) -> Reservation:
-        """The store is down and the policy lets the call through: nothing is reserved."""
+        """The store is down and the policy lets the call through: nothing is reserved. The
+        call is counted by a rebuild of the user's counters from the usage records, before
+        this process's next reservation for the user that reaches the store."""
         logger.warning("cap store unavailable for user %s: %s", self.user_id, exc)
+        self.store.rebuild_pending.add(self.user_id)
         return self._reservation(headroom=[], reserved=False)
 
     def outcome(self, caps: UserCaps, result: Any) -> Reservation:
         if result.status == "denied":
             raise _exceeded(caps.rules, result, self.amounts, self.now)
         return self._reservation(headroom=_headroom(caps.rules, result, self.amounts, self.now))
+
+
+_DONE, _RETRY, _REBUILD = "done", "retry", "rebuild"
+
+
+class _Retries:
+    """What to do after a reserve answer: done (ok / denied), retry with the caps reloaded
+    (stale, at most _STALE_RETRIES times), or rebuild the user's lost counters first (once)."""
+
+    def __init__(self, store: CapStore, user_id: int) -> None:
+        self.store = store
+        self.user_id = user_id
+        self.stale = 0
+        self.rebuilt = False
+
+    def next(self, result: ReserveResult) -> str:
+        if result.status == "rebuild":
+            if self.rebuilt:
+                raise StoreDown("the user's counters could not be rebuilt")
+            self.rebuilt = True
+            return _REBUILD
+        if result.status == "stale":
+            self.stale += 1
+            if self.stale >= _STALE_RETRIES:
+                raise StoreDown("the user's cap configuration kept changing")
+            self.store.caps_cache.pop(self.user_id, None)
+            return _RETRY
+        return _DONE
+
+
+def _rebuild_user(store: CapStore, user_id: int, now: datetime, *, lost: bool = False) -> None:
+    """Rebuild one user's counters from the usage records: `lost` (the store answered
+    `rebuild`: unless a concurrent rebuild already did), or after calls this process served
+    while the store was down. StoreDown if the store is still unreachable."""
+    caps_rebuild(now=now, store=store, user_id=user_id, only_if_lost=lost)
+    store.rebuild_pending.discard(user_id)
+    logger.info("cap counters of user %s rebuilt from the usage records", user_id)
 
 
 def _attempt(*, store, user_id, model_id, estimate, now, region, cost) -> _Attempt:
@@ -421,16 +461,19 @@ async def cap_reserve(
     )  # fmt: skip
     store = attempt.store
     try:
-        for _ in range(_STALE_RETRIES):
+        retries = _Retries(store, user_id)
+        if user_id in store.rebuild_pending:
+            await run_in_db_thread(_rebuild_user, store, user_id, now)
+        while True:
             caps = store.caps_cache.get(user_id)
             if caps is None:
                 caps = await run_in_db_thread(_load_caps, store, user_id)
             result = await store.areserve(**attempt.reserve_kwargs(caps))
-            if result.status != "stale":
+            step = retries.next(result)
+            if step == _REBUILD:
+                await run_in_db_thread(_rebuild_user, store, user_id, now, lost=True)
+            elif step == _DONE:
                 break
-            store.caps_cache.pop(user_id, None)
-        else:
-            raise StoreDown("the user's cap configuration kept changing")
     except (StoreDown, DatabaseError) as exc:
         if _fail_closed(await run_in_db_thread(_has_cost_cap, store, user_id)):
             raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
@@ -456,14 +499,17 @@ def cap_reserve_sync(
     )  # fmt: skip
     store = attempt.store
     try:
-        for _ in range(_STALE_RETRIES):
+        retries = _Retries(store, user_id)
+        if user_id in store.rebuild_pending:
+            _rebuild_user(store, user_id, now)
+        while True:
             caps = store.caps_cache.get(user_id) or _load_caps(store, user_id)
             result = store.reserve(**attempt.reserve_kwargs(caps))
-            if result.status != "stale":
+            step = retries.next(result)
+            if step == _REBUILD:
+                _rebuild_user(store, user_id, now, lost=True)
+            elif step == _DONE:
                 break
-            store.caps_cache.pop(user_id, None)
-        else:
-            raise StoreDown("the user's cap configuration kept changing")
     except (StoreDown, DatabaseError) as exc:
         if _fail_closed(_has_cost_cap(store, user_id)):
             raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
@@ -585,6 +631,10 @@ def cap_status(
     _defaults_ensure(user_id=user_id)
     rules = caps_load(user_id=user_id, version="").rules
     try:
+        if user_id in store.rebuild_pending:
+            _rebuild_user(store, user_id, now)
+        elif store.needs_rebuild(user_id):
+            _rebuild_user(store, user_id, now, lost=True)
         windows = store.read(list(window_keys(user_id, now)), now)
     except StoreDown as exc:
         raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
@@ -816,42 +866,56 @@ def cap_delete_many(*, caps: list[UserCapConfig]) -> None:
 # --- Rebuild ------------------------------------------------------------------------------------
 
 
-def caps_rebuild(*, now: datetime | None = None, store: CapStore | None = None) -> int:
-    """Recompute every user's settled use in the current hourly, daily and monthly windows from
-    the usage records (the source of truth), e.g. after the counter store was lost. Calls in
-    flight keep their reservations. Returns how many windows were written."""
+def caps_rebuild(
+    *,
+    now: datetime | None = None,
+    store: CapStore | None = None,
+    user_id: int | None = None,
+    only_if_lost: bool = False,
+) -> int:
+    """Recompute settled use in the current hourly, daily and monthly windows from the usage
+    records (the source of truth), e.g. after the counter store was lost: of every user with
+    records this month, or of `user_id` only (its three windows, zeros included). Calls in
+    flight keep their reservations; the rebuilt users' sentinels are written in the same step
+    (caps/store.py); `only_if_lost` (with `user_id`): unless its sentinel is back. Returns
+    how many windows were written."""
     from usage.models import UsageRecord
 
     store = store or cap_store()
     now = now or clock.now()
-    entries = []
-    for cap_type, ttl in zip(CAP_TYPES, window_ttls(), strict=True):
-        used: dict[int, list[int]] = {}
-        records = UsageRecord.objects.filter(
-            started_at__gte=window_start(cap_type, now), started_at__lt=reset_time(cap_type, now)
+    bounds = [(window_start(t, now), reset_time(t, now)) for t in CAP_TYPES]
+    records = UsageRecord.objects.filter(
+        started_at__gte=min(start for start, _ in bounds),
+        started_at__lt=max(end for _, end in bounds),
+    )
+    if user_id is not None:
+        records = records.filter(user_id=user_id)
+    used: dict[tuple[int, int], list[int]] = {}
+    users: set[int] = set() if user_id is None else {user_id}
+    for record in records.iterator():
+        usage = Usage(
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            cache_write_5m_tokens=record.cache_write_5m_tokens,
+            cache_write_1h_tokens=record.cache_write_1h_tokens,
+            cache_read_tokens=record.cache_read_tokens,
         )
-        for record in records.iterator():
-            usage = Usage(
-                input_tokens=record.input_tokens,
-                output_tokens=record.output_tokens,
-                cache_write_5m_tokens=record.cache_write_5m_tokens,
-                cache_write_1h_tokens=record.cache_write_1h_tokens,
-                cache_read_tokens=record.cache_read_tokens,
-            )
-            # As settle counts it: an unknown price at its family's dearest.
-            cost = record.cost_micros
-            if cost is None:
-                cost = estimate_cost_micros(
-                    model_id=record.model_id, usage=usage, at=record.started_at
-                )
-            totals = used.setdefault(record.user_id, [0, 0, 0])
-            totals[0] += 1
-            totals[1] += usage.cap_tokens
-            totals[2] += cost
-        entries += [
-            (window_key(user_id, cap_type, now), tuple(totals), ttl)
-            for user_id, totals in used.items()
-        ]
+        # As settle counts it: an unknown price at its family's dearest.
+        cost = record.cost_micros
+        if cost is None:
+            cost = estimate_cost_micros(model_id=record.model_id, usage=usage, at=record.started_at)
+        users.add(record.user_id)
+        for i, (start, end) in enumerate(bounds):
+            if start <= record.started_at < end:
+                totals = used.setdefault((record.user_id, i), [0, 0, 0])
+                totals[0] += 1
+                totals[1] += usage.cap_tokens
+                totals[2] += cost
+    entries = [
+        (window_key(user, cap_type, now), tuple(used.get((user, i), (0, 0, 0))), ttl)
+        for user in sorted(users)
+        for i, (cap_type, ttl) in enumerate(zip(CAP_TYPES, window_ttls(), strict=True))
+    ]
     if entries:
-        store.set_used(entries, now)
+        store.set_used(entries, now, rebuilt_users=sorted(users), only_if_lost=only_if_lost)
     return len(entries)

@@ -10,6 +10,12 @@ dead worker never blocks for longer than its lease.
 
 Both backends answer the same `ReserveResult`; the services layer decides nothing here except
 through the limits it passes in.
+
+A lost or flushed Redis is detected inside the reservation itself: a user's counters are
+trusted only while the user's sentinel key (`{user_42}:sentinel`) exists. It is written when the
+user's counters are rebuilt from the usage records, kept alive by every reservation, and gone
+with everything else when Redis restarts empty; the reserve script then answers `rebuild`
+instead of checking counters that read zero. Every Redis error, of either client, is StoreDown.
 """
 
 from __future__ import annotations
@@ -40,14 +46,20 @@ FIELDS = USED + IN_FLIGHT
 T = TypeVar("T")
 
 
+# What a Redis client may raise when the server is down or a connection broke.
+REDIS_ERRORS = (redis.RedisError, OSError)
+
+
 class StoreDown(Exception):
     """The counter store could not be reached (the services layer applies the failure mode)."""
 
 
 @dataclass(frozen=True)
 class ReserveResult:
-    """`status` is ok, denied or stale; `values` holds, per window (hourly, daily, monthly),
-    the six fields *before* this reservation: used requests/tokens/cost, in-flight ditto."""
+    """`status` is ok, denied, stale or rebuild (the user's counters were lost: rebuild them
+    from the usage records, then reserve again); `values` holds, per window (hourly, daily,
+    monthly), the six fields *before* this reservation: used requests/tokens/cost, in-flight
+    ditto."""
 
     status: str
     values: tuple[tuple[int, ...], ...] = ()
@@ -63,16 +75,22 @@ def aux_keys(user_id: int) -> tuple[str, str, str]:
     return (f"{tag}:leases", f"{tag}:reservations", f"{tag}:version")
 
 
+def sentinel_key(user_id: int) -> str:
+    """Exists while the user's counters in Redis can be trusted (see the module docstring)."""
+    return f"{user_tag(user_id)}:sentinel"
+
+
 def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
 # --- Redis ---------------------------------------------------------------------------------------
 
-# KEYS: hourly, daily, monthly, leases, reservations, version
+# KEYS: hourly, daily, monthly, leases, reservations, version, sentinel
 # ARGV: now_ms, cached_version, rid, lease_expiry_ms, est requests, est tokens, est cost,
 #       ttl h, ttl d, ttl m, 9 limits (window-major; -1 = none), aux ttl
 _RESERVE_LUA = """
+if redis.call('EXPIRE', KEYS[7], ARGV[10]) == 0 then return {'rebuild'} end
 local version = redis.call('GET', KEYS[6]) or ''
 if version ~= ARGV[2] then return {'stale'} end
 local now = tonumber(ARGV[1])
@@ -151,6 +169,23 @@ return rec and 1 or 0
 """
 
 
+# Rebuild one user's lost counters, unless another rebuild already did (its sentinel is back):
+# concurrent first reservations after a flush all see `rebuild`, and a second rebuild would
+# overwrite what the calls admitted after the first one have settled since.
+# KEYS: sentinel, window keys…  ARGV: sentinel ttl, then per window: requests, tokens, cost, ttl
+_REBUILD_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #KEYS do
+  local a = (i - 2) * 4
+  redis.call('HSET', KEYS[i], 'requests', ARGV[a + 2], 'tokens', ARGV[a + 3],
+             'cost_micros', ARGV[a + 4])
+  redis.call('EXPIRE', KEYS[i], ARGV[a + 5])
+end
+redis.call('SET', KEYS[1], 1, 'EX', ARGV[1])
+return 1
+"""
+
+
 def _decode_values(raw: Sequence[Any]) -> tuple[tuple[int, ...], ...]:
     flat = [int(v) for v in raw]
     return tuple(tuple(flat[i * 6 : i * 6 + 6]) for i in range(3))
@@ -167,7 +202,11 @@ class RedisCapStore:
         self._async: dict[int, tuple[aredis.Redis, Any, Any]] = {}
         self._reserve = self.client.register_script(_RESERVE_LUA)
         self._settle = self.client.register_script(_SETTLE_LUA)
+        self._rebuild = self.client.register_script(_REBUILD_LUA)
         self.caps_cache: dict[int, Any] = {}
+        # Users whose calls this process served unreserved (store down, failure mode open):
+        # their counters are rebuilt from the usage records before their next reservation.
+        self.rebuild_pending: set[int] = set()
 
     def _aclient(self) -> tuple[aredis.Redis, Any, Any]:
         # redis.asyncio clients belong to one event loop.
@@ -188,7 +227,7 @@ class RedisCapStore:
     def _reserve_args(
         *, user_id, version, rid, now, lease_expires_at, estimate, limits, lease_seconds
     ) -> tuple[list[str], list[Any]]:
-        keys = [*window_keys(user_id, now), *aux_keys(user_id)]
+        keys = [*window_keys(user_id, now), *aux_keys(user_id), sentinel_key(user_id)]
         args = [
             _ms(now),
             version,
@@ -204,8 +243,8 @@ class RedisCapStore:
     @staticmethod
     def _result(raw: list[Any]) -> ReserveResult:
         status = raw[0].decode() if isinstance(raw[0], bytes) else raw[0]
-        if status == "stale":
-            return ReserveResult("stale")
+        if status in ("stale", "rebuild"):
+            return ReserveResult(status)
         return ReserveResult(status, _decode_values(raw[1]))
 
     @staticmethod
@@ -220,7 +259,7 @@ class RedisCapStore:
         keys, args = self._reserve_args(**kw)
         try:
             return self._result(self._reserve(keys=keys, args=args))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
     async def areserve(self, **kw: Any) -> ReserveResult:
@@ -228,14 +267,14 @@ class RedisCapStore:
         _, script, _ = self._aclient()
         try:
             return self._result(await script(keys=keys, args=args))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
     def settle(self, **kw: Any) -> None:
         keys, args = self._settle_args(**kw)
         try:
             self._settle(keys=keys, args=args)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
     async def asettle(self, **kw: Any) -> None:
@@ -243,13 +282,13 @@ class RedisCapStore:
         _, _, script = self._aclient()
         try:
             await script(keys=keys, args=args)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
     def version(self, user_id: int) -> str:
         try:
             raw = self.client.get(aux_keys(user_id)[2])
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
         return raw.decode() if raw else ""
 
@@ -257,14 +296,14 @@ class RedisCapStore:
         client, _, _ = self._aclient()
         try:
             raw = await client.get(aux_keys(user_id)[2])
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
         return raw.decode() if raw else ""
 
     def set_version(self, user_id: int) -> None:
         try:
             self.client.set(aux_keys(user_id)[2], new_version(), ex=30 * 86400)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
     def read(self, keys: Sequence[str], now: datetime) -> list[dict[str, int]]:
@@ -273,27 +312,54 @@ class RedisCapStore:
             for key in keys:
                 pipe.hgetall(key)
             raw = pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
         return [{k.decode(): int(v) for k, v in item.items()} for item in raw]
 
     def open_reservations(self, user_id: int) -> int:
         try:
             return int(self.client.hlen(aux_keys(user_id)[1]))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
+            raise StoreDown(str(exc)) from exc
+
+    def needs_rebuild(self, user_id: int) -> bool:
+        """Whether the user's counters were lost (no sentinel): rebuild before reading them."""
+        try:
+            return not self.client.exists(sentinel_key(user_id))
+        except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
     def set_used(
-        self, entries: Sequence[tuple[str, tuple[int, int, int], int]], now: datetime
+        self,
+        entries: Sequence[tuple[str, tuple[int, int, int], int]],
+        now: datetime,
+        rebuilt_users: Sequence[int] = (),
+        only_if_lost: bool = False,
     ) -> None:
-        """Set windows' settled use (key, used, ttl) in one step; in-flight fields stay."""
+        """Set windows' settled use (key, used, ttl) in one step; in-flight fields stay. The
+        sentinels of `rebuilt_users` are written in the same step: their counters are whole.
+        `only_if_lost` (one user): write nothing if the user's sentinel exists again."""
+        sentinel_ttl = window_ttls()[2]
+        if only_if_lost:
+            (user_id,) = rebuilt_users
+            args: list[Any] = [sentinel_ttl]
+            for _, used, ttl in entries:
+                args += [*used, ttl]
+            keys = [sentinel_key(user_id), *(key for key, _, _ in entries)]
+            try:
+                self._rebuild(keys=keys, args=args)
+            except REDIS_ERRORS as exc:
+                raise StoreDown(str(exc)) from exc
+            return
         try:
             pipe = self.client.pipeline(transaction=True)
             for key, used, ttl in entries:
                 pipe.hset(key, mapping=dict(zip(USED, used, strict=True)))
                 pipe.expire(key, ttl)
+            for user_id in rebuilt_users:
+                pipe.set(sentinel_key(user_id), 1, ex=sentinel_ttl)
             pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
 
@@ -366,6 +432,9 @@ class DatabaseCapStore:
 
     def __init__(self) -> None:
         self.caps_cache: dict[int, Any] = {}
+        # Users whose calls this process served unreserved (store down, failure mode open):
+        # their counters are rebuilt from the usage records before their next reservation.
+        self.rebuild_pending: set[int] = set()
 
     async def _run(self, fn: Callable[..., T], **kw: Any) -> T:
         return await run_in_db_thread(fn, **kw)
@@ -528,8 +597,16 @@ class DatabaseCapStore:
     def open_reservations(self, user_id: int) -> int:
         return CapLease.objects.filter(user_id=user_id).count()
 
+    def needs_rebuild(self, user_id: int) -> bool:
+        # The counters live in the same database as the usage records: they are lost together.
+        return False
+
     def set_used(
-        self, entries: Sequence[tuple[str, tuple[int, int, int], int]], now: datetime
+        self,
+        entries: Sequence[tuple[str, tuple[int, int, int], int]],
+        now: datetime,
+        rebuilt_users: Sequence[int] = (),
+        only_if_lost: bool = False,
     ) -> None:
         """Set windows' settled use (key, used, ttl) in one transaction; in flight stays."""
         try:

@@ -16,6 +16,8 @@ from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 
+from config.bodylimit import BodyLimit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 django_application = get_asgi_application()
@@ -37,27 +39,45 @@ class ProxyHandler(ASGIHandler):
 proxy_application = ProxyHandler()
 
 
+# Servers sharing this process (`make run` has an HTTP and an HTTPS listener): each runs the
+# lifespan; only the last one to stop may cut the streams, which may belong to the others.
+_servers_running = 0
+
+
 async def _lifespan(receive, send) -> None:
+    global _servers_running
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            _servers_running += 1
+            from gateway.recorder import recorder
+            from usage.spool import spool_pending
+
+            if spool_pending():  # records spooled before a restart: write them now
+                recorder().replay_soon()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             from django.conf import settings
 
             from gateway import services, streaming
 
-            grace = settings.GATEWAY.server.shutdown_grace_seconds
-            await streaming.cut_all(timeout=grace)
-            await services.drain(timeout=grace)
+            _servers_running -= 1
+            if _servers_running <= 0:
+                grace = settings.GATEWAY.server.shutdown_grace_seconds
+                await streaming.cut_all(timeout=grace)
+                await services.drain(timeout=grace)
             await send({"type": "lifespan.shutdown.complete"})
             return
 
 
-async def application(scope, receive, send) -> None:
+async def _dispatch(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
     elif scope["type"] == "http" and scope["path"].startswith(PROXY_PREFIXES):
         await proxy_application(scope, receive, send)
     else:
         await django_application(scope, receive, send)
+
+
+# Body limits before either application reads a byte of the body (config/bodylimit.py).
+application = BodyLimit(_dispatch)

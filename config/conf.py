@@ -10,6 +10,7 @@ validated (and tested) before Django starts.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -18,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "GATEWAY_"
@@ -53,8 +62,50 @@ def _comma_list(value: Any) -> Any:
 StrList = Annotated[list[str], BeforeValidator(_comma_list)]
 
 
+def _unset_if_blank(value: Any) -> Any:
+    """An optional setting given as "" or "none" (any case) in the environment is unset."""
+    if isinstance(value, str) and value.strip().lower() in {"", "none", "null"}:
+        return None
+    return value
+
+
+OptionalDays = Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_unset_if_blank)]
+
+
+def secret_value(value: SecretStr | str | None) -> str | None:
+    """The plain text of a secret setting (SecretStr; a str too, as tests may set one)."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+# Field names whose values never appear in a repr (Django's debug page prints settings with
+# repr): the same words Django's SafeExceptionReporterFilter hides, plus passwords in URLs.
+_SENSITIVE_NAME = re.compile(r"KEY|SECRET|TOKEN|PASS|SIGNATURE", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
+_MASK = "********"
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    def __repr_args__(self):  # noqa: ANN204 - pydantic's ReprArgs
+        for name, value in super().__repr_args__():
+            if not isinstance(value, str | SecretStr | list) or name is None:
+                yield name, value
+            elif _SENSITIVE_NAME.search(name):
+                yield name, _MASK
+            elif isinstance(value, str) and "url" in name:
+                yield name, _URL_PASSWORD.sub(rf"\1{_MASK}@", value)
+            else:
+                yield name, value
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ServerConfig(Section):
@@ -71,26 +122,44 @@ class ServerConfig(Section):
     csrf_trusted_origins: StrList = []
     # The proxy reads request bodies itself; Claude Code sends long contexts.
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    # Every other route (/api, admin, dashboard, /health): Django's own 2.5 MB. The price CSV
+    # import routes have their own 5 MB (see config/bodylimit.py).
+    max_api_body_bytes: int = Field(2_621_440, gt=0)
     # /metrics is open to loopback; elsewhere it needs this bearer token.
-    metrics_token: str | None = None
+    metrics_token: SecretStr | None = None
     shutdown_grace_seconds: int = Field(30, ge=0)
+    # Everything the server keeps on disk: the embedded database, generated secrets and TLS
+    # pair, the embedded broker, the usage-record spool. Relative paths are from the project.
+    data_dir: str = "var"
+
+    @property
+    def data_path(self) -> Path:
+        return BASE_DIR / self.data_dir  # an absolute data_dir stands on its own
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerConfig:
+        if self.debug and not _is_loopback(self.host):
+            # Django's debug page shows settings and tracebacks to whoever triggers an error.
+            raise ValueError("debug: true is refused unless server.host is loopback")
         if bool(self.tls_certfile) != bool(self.tls_keyfile):
             raise ValueError("tls_certfile and tls_keyfile must be given together")
         return self
 
 
 class DatabaseConfig(Section):
-    url: str = f"sqlite:///{BASE_DIR / 'var' / 'gateway.sqlite3'}"
+    # Empty: the embedded database, `gateway.sqlite3` in `server.data_dir`.
+    url: str = ""
     # PostgreSQL connections kept per process (a psycopg pool).
     pool_max_size: int = Field(20, ge=1)
+    # How long a statement waits for a lock (SQLite's busy timeout, PostgreSQL's lock_timeout)
+    # or for a pooled connection before it fails; a usage record that cannot be written in
+    # time goes to the spool instead.
+    timeout_seconds: float = Field(30, gt=0)
 
     @model_validator(mode="after")
     def _scheme(self) -> DatabaseConfig:
         scheme = self.url.split("://", 1)[0]
-        if scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
+        if self.url and scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
             raise ValueError(f"unsupported database scheme {scheme!r} (use sqlite or postgres)")
         return self
 
@@ -131,6 +200,8 @@ class UsageCapsConfig(Section):
     # When the counter store is unreachable: closed (503), open (serve and reconcile later),
     # or closed only for users who have a cost cap.
     store_failure_mode: Literal["closed", "open", "closed_for_cost_caps"] = "closed_for_cost_caps"
+    # count_tokens is free upstream but not unlimited: calls per user per UTC minute.
+    count_tokens_per_minute: int = Field(60, gt=0)
 
 
 class CeleryConfig(Section):
@@ -144,6 +215,8 @@ class AwsConfig(Section):
     """The upstream: the local emulator by default, real Bedrock when configured."""
 
     upstream: Literal["emulator", "bedrock"] = "emulator"
+    # Model families /bedrock serves: those whose answers carry usage the gateway reads.
+    served_model_families: StrList = ["anthropic"]
     region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     # Overrides the regional endpoint (a VPC endpoint, a proxy, the emulator elsewhere).
     endpoint_url: str | None = None
@@ -151,9 +224,9 @@ class AwsConfig(Section):
     # Explicit keys, else botocore's default chain. AWS_BEARER_TOKEN_BEDROCK is never read:
     # clients set it for themselves; the gateway's own Bedrock API key is bedrock_api_key.
     access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
-    bedrock_api_key: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    bedrock_api_key: SecretStr | None = None
     connect_timeout: float = Field(5, gt=0)
     read_timeout: float = Field(300, gt=0)
     # Each stream holds one upstream connection for its life: size this for concurrent streams.
@@ -188,6 +261,12 @@ class OAuthProviderConfig(Section):
     name: str | None = None
 
 
+class OidcProviderConfig(OAuthProviderConfig):
+    # Refuse a sign-in unless the provider vouches for the e-mail (`email_verified: true`):
+    # the e-mail decides the allowed domains, the admin list and which account is signed in.
+    require_email_verified: bool = True
+
+
 class AuthConfig(Section):
     admin_emails: StrList = []
     allowed_email_domains: StrList = []
@@ -197,11 +276,22 @@ class AuthConfig(Section):
     providers: dict[str, OAuthProviderConfig] = {}
     # Generic OpenID Connect providers by a short id of our choosing (it appears in the
     # callback URL: /accounts/oidc/<id>/login/callback/).
-    oidc: dict[str, OAuthProviderConfig] = {}
+    oidc: dict[str, OidcProviderConfig] = {}
     api_key_prefix: str = Field("SSOK_", min_length=2, max_length=11)
     # How long an authenticated key or user may be served from the cache at most; revocation
     # is immediate regardless (it deletes entries / moves the generation).
     credential_cache_seconds: int = Field(300, gt=0)
+    # API key lifetimes: a key created without an expiry expires after the default; a
+    # requested expiry beyond the maximum is refused. Unset (None): keys may be permanent.
+    api_key_max_lifetime_days: OptionalDays = None
+    api_key_default_lifetime_days: OptionalDays = None
+    # Secrets that hash API keys, newest first: the first hashes new keys, all verify. A
+    # secret's version is its position counted from the end (the last is version 1); keys
+    # store theirs. Unset: server.secret_key is version 1. Only grow the list at the front.
+    api_key_hash_keys: StrList = []
+    # Device sign-in (declared for later work): its access and refresh token lifetimes.
+    device_token_lifetime_seconds: int = Field(28800, gt=0)
+    device_refresh_lifetime_days: float = Field(30, gt=0)
     # The demo sign-in of `make run`: the local OpenID Connect provider (accounts.demo_idp) on
     # loopback, listed as "Demo sign-in". Anyone can sign in as any e-mail: never turn it on
     # where others can reach the gateway.
@@ -222,11 +312,19 @@ class AuthConfig(Section):
                 raise ValueError(f"oidc.{key}: ids are lowercase letters, digits, - and _")
             if not provider.server_url:
                 raise ValueError(f"oidc.{key}.server_url (the issuer URL) is required")
+        default, maximum = self.api_key_default_lifetime_days, self.api_key_max_lifetime_days
+        if default is not None and maximum is not None and default > maximum:
+            raise ValueError(
+                "api_key_default_lifetime_days must not exceed api_key_max_lifetime_days"
+            )
+        for secret in self.api_key_hash_keys:
+            if len(secret) < 32:
+                raise ValueError("api_key_hash_keys: each secret needs at least 32 characters")
         return self
 
 
 class JwtConfig(Section):
-    signing_key: str | None = Field(None, min_length=32)
+    signing_key: SecretStr | None = Field(None, min_length=32)
     access_token_lifetime_seconds: int = Field(3600, gt=0)
     refresh_token_lifetime_days: float = Field(90, gt=0)
 
@@ -240,6 +338,12 @@ class GatewayConfig(Section):
     aws: AwsConfig = AwsConfig()
     auth: AuthConfig = AuthConfig()
     jwt: JwtConfig = JwtConfig()
+
+    @model_validator(mode="after")
+    def _embedded_database(self) -> GatewayConfig:
+        if not self.database.url:
+            self.database.url = f"sqlite:///{self.server.data_path / 'gateway.sqlite3'}"
+        return self
 
     @model_validator(mode="after")
     def _secrets(self) -> GatewayConfig:

@@ -1,5 +1,6 @@
 """Django settings, all derived from the one validated configuration object (config/conf.py)."""
 
+import contextlib
 import os
 import secrets
 import sys
@@ -7,7 +8,8 @@ from datetime import timedelta
 
 import dj_database_url
 
-from config.conf import BASE_DIR, ConfigError, load_config
+from config.bodylimit import IMPORT_BODY_BYTES
+from config.conf import BASE_DIR, ConfigError, load_config, secret_value
 
 try:
     GATEWAY = load_config()
@@ -16,16 +18,27 @@ except ConfigError as exc:
     sys.stderr.write(f"configuration error: {exc}\n")
     raise SystemExit(2) from None
 
-VAR_DIR = BASE_DIR / "var"
-VAR_DIR.mkdir(exist_ok=True)
+VAR_DIR = GATEWAY.server.data_path
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Database, secrets, TLS key, queue: for the server's user only.
+VAR_DIR.chmod(0o700)
+
+
+def _private_file(path, content: str = "") -> None:  # noqa: ANN001 - a Path
+    """Create `path` readable by the owner only (0600) from the first byte; no-op if it exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
 
 
 def _demo_secret(name: str) -> str:
     """A random secret kept under var/: only the embedded demo mode may run without one."""
     path = VAR_DIR / name
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+    _private_file(path, secrets.token_urlsafe(48))
+    path.chmod(0o600)  # also a file left by an older version
     return path.read_text().strip()
 
 
@@ -59,6 +72,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /health answers any Host (load balancers probe node addresses).
+    "gateway.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
     "config.static.AsyncWhiteNoiseMiddleware",
@@ -98,19 +113,32 @@ if GATEWAY.database.is_embedded:
     # Several processes (web, jobs, tests' servers) share the file: wait for locks rather than
     # fail, and take the write lock up front so transactions never deadlock on upgrade.
     _db["OPTIONS"] = {
-        "timeout": 30,
+        "timeout": GATEWAY.database.timeout_seconds,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # A file (not memory) so that gateway processes started by tests see the test database;
     # one per test run, so that concurrent runs never share one.
     _db["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+    # SQLite creates the file with the umask's mode (and its -wal/-shm with the file's): make
+    # it 0600 before the first connection.
+    if _db.get("NAME") and _db["NAME"] != ":memory:":
+        with contextlib.suppress(OSError):  # a missing folder: SQLite says so itself
+            _private_file(_db["NAME"])
+            for _suffix in ("", "-wal", "-shm", "-journal"):
+                if os.path.exists(_db["NAME"] + _suffix):
+                    os.chmod(_db["NAME"] + _suffix, 0o600)
 else:
     # Under ASGI each request runs in its own context, so Django would open (and authenticate)
     # a new PostgreSQL connection per request; a pool keeps them (with CONN_MAX_AGE at its
     # default, 0, as pooling requires).
     _db["OPTIONS"] = {
-        "pool": {"min_size": 1, "max_size": GATEWAY.database.pool_max_size, "timeout": 10}
+        "pool": {
+            "min_size": 1,
+            "max_size": GATEWAY.database.pool_max_size,
+            "timeout": min(10, GATEWAY.database.timeout_seconds),
+        },
+        "options": f"-c lock_timeout={round(GATEWAY.database.timeout_seconds * 1000)}",
     }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -212,7 +240,7 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
-    "SIGNING_KEY": GATEWAY.jwt.signing_key or SECRET_KEY,
+    "SIGNING_KEY": secret_value(GATEWAY.jwt.signing_key) or SECRET_KEY,
     "AUTH_HEADER_TYPES": ("Bearer",),
 }
 
@@ -222,6 +250,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's defaults, with JSON nested at most config.jsonlimits.MAX_DEPTH levels.
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
@@ -279,6 +313,11 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # --- Security -----------------------------------------------------------------------------------
+# Request bodies are limited per route before Django reads them (config/bodylimit.py):
+# server.max_api_body_bytes here, 5 MB on the price CSV imports. Django's own limit on form
+# data is the largest of those, so that it never refuses what the guard let through (the
+# import's Apply posts the previewed CSV, up to 5 MB, as a form field).
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(GATEWAY.server.max_api_body_bytes, IMPORT_BODY_BYTES)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"

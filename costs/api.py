@@ -19,11 +19,11 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, MultiPartParser
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.permissions import IsAdminUser  # is_superuser, not is_staff
 from costs import services
 from costs.models import ModelPrice
 from costs.pricing import micros_to_usd_per_mtok, usd_per_mtok_to_micros

@@ -182,6 +182,19 @@ def model_base_id(model_id: str) -> tuple[str, str | None]:
     return text, None
 
 
+def priced_base_id(model_id: str) -> str | None:
+    """The base id of `model_id` when the price table in memory has a price for it, else None.
+
+    No I/O (safe on the event loop): it reads the table as last loaded, which may be up to
+    RECHECK_SECONDS stale, or none yet (then None).
+    """
+    table = _table
+    if table is None:
+        return None
+    base = model_base_id(model_id)[0]
+    return base if base in table.rows else None
+
+
 def model_family(model_id: str) -> str | None:
     """'opus', 'sonnet', 'haiku', 'fable', ... or None for a non-Claude id."""
     match = _FAMILY_RE.search(model_base_id(model_id)[0])

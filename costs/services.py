@@ -322,6 +322,16 @@ def prices_import_preview(*, text: str) -> ImportPreview:
             None, errors=[RowError(None, None, f"file is larger than {_mb(MAX_IMPORT_BYTES)}")]
         )
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
+    try:
+        return _preview_of(reader)
+    except csv.Error as exc:  # a field over csv.field_size_limit(), a broken quote, ...
+        message = str(exc)
+        if "field limit" in message:
+            message = f"has a field longer than {csv.field_size_limit()} characters"
+        return ImportPreview(None, errors=[RowError(reader.line_num or 1, None, message)])
+
+
+def _preview_of(reader) -> ImportPreview:  # noqa: ANN001 - a csv.reader
     header = next(reader, None)
     columns = [name.strip().lower() for name in header or []]
     fmt = _detect_format(columns)

@@ -29,7 +29,8 @@ a prefix seen within its TTL (5 minutes, or 1 hour for ``ttl: "1h"``) is read fr
 
 Knobs, as flags or per-request headers (header wins): ``x-emulator-ttfb-ms``,
 ``-tokens-per-second``, ``-reply-tokens``, ``-error``, ``-error-rate``, ``-stream-error``,
-``-stream-error-after``, ``-cut-after``, ``-stall-ms``, ``-stall-after``, ``-tool-use``.
+``-stream-error-after``, ``-cut-after``, ``-stall-ms``, ``-stall-after``, ``-tool-use``,
+``-tokens-per-delta``, ``-omit-usage``.
 
 ``emulator.eventstream`` holds the event-stream encoder and an incremental, CRC-checking decoder
 that the gateway reuses to read usage from relayed streams.

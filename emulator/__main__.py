@@ -73,6 +73,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="when tools are given and tool_choice does not force one: reply with a tool_use "
         "by the auto rule, always, or never",
     )
+    knobs.add_argument("--tokens-per-delta", type=int, default=defaults.tokens_per_delta)
+    knobs.add_argument(
+        "--omit-usage", action="store_true", help="answer without usage (an unmeterable model)"
+    )
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
@@ -93,6 +97,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         stall_ms=args.stall_ms,
         stall_after=args.stall_after,
         tool_use=args.tool_use,
+        tokens_per_delta=max(1, args.tokens_per_delta),
+        omit_usage=args.omit_usage,
     )
     betas = None if args.allowed_betas.strip() == "*" else _csv(args.allowed_betas)
     return Settings(

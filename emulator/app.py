@@ -214,6 +214,7 @@ class Emulator:
             reply_tokens=knobs.reply_tokens,
             cache=self.cache,
             tool_use=knobs.tool_use,
+            tokens_per_delta=knobs.tokens_per_delta,
         )
 
     def _complete_converse(self, raw: bytes, model: str, knobs: Knobs) -> messages.Completion:
@@ -232,7 +233,14 @@ class Emulator:
     ) -> None:
         completion = self._complete(_parse_json(raw), model, knobs)
         await _sleep_generation(knobs, completion.output_tokens)
-        payload = json.dumps(messages.message_body(completion), separators=(",", ":")).encode()
+        body = messages.message_body(completion)
+        if not model.startswith("anthropic."):
+            body = messages.nova_body(completion)
+        if knobs.omit_usage:
+            body.pop("usage", None)
+            await _respond(send, 200, json.dumps(body).encode(), request_id)
+            return
+        payload = json.dumps(body, separators=(",", ":")).encode()
         usage = completion.usage
         headers = [
             (b"x-amzn-bedrock-invocation-latency", str(_ms_since(started)).encode()),
@@ -269,6 +277,9 @@ class Emulator:
         def encode(index: int, event: dict[str, Any]) -> bytes:
             if index == 0:
                 first_byte[0] = _ms_since(started)
+            if knobs.omit_usage:
+                event = _without_usage(event)
+                return encode_chunk(event, index)
             if event["type"] == "message_stop":
                 event = {
                     "type": "message_stop",
@@ -473,3 +484,15 @@ async def _send_stream_error(send: Send, name: str) -> None:
 def create_app(settings: Settings | None = None) -> Emulator:
     """The ASGI application for ``settings`` (defaults: example credentials, any bearer key)."""
     return Emulator(settings)
+
+
+def _without_usage(event: dict[str, Any]) -> dict[str, Any]:
+    """A stream event with every usage figure taken out (the `omit-usage` knob)."""
+    if event["type"] == "message_start":
+        message = {k: v for k, v in event["message"].items() if k != "usage"}
+        return {**event, "message": message}
+    if event["type"] in ("message_delta", "message_stop"):
+        return {
+            k: v for k, v in event.items() if k not in ("usage", "amazon-bedrock-invocationMetrics")
+        }
+    return event

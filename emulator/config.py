@@ -59,6 +59,8 @@ class Knobs:
     stall_ms: float = 0.0  # pause mid-stream ...
     stall_after: int = 1  # ... after this many events
     tool_use: str = "auto"  # auto (the rule in the README), always or never, when tools are given
+    tokens_per_delta: int = 1  # output tokens per text delta of a stream (Bedrock sends several)
+    omit_usage: bool = False  # answer without any usage (a model whose usage cannot be read)
 
 
 def _name(value: str) -> str | None:
@@ -74,6 +76,19 @@ def _tool_use(value: str) -> str:
     if mode not in TOOL_USE_MODES:
         raise ValueError(value)
     return mode
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
+def _flag(value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(value)
+    return value.lower() in ("true", "1")
 
 
 def _count(value: str) -> int | None:
@@ -93,6 +108,8 @@ KNOB_HEADERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "x-emulator-stall-ms": ("stall_ms", float),
     "x-emulator-stall-after": ("stall_after", int),
     "x-emulator-tool-use": ("tool_use", _tool_use),
+    "x-emulator-tokens-per-delta": ("tokens_per_delta", _positive),
+    "x-emulator-omit-usage": ("omit_usage", _flag),
 }
 
 

@@ -298,6 +298,7 @@ def complete(
     reply_tokens: int,
     cache: PromptCache,
     tool_use: str = "auto",
+    tokens_per_delta: int = 1,
 ) -> Completion:
     """The reply to a validated body: blocks, stop reason and usage (cache accounted)."""
     prompt = Prompt(body)
@@ -351,6 +352,9 @@ def complete(
             deltas, stop_sequence, tokens = _apply_stops(deltas, stops)
             if stop_sequence is not None:
                 stop_reason = "stop_sequence"
+        if tokens_per_delta > 1:  # real Bedrock deltas carry several tokens each
+            n = tokens_per_delta
+            deltas = ["".join(deltas[i : i + n]) for i in range(0, len(deltas), n)]
         blocks.append(Block("text", deltas, tokens))
 
     return Completion(
@@ -439,6 +443,21 @@ def message_body(completion: Completion) -> dict[str, Any]:
         "stop_reason": completion.stop_reason,
         "stop_sequence": completion.stop_sequence,
         "usage": usage_body(completion.usage, completion.output_tokens),
+    }
+
+
+def nova_body(completion: Completion) -> dict[str, Any]:
+    """The ``invoke`` body of an Amazon Nova model: not Anthropic's shape (its usage is
+    `inputTokens` / `outputTokens`), so a gateway that reads only Anthropic usage sees none."""
+    text = "".join("".join(b.deltas) for b in completion.blocks if b.kind == "text")
+    return {
+        "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+        "stopReason": completion.stop_reason,
+        "usage": {
+            "inputTokens": completion.usage.input_tokens,
+            "outputTokens": completion.output_tokens,
+            "totalTokens": completion.usage.input_tokens + completion.output_tokens,
+        },
     }
 
 

@@ -48,6 +48,8 @@ KNOWN_MODELS: frozenset[str] = frozenset(
         "anthropic.claude-fable-5-1",
         "anthropic.claude-fable-5-2",
         "anthropic.claude-mythos-5",
+        # One model of another family: its answers are not Anthropic-shaped.
+        "amazon.nova-micro-v1:0",
     }
 )
 
@@ -58,6 +60,7 @@ ON_DEMAND_MODELS: frozenset[str] = frozenset(
         "anthropic.claude-3-5-haiku-20241022-v1:0",
         "anthropic.claude-3-5-sonnet-20240620-v1:0",
         "anthropic.claude-3-5-sonnet-20241022-v2:0",
+        "amazon.nova-micro-v1:0",
     }
 )
 

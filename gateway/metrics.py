@@ -6,9 +6,49 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from config.conf import secret_value
+from costs.pricing import priced_base_id
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
-REQUESTS = Counter("gateway_requests_total", "Proxied requests", ["route", "model", "status"])
+OTHER_MODEL = "other"
+
+
+def model_label(model_id: str) -> str:
+    """The `model` label: the base model id when it has a price, else `other`.
+
+    Model ids come from clients: raw, they would make one series per made-up id (unbounded,
+    and a NUL byte was seen). Priced base ids are a short list the administrators keep.
+    """
+    return priced_base_id(model_id) or OTHER_MODEL
+
+
+class _ModelLabelled:
+    """A metric whose `model` label (by name or position) is mapped through `model_label`."""
+
+    def __init__(self, metric, labelnames: list[str]) -> None:
+        self._metric = metric
+        self._index = labelnames.index("model")
+
+    def labels(self, *values: str, **named: str):  # noqa: ANN201 - prometheus' child
+        if "model" in named:
+            named["model"] = model_label(named["model"])
+        elif len(values) > self._index:
+            values = list(values)
+            values[self._index] = model_label(values[self._index])
+        return self._metric.labels(*values, **named)
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - everything else is the metric's
+        return getattr(self._metric, name)
+
+
+def _by_model(metric_class, name: str, documentation: str, labelnames: list[str]):  # noqa: ANN001, ANN202
+    return _ModelLabelled(metric_class(name, documentation, labelnames), labelnames)
+
+
+REQUESTS = _by_model(
+    Counter, "gateway_requests_total", "Proxied requests", ["route", "model", "status"]
+)
 LATENCY = Histogram(
     "gateway_request_seconds", "Whole-call latency", ["route"], buckets=_LATENCY_BUCKETS
 )
@@ -18,13 +58,16 @@ TTFB = Histogram(
     ["route"],
     buckets=_LATENCY_BUCKETS,
 )
-TOKENS = Counter("gateway_tokens_total", "Tokens metered", ["model", "kind"])
-COST = Counter("gateway_cost_micros_total", "Cost metered, micro-dollars", ["model"])
+TOKENS = _by_model(Counter, "gateway_tokens_total", "Tokens metered", ["model", "kind"])
+COST = _by_model(Counter, "gateway_cost_micros_total", "Cost metered, micro-dollars", ["model"])
 CAP_REJECTIONS = Counter(
     "gateway_cap_rejections_total", "Calls refused by a cap", ["cap_type", "limit_type"]
 )
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Upstream failures", ["kind"])
 RECORDING = Gauge("gateway_calls_recording", "Finished calls whose usage is being recorded")
+SPOOL_DEPTH = Gauge(
+    "gateway_usage_spool_depth", "Usage records waiting in the disk spool for the database"
+)
 BETA_RETRIES = Counter(
     "gateway_beta_retries_total", "Calls retried once without betas the upstream rejected"
 )
@@ -33,7 +76,7 @@ _LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    token = settings.GATEWAY.server.metrics_token
+    token = secret_value(settings.GATEWAY.server.metrics_token)
     supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     allowed = (token and hmac.compare_digest(supplied, token)) or (
         not token and request.META.get("REMOTE_ADDR") in _LOOPBACK

@@ -7,11 +7,15 @@ The hot path reads a per-process snapshot of the table, never the database when 
   process within VERSION_CHECK_SECONDS;
 - the embedded default's locmem cache is per process, so there a snapshot is also reloaded when
   older than LOCAL_MAX_AGE_SECONDS (another process's edit shows within a few seconds); on Redis
-  MAX_AGE_SECONDS only catches edits made outside the admin (a shell, SQL).
+  MAX_AGE_SECONDS only catches edits made outside the admin (a shell, SQL);
+- a cache that cannot be read (Redis down) is an unknown version: the snapshot is then reloaded
+  from the database when older than LOCAL_MAX_AGE_SECONDS, as on the embedded default, and once
+  the cache answers again its version differs, so the snapshot is reloaded at once.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +26,13 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.locmem import LocMemCache
 
+from config import redis_clients
+
+logger = logging.getLogger(__name__)
+
 VERSION_KEY = "gateway:model_map:version"
+# The version of a snapshot loaded while the cache could not be read (equal to no real one).
+UNKNOWN_VERSION = object()
 VERSION_CHECK_SECONDS = 1.0
 LOCAL_MAX_AGE_SECONDS = 5.0
 MAX_AGE_SECONDS = 300.0
@@ -107,12 +117,21 @@ def _load(version: object, now: float) -> _Snapshot:
     return _Snapshot(by_name=by_name, version=version, loaded_at=now)
 
 
+def _cache_version() -> object:
+    try:
+        return cache.get(VERSION_KEY)
+    except Exception as exc:  # noqa: BLE001 - django-redis raises its own ConnectionInterrupted
+        redis_clients.warn_unavailable("model map", exc)
+        return UNKNOWN_VERSION
+
+
 def _refresh() -> _Snapshot:
     # Runs at most about once a second per process: a cache read, and a query only on change.
     now = time.monotonic()
-    version = cache.get(VERSION_KEY)
+    version = _cache_version()
     snapshot = _state.snapshot
-    if snapshot is None or snapshot.version != version or now - snapshot.loaded_at >= _max_age():
+    max_age = LOCAL_MAX_AGE_SECONDS if version is UNKNOWN_VERSION else _max_age()
+    if snapshot is None or snapshot.version != version or now - snapshot.loaded_at >= max_age:
         snapshot = _load(version, now)
         _state.snapshot = snapshot
     _state.checked_at = now
@@ -164,5 +183,9 @@ async def aactive_models() -> list[ModelEntry]:
 
 def model_map_invalidate() -> None:
     """Call after any change to ModelAlias rows: this process at once, others within seconds."""
-    cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
     _state.snapshot = None
+    try:
+        cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    except Exception as exc:  # noqa: BLE001 - django-redis raises its own ConnectionInterrupted
+        # Other processes see the edit when their snapshot ages out (or the cache comes back).
+        logger.warning("model map change not published (cache unavailable): %s", exc)

@@ -1,13 +1,23 @@
 """Usage records written in batches: calls that finish within a few milliseconds of each other
 share one insert and one counter update (`usage_record_many`), instead of a thread hop, an
 insert and a Redis round trip each. Each caller still waits until its own call is written, so
-a finished call is recorded exactly as before, only cheaper under load."""
+a finished call is recorded exactly as before, only cheaper under load.
+
+When the database cannot take a batch (down, locked, pool exhausted), the batch goes to the
+durable spool (`usage.spool`) instead, and a replay task writes it to the database as soon as
+it answers again; a call counts as recorded once it is in either place.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+from gateway import metrics
+from usage import spool
 from usage.services import CallRecord, ausage_record_many
 
 logger = logging.getLogger(__name__)
@@ -15,6 +25,21 @@ logger = logging.getLogger(__name__)
 # How long the first call of a batch waits for others, and the most a batch holds.
 WINDOW_SECONDS = 0.005
 MAX_BATCH = 200
+# How often a replay retries while the database is still away.
+REPLAY_RETRY_SECONDS = 1.0
+
+
+def _replay() -> int:
+    close_old_connections()  # a pool thread: drop a connection that broke while the db was down
+    try:
+        return spool.spool_replay()
+    finally:
+        metrics.SPOOL_DEPTH.set(spool.spool_depth())
+
+
+def _append(calls: list[CallRecord]) -> None:
+    spool.spool_append(calls)
+    metrics.SPOOL_DEPTH.set(spool.spool_depth())
 
 
 class Recorder:
@@ -23,6 +48,7 @@ class Recorder:
     def __init__(self) -> None:
         self._pending: list[tuple[CallRecord, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._replaying: asyncio.Task | None = None
 
     async def record(self, call: CallRecord) -> None:
         future = asyncio.get_running_loop().create_future()
@@ -41,18 +67,44 @@ class Recorder:
         if batch:
             asyncio.get_running_loop().create_task(self._write(batch))
 
-    @staticmethod
-    async def _write(batch: list[tuple[CallRecord, asyncio.Future]]) -> None:
+    async def _write(self, batch: list[tuple[CallRecord, asyncio.Future]]) -> None:
+        calls = [call for call, _ in batch]
         try:
-            await ausage_record_many(calls=[call for call, _ in batch])
-        except Exception as exc:  # noqa: BLE001 - each waiting call learns of the failure
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+            await ausage_record_many(calls=calls)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the records must survive
+            logger.warning("recording %d call(s) failed (%s): spooling them", len(calls), exc)
+            try:
+                await sync_to_async(_append, thread_sensitive=False)(calls)
+            except Exception as spool_exc:  # noqa: BLE001 - each waiting call learns of it
+                logger.exception("spooling %d usage record(s) failed", len(calls))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(spool_exc)
+                return
+            self.replay_soon()
+        else:
+            if spool.spool_pending():  # spooled here or by another process: the db is back
+                self.replay_soon()
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+
+    def replay_soon(self) -> asyncio.Task:
+        """Start replaying the spool (once per loop at a time) until it is empty."""
+        if self._replaying is None or self._replaying.done():
+            self._replaying = asyncio.get_running_loop().create_task(self._replay_until_empty())
+        return self._replaying
+
+    @staticmethod
+    async def _replay_until_empty() -> None:
+        while True:
+            try:
+                await sync_to_async(_replay, thread_sensitive=False)()
+            except Exception as exc:  # noqa: BLE001 - still away: try again shortly
+                logger.info("spool replay deferred: %s", exc)
+            if not spool.spool_pending():
+                return
+            await asyncio.sleep(REPLAY_RETRY_SECONDS)
 
 
 _recorders: dict[int, Recorder] = {}

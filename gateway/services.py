@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from django.conf import settings
 
 from accounts.authentication import AuthFailed, Principal, aauthenticate_credentials
 from caps.estimates import estimate_usage
@@ -27,7 +30,7 @@ from caps.services import (
     headroom_headers,
 )
 from config import clock
-from costs.pricing import Usage, acall_cost_micros
+from costs.pricing import Usage, acall_cost_micros, model_base_id
 from gateway import metrics
 from gateway.errors import ProxyError
 from gateway.recorder import recorder
@@ -49,6 +52,7 @@ class ProxyCall:
     user_agent: str
     session_id: str | None
     reservation: Reservation | None = None
+    estimate: Usage | None = None
     call_id: uuid.UUID = field(default_factory=uuid.uuid4)
     started_at: datetime = field(default_factory=clock.now)
     started: float = field(default_factory=time.perf_counter)
@@ -68,7 +72,9 @@ class ProxyCall:
         return headroom_headers(self.reservation) if self.reservation else {}
 
     def finish(self, usage: Usage | None) -> asyncio.Task:
-        """Record and settle, once; `usage` None means the call never reached Bedrock."""
+        """Record and settle, once. `usage` None: the call never reached Bedrock or, when it
+        answered 200, its usage could not be read (then it counts at the reservation's
+        estimate, never as nothing)."""
         if self._finish is None:
             self._finish = asyncio.create_task(self._record(usage))
             _finishing.add(self._finish)
@@ -78,6 +84,12 @@ class ProxyCall:
 
     async def _record(self, usage: Usage | None) -> None:
         latency = time.perf_counter() - self.started
+        if usage is None and self.reached_upstream and self.upstream_status == 200:
+            usage = self.estimate or Usage()
+            self.error_type = self.error_type or "usage_unreadable"
+            logger.warning(
+                "call %s: no usage in a 200 answer; counted at its estimate", self.call_id
+            )
         status = str(self.upstream_status or 0)
         metrics.REQUESTS.labels(self.route, self.model_id, status).inc()
         if self.error_type and self.error_type != "client_disconnected":
@@ -152,6 +164,50 @@ async def authenticate(headers) -> Principal:
         raise ProxyError("auth", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
 
 
+# Bedrock's model id shapes: a base id (`anthropic.claude-sonnet-4-6`,
+# `anthropic.claude-3-5-haiku-20241022-v1:0`), the same behind an inference-profile prefix
+# (`us.`, `global.`), or an ARN (`arn:aws:bedrock:us-east-1:123456789012:inference-profile/…`).
+# Printable ASCII only; the usage record's columns hold the longest id accepted.
+MAX_MODEL_ID = 200
+_MODEL_ID = re.compile(
+    r"(?:arn:aws(?:-[a-z]+)*:bedrock:[a-z0-9-]*:[0-9]{0,12}:[a-z-]+/)?"
+    r"[A-Za-z0-9][A-Za-z0-9._-]*(?::[A-Za-z0-9._-]+)*(?:/[A-Za-z0-9][A-Za-z0-9._:-]*)?"
+)
+MAX_SESSION_ID = 100
+
+
+def _checked_model_id(model_id: str) -> str:
+    if len(model_id) > MAX_MODEL_ID or not _MODEL_ID.fullmatch(model_id):
+        raise ProxyError(
+            "invalid",
+            f"Invalid model identifier: expected a Bedrock model id, inference profile or ARN "
+            f"of at most {MAX_MODEL_ID} characters.",
+        )
+    # Only families whose answers carry usage the gateway reads: the rest would be metered
+    # as nothing, and token and cost caps would never fill.
+    base = model_base_id(model_id)[0]
+    family = base.split(".", 1)[0] if "." in base else ""
+    served = settings.GATEWAY.aws.served_model_families
+    if family not in served:
+        raise ProxyError(
+            "invalid",
+            f"Model {base!r} is not served by this gateway: it meters only the model families "
+            f"{', '.join(served)}.",
+        )
+    return model_id
+
+
+def _checked_session_id(session_id: str | None) -> str | None:
+    if session_id is None:
+        return None
+    if len(session_id) > MAX_SESSION_ID or not session_id.isprintable():
+        raise ProxyError(
+            "invalid",
+            f"Invalid X-Claude-Code-Session-Id: at most {MAX_SESSION_ID} printable characters.",
+        )
+    return session_id or None
+
+
 async def call_begin(
     *,
     principal: Principal,
@@ -161,16 +217,19 @@ async def call_begin(
     body: dict,
     headers,
 ) -> ProxyCall:
-    """Everything before Bedrock: the cap reservation (429 / 503 as ProxyError)."""
+    """Everything before Bedrock: the client's strings checked (400), then the cap reservation
+    (429 / 503), each as a ProxyError."""
     call = ProxyCall(
         principal=principal,
-        model_id=model_id,
+        model_id=_checked_model_id(model_id),
         route=route,
         streaming=streaming,
         user_agent=headers.get("User-Agent", ""),
-        session_id=headers.get("X-Claude-Code-Session-Id"),
+        session_id=_checked_session_id(headers.get("X-Claude-Code-Session-Id")),
     )
-    estimate = estimate_usage(user_id=principal.user_id, model_id=model_id, body=body)
+    estimate = call.estimate = estimate_usage(
+        user_id=principal.user_id, model_id=model_id, body=body
+    )
     try:
         call.reservation = await cap_reserve(
             user_id=principal.user_id, model_id=model_id, estimate=estimate, now=call.started_at

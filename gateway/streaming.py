@@ -85,6 +85,8 @@ async def _pump(
         call.error_type = call.error_type or (
             "server_shutdown" if shutdown else "client_disconnected"
         )
+        if shutdown:  # the client is still there: it must see the end now, not wait for it
+            _end_now(queue, on_error("server_shutdown", "The gateway is shutting down."))
         await response.aclose()
         await asyncio.shield(call.finish(meter.result()))
         if isinstance(exc, asyncio.CancelledError):
@@ -94,6 +96,15 @@ async def _pump(
     for item in (tail,) if tail is _ABORT else (tail, _DONE):
         if item:
             await asyncio.wait_for(queue.put(item), put_timeout)
+
+
+def _end_now(queue: asyncio.Queue, tail: bytes | None) -> None:
+    # Without waiting: what the client has not read yet gives way to the end (64 chunks at most).
+    items = (_ABORT,) if tail is None else (tail, _DONE)
+    while queue.qsize() > queue.maxsize - len(items):
+        queue.get_nowait()
+    for item in items:
+        queue.put_nowait(item)
 
 
 async def _drain(queue: asyncio.Queue) -> AsyncIterator[bytes]:

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -24,7 +25,10 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, EventStreamError
 from django.conf import settings
 
+from config.conf import secret_value
 from costs.pricing import Usage
+
+logger = logging.getLogger(__name__)
 
 # The emulator's default test credentials: AWS's documented example pair.
 EMULATOR_ACCESS_KEY = "AKIDEXAMPLE"
@@ -56,7 +60,9 @@ def _credentials() -> Credentials | None:
     if aws.bedrock_api_key:
         return None
     if aws.access_key_id:
-        return Credentials(aws.access_key_id, aws.secret_access_key, aws.session_token)
+        return Credentials(
+            aws.access_key_id, secret_value(aws.secret_access_key), secret_value(aws.session_token)
+        )
     if aws.upstream == "emulator":
         return Credentials(EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY)
     credentials = botocore.session.get_session().get_credentials()
@@ -68,7 +74,7 @@ def _credentials() -> Credentials | None:
 def _signed_headers(method: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
     aws = settings.GATEWAY.aws
     if aws.bedrock_api_key:
-        return {**headers, "Authorization": f"Bearer {aws.bedrock_api_key}"}
+        return {**headers, "Authorization": f"Bearer {secret_value(aws.bedrock_api_key)}"}
     credentials = _credentials().get_frozen_credentials()
     request = AWSRequest(method=method, url=url, data=body, headers=headers)
     SigV4Auth(credentials, "bedrock", aws.region).add_auth(request)
@@ -123,13 +129,20 @@ def model_url(model_id: str, verb: str) -> str:
 
 
 def _failure(exc: BaseException) -> Exception:
-    """Our exception for an aiohttp failure: unreachable (never reached Bedrock) or timeout."""
-    text = str(exc) or type(exc).__name__
+    """Our exception for an aiohttp failure: unreachable (never reached Bedrock) or timeout.
+
+    aiohttp's text names the upstream host and port; it is logged here and never carried in
+    the exception, whose text may reach a client's error body.
+    """
+    detail = str(exc) or type(exc).__name__
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamUnavailable(text)
+        logger.warning("upstream unreachable: %s: %s", type(exc).__name__, detail)
+        return UpstreamUnavailable("connection failed")
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return UpstreamTimeout(text)
-    return UpstreamUnavailable(text)
+        logger.warning("upstream timed out: %s", detail)
+        return UpstreamTimeout("timed out")
+    logger.warning("upstream failed: %s: %s", type(exc).__name__, detail)
+    return UpstreamUnavailable("connection lost")
 
 
 _FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
@@ -198,18 +211,38 @@ def usage_from_converse(usage: dict) -> Usage:
     )
 
 
+def _delta_chars(delta: object) -> int:
+    """Characters of generated text in one delta (Anthropic's or Converse's shape)."""
+    if not isinstance(delta, dict):
+        return 0
+    total = 0
+    for key in ("text", "partial_json", "thinking"):
+        value = delta.get(key)
+        if isinstance(value, str):
+            total += len(value)
+    for key in ("toolUse", "reasoningContent"):
+        inner = delta.get(key)
+        if isinstance(inner, dict):
+            value = inner.get("input") or inner.get("text")
+            total += len(value) if isinstance(value, str) else 0
+    return total
+
+
 @dataclass
 class StreamMeter:
     """Reads token usage from a copy of the relayed event stream, frame by frame.
 
     Input and cache tokens come from `message_start`; output from `message_delta` (cumulative)
-    or the final invocation metrics. If the stream is cut before those, output is the number of
-    deltas seen: a lower bound that counts what was generated and relayed.
+    or the final invocation metrics. If the stream is cut before those, output is what the
+    deltas relayed: the larger of their count and their text's size in tokens (characters / 4,
+    rounded up), since one Bedrock delta carries several tokens.
     """
 
     converse: bool = False
     usage: Usage = field(default_factory=Usage)
+    seen_usage: bool = False
     deltas: int = 0
+    delta_chars: int = 0
     final_output: int | None = None
     exception: tuple[str, str] | None = None
     _buffer: EventStreamBuffer = field(default_factory=EventStreamBuffer)
@@ -243,30 +276,40 @@ class StreamMeter:
             event_type = headers.get(":event-type")
             if event_type == "contentBlockDelta":
                 self.deltas += 1
+                self.delta_chars += _delta_chars(event.get("delta"))
             elif event_type == "metadata" and "usage" in event:
                 self.final_output = None
+                self.seen_usage = True
                 self.usage = usage_from_converse(event["usage"])
             return {"type": event_type, **event}
         event = json.loads(base64.b64decode(json.loads(payload)["bytes"]))
         kind = event.get("type")
         if kind == "message_start":
-            self.usage = usage_from_message(event.get("message", {}).get("usage", {}))
+            usage = event.get("message", {}).get("usage")
+            self.seen_usage = isinstance(usage, dict) and "input_tokens" in usage
+            self.usage = usage_from_message(usage if self.seen_usage else {})
         elif kind == "content_block_delta":
             self.deltas += 1
+            self.delta_chars += _delta_chars(event.get("delta"))
         elif kind == "message_delta":
-            self.final_output = int((event.get("usage") or {}).get("output_tokens") or 0)
+            usage = event.get("usage")
+            if isinstance(usage, dict) and "output_tokens" in usage:
+                self.final_output = int(usage["output_tokens"] or 0)
         elif kind == "message_stop":
             metrics = event.get("amazon-bedrock-invocationMetrics") or {}
             if "outputTokenCount" in metrics:
                 self.final_output = int(metrics["outputTokenCount"])
         return event
 
-    def result(self) -> Usage:
+    def result(self) -> Usage | None:
+        """The call's usage; None when the stream carried none to read."""
+        if not self.seen_usage and self.final_output is None:
+            return None
         if self.converse and self.final_output is None and self.usage.output_tokens:
             return self.usage
         output = self.final_output
         if output is None:
-            output = max(self.usage.output_tokens, self.deltas)
+            output = max(self.usage.output_tokens, self.deltas, -(-self.delta_chars // 4))
         return Usage(
             input_tokens=self.usage.input_tokens,
             output_tokens=output,

@@ -8,11 +8,13 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from config import jsonlimits
 from costs.pricing import Usage
-from gateway import anthropic, betas, metrics, upstream
+from gateway import anthropic, betas, limits, metrics, upstream
 from gateway.errors import Family, ProxyError
 from gateway.services import ProxyCall, authenticate, call_begin
 from gateway.streaming import relay
@@ -44,12 +46,27 @@ def _read_json(request: HttpRequest) -> dict:
     if len(raw) > limit:
         raise ProxyError("too_large", f"Request body exceeds the limit of {limit} bytes.")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = jsonlimits.loads(raw)  # UTF-8 only, nested at most jsonlimits.MAX_DEPTH deep
+    except jsonlimits.JsonTooDeep as exc:
+        raise ProxyError("invalid", f"Request body: {exc}") from None
+    except UnicodeDecodeError:
+        raise ProxyError("invalid", "Request body is not valid UTF-8.") from None
+    except ValueError:
         raise ProxyError("invalid", "Request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise ProxyError("invalid", "Request body must be a JSON object.")
     return body
+
+
+# The database could not serve this request in time (down, locked, its pool exhausted by a
+# burst): a quick 503 the client retries, never a 500 or a hang.
+DB_UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+def _busy() -> ProxyError:
+    return ProxyError(
+        "unavailable", "The gateway is busy; retry shortly.", headers={"Retry-After": "1"}
+    )
 
 
 def _relayed_headers(response, call: ProxyCall) -> dict[str, str]:
@@ -127,7 +144,7 @@ async def _send(
     """Send upstream without the betas it is known to reject; on a new beta rejection, learn
     which betas it rejects and retry once without them. Returns the response and, when it had
     to be read already, its body."""
-    known = betas.rejected()
+    known = betas.rejected(model_id)
     if known:
         body, headers = betas.strip(body, known), _headers_without(headers, known)
     payload = json.dumps(body).encode()
@@ -161,13 +178,20 @@ async def _read_whole(call: ProxyCall, response) -> bytes:
         raise
 
 
-def _usage_of(raw: bytes, converse: bool) -> Usage:
+def _usage_of(raw: bytes, converse: bool) -> Usage | None:
+    """The usage in an answer's body; None when there is none to read (the call then counts
+    at its estimate)."""
     try:
         data = json.loads(raw)
     except ValueError:
-        return Usage()
-    if not isinstance(data, dict) or not isinstance(data.get("usage"), dict):
-        return Usage()
+        return None
+    usage = data.get("usage") if isinstance(data, dict) else None
+    # Another family's usage object (Nova's `inputTokens` on invoke) is not ours to read.
+    if (
+        not isinstance(usage, dict)
+        or ("outputTokens" if converse else "output_tokens") not in usage
+    ):
+        return None
     if converse:
         return upstream.usage_from_converse(data["usage"])
     return upstream.usage_from_message(data["usage"])
@@ -183,6 +207,8 @@ async def bedrock_model(request: HttpRequest, model_id: str, verb: str) -> HttpR
     request_id = str(uuid.uuid4())
     try:
         response = await _bedrock_model(request, model_id, verb)
+    except DB_UNAVAILABLE:
+        response = _busy().response(Family.BEDROCK, request_id)
     except ProxyError as exc:
         response = exc.response(Family.BEDROCK, request_id)
     return _nosniff(response)
@@ -199,7 +225,9 @@ async def _bedrock_model(request: HttpRequest, model_id: str, verb: str) -> Http
     principal = await authenticate(request.headers)
     body = _read_json(request)
     if verb == "count-tokens":
+        await limits.count_tokens_check(principal)
         return await _bedrock_count_tokens(model_id, json.dumps(body))
+    betas.check(body.get("anthropic_beta"), request.headers.get("anthropic-beta"))
     streams, route, converse = BEDROCK_VERBS[verb]
     estimate_body = _converse_as_messages(body) if converse else body
     if not isinstance(estimate_body.get("max_tokens", 1), int):
@@ -267,6 +295,8 @@ def _anthropic_view(handler: Callable) -> Callable:
         request_id = f"req_{uuid.uuid4().hex}"
         try:
             response = await handler(request)
+        except DB_UNAVAILABLE:
+            response = _busy().response(Family.ANTHROPIC, request_id)
         except ProxyError as exc:
             response = exc.response(Family.ANTHROPIC, request_id)
         except anthropic.AnthropicError as exc:
@@ -290,6 +320,7 @@ async def _messages(request: HttpRequest) -> HttpResponse:
     principal = await authenticate(request.headers)
     body = _read_json(request)
     model_id, bedrock_body, _betas = await anthropic.ato_bedrock_request(body, request.headers)
+    betas.check(_betas)
     requested = body["model"]
     streams = body.get("stream") is True
     route = "anthropic.messages_stream" if streams else "anthropic.messages"
@@ -353,7 +384,8 @@ async def _messages(request: HttpRequest) -> HttpResponse:
 
 
 async def _count_tokens(request: HttpRequest) -> HttpResponse:
-    await authenticate(request.headers)
+    principal = await authenticate(request.headers)
+    await limits.count_tokens_check(principal)
     body = _read_json(request)
     model_id, payload = await anthropic.ato_bedrock_count_tokens(body, request.headers)
     try:

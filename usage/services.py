@@ -25,13 +25,14 @@ from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncHour
 
 from config import clock
 from costs.pricing import Usage, call_cost_micros, model_base_id
 from usage.models import UsageRecord, UsageSummary
+from usage.spool import UNREACHABLE, spool_reject
 from usage.store import DatabaseStore, Increment, get_store
 from usage.windows import (
     HOUR,
@@ -197,7 +198,7 @@ def _record_row(call: CallRecord) -> UsageRecord:
         error_type=call.error_type,
         latency_ms=max(0, call.latency_ms),
         ttfb_ms=None if call.ttfb_ms is None else max(0, call.ttfb_ms),
-        request_id=call.request_id or "",
+        request_id=(call.request_id or "")[:100],  # the upstream's header: never trust its size
         client_family=call.client_family,
         session_id=call.session_id,
         started_at=call.started_at,
@@ -248,15 +249,28 @@ def usage_record_many(*, calls: list[CallRecord], now: datetime | None = None) -
     try:
         with transaction.atomic():
             UsageRecord.objects.bulk_create(records)
-    except IntegrityError:
-        # One of them was recorded already: one at a time, each idempotent on its call_id.
-        return inserted + sum(usage_record(call=call, now=now) is not None for call in current)
+    except UNREACHABLE:
+        raise  # nothing can be written now: the caller spools the whole batch
+    except DatabaseError:
+        # One of them was recorded already, or the database refuses one: one at a time, each
+        # idempotent on its call_id, so that one bad record never takes another's with it.
+        return inserted + sum(_record_one(call, now) for call in current)
     totals: dict[tuple[int, datetime], Totals] = {}
     for record in records:
         key = (record.user_id, floor_hour(record.started_at))
         totals[key] = totals.get(key, Totals()) + _record_totals(record)
     _live_add_many(totals)
     return inserted + len(records)
+
+
+def _record_one(call: CallRecord, now: datetime) -> bool:
+    try:
+        return usage_record(call=call, now=now) is not None
+    except UNREACHABLE:
+        raise
+    except DatabaseError as exc:
+        spool_reject(call, exc)
+        return False
 
 
 def _live_add(*, user_id: int, hour: datetime, totals: Totals) -> None:

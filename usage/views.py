@@ -31,8 +31,9 @@ from usage.windows import period_end, period_start
 PAGE_SIZE = 50
 EXPORT_BATCH = 1000
 RECENT_CALLS = 10
-# Spreadsheet programs run a cell starting with one of these as a formula (CSV injection).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheet programs run a cell starting with one of these as a formula (CSV injection):
+# OWASP's list, plus the full-width forms some spreadsheets normalise to their ASCII twins.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 # --- Presentation ---------------------------------------------------------------------------
@@ -182,7 +183,8 @@ def usage_page(request: HttpRequest) -> HttpResponse:
 
 def csv_safe(value: object) -> object:
     """A cell that a spreadsheet will not run as a formula."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    # Leading spaces or line feeds are skipped by some spreadsheets before a formula sign.
+    if isinstance(value, str) and value.lstrip(" \n").startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
 

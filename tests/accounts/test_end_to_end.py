@@ -1,5 +1,5 @@
 """End to end against a gateway process configured by environment alone:
-SSO sign-in -> JWT -> API key -> proxied call -> sign-out revokes the JWT."""
+SSO sign-in -> JWT and API key (from the session) -> proxied call -> sign-out revokes the JWT."""
 
 from __future__ import annotations
 
@@ -72,7 +72,14 @@ def test_sso_then_jwt_then_key_then_proxied_call(oidc_provider, emulator, refere
 
         with httpx.Client(timeout=20) as cli:  # no cookies: the token alone
             jwt_headers = {"Authorization": f"Bearer {pair['access']}"}
-            created = cli.post(f"{gateway.url}/api/keys", json={"name": "e2e"}, headers=jwt_headers)
+            # A token cannot mint a key (issue #14): only the signed-in session can.
+            minted = cli.post(f"{gateway.url}/api/keys", json={"name": "e2e"}, headers=jwt_headers)
+            assert minted.status_code == 403, minted.text
+            created = browser.post(
+                f"{gateway.url}/api/keys",
+                json={"name": "e2e"},
+                headers={"X-CSRFToken": csrf_token(browser)},
+            )
             assert created.status_code == 201, created.text
             key = created.json()["key"]
             call = cli.post(

@@ -225,3 +225,51 @@ def test_login_start_by_get_does_not_redirect_to_the_provider(client):
     # SOCIALACCOUNT_LOGIN_ON_GET is off: a link cannot start a sign-in (login CSRF).
     response = client.get(LOGIN_PATH)
     assert response.status_code == 200
+
+
+# --- email_verified (issue #14) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("claim", [False, None], ids=["false", "missing"])
+def test_it_refuses_an_unverified_email_from_an_oidc_provider(oidc_settings, auth_config, claim):
+    auth_config(admin_emails=["boss@example.com"], allowed_email_domains=["example.com"])
+    oidc_settings.email_verified = claim
+    client = Client()
+    response = sign_in(client, email="boss@example.com")
+    assert response.status_code == 403
+    assert signed_in_email(client) is None
+    assert not User.objects.filter(email="boss@example.com").exists()
+    event = AuditEvent.objects.get(action="login.failure")
+    assert event.detail["reason"] == "e-mail not verified"
+
+
+def test_it_refuses_an_unverified_email_of_an_existing_admin(oidc_settings, auth_config):
+    root = make_user("root@example.com", is_staff=True, is_superuser=True)
+    oidc_settings.email_verified = False
+    client = Client()
+    assert sign_in(client, email=root.email).status_code == 403
+    assert signed_in_email(client) is None
+    assert not SocialAccount.objects.exists()
+
+
+def test_require_email_verified_false_lets_an_unverified_email_sign_in(oidc_settings, auth_config):
+    from config.conf import OidcProviderConfig
+
+    auth_config(
+        oidc={
+            "demo": OidcProviderConfig(
+                client_id="x", server_url=oidc_settings.url, require_email_verified=False
+            )
+        }
+    )
+    oidc_settings.email_verified = False
+    client = Client()
+    assert sign_in(client, email="unverified@example.com").status_code == 302
+    assert signed_in_email(client) == "unverified@example.com"
+
+
+def test_a_verified_email_signs_in_as_before(oidc_settings):
+    assert oidc_settings.email_verified is True
+    client = Client()
+    assert sign_in(client, email="verified@example.com").status_code == 302
+    assert signed_in_email(client) == "verified@example.com"

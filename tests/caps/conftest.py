@@ -33,6 +33,7 @@ def _fresh_caches():
     """No caps cached in memory from an earlier test (user ids are reused after rollbacks)."""
     for store in _stores.values():
         store.caps_cache.clear()
+        store.rebuild_pending.clear()
     estimates._local.clear()
     price_table_reset()
     yield

@@ -23,7 +23,7 @@ def member_api(member):
 
 @pytest.fixture
 def admin_api(make_user):
-    admin = make_user("admin@example.com", is_staff=True)
+    admin = make_user("admin@example.com", is_staff=True, is_superuser=True)
     client = APIClient()
     client.force_authenticate(admin)
     return client
@@ -105,9 +105,40 @@ def test_user_cannot_set_a_cap_for_someone_else(member_api, make_user):
     response = member_api.post(
         "/api/usage/caps", {"cap_type": "daily", "max_requests": 1, "user": other.pk}, format="json"
     )
-    assert response.status_code == 400
-    assert "user" in response.json()
+    assert response.status_code == 403
+    assert "detail" in response.json()
     assert not UserCapConfig.objects.filter(user=other).exists()
+
+
+@pytest.mark.parametrize("target", ["other", "self", 987654, "abc", None])
+def test_it_refuses_a_user_field_from_a_non_admin_whatever_the_id(
+    member_api, member, make_user, target
+):
+    other = make_user("other@example.com")
+    user = {"other": other.pk, "self": member.pk}.get(target, target)
+    response = member_api.post(
+        "/api/usage/caps", {"cap_type": "daily", "max_requests": 1, "user": user}, format="json"
+    )
+    # The same 403 for an existing, a missing or a malformed id: nothing tells them apart.
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Only administrators set caps for a user."}
+    assert not UserCapConfig.objects.exists()
+
+
+@pytest.mark.parametrize("target", ["other", "self", 987654, "abc", None])
+def test_it_refuses_a_user_field_in_an_update_from_a_non_admin_whatever_the_id(
+    member_api, member, make_user, target
+):
+    other = make_user("other@example.com")
+    cap = cap_create(user_id=member.pk, cap_type="hourly", set_by="user", max_requests=10)
+    user = {"other": other.pk, "self": member.pk}.get(target, target)
+    response = member_api.put(
+        f"/api/usage/caps/{cap.pk}", {"max_requests": 5, "user": user}, format="json"
+    )
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Only administrators set caps for a user."}
+    cap.refresh_from_db()
+    assert cap.max_requests == 10
 
 
 def test_someone_elses_cap_is_a_404(member_api, make_user):

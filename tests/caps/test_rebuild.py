@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from caps.services import cap_create, cap_reserve_sync, cap_status, caps_rebuild
-from caps.windows import user_tag
+from caps.windows import user_tag, window_key
 from costs.pricing import Usage
 from tests.caps.conftest import MODEL, wipe_redis_user
 from usage.models import Counter, UsageRecord
@@ -43,7 +43,8 @@ def test_a_lost_store_is_rebuilt_from_the_records(any_store, make_user, prices):
     rows = [record(user, MODEL, known), record(user, MODEL, known)]
     unknown = record(user, "us.anthropic.claude-sonnet-9-9", Usage(input_tokens=10))
     lose_the_store(user)
-    assert own_daily(user, any_store)["current_usage"]["requests"] == 0
+    daily_key = window_key(user.pk, "daily", datetime.now(UTC))
+    assert any_store.read([daily_key], datetime.now(UTC))[0].get("requests", 0) == 0
 
     assert caps_rebuild(store=any_store) >= 3  # hourly, daily and monthly windows
 

@@ -3,12 +3,18 @@
 import contextlib
 import os
 import re
+import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import anthropic
 import httpx
+import httpx2  # the anthropic SDK's own httpx
 import pytest
 
 from tests.fixtures.servers import BASE_DIR, free_port, run_process
@@ -156,3 +162,95 @@ def test_health_reports_a_down_upstream_with_503(client, settings, db):
     assert response.status_code == 503
     assert response.json()["components"]["aws"]["status"] == "down"
     assert client.get("/health?check=bogus").status_code == 400
+
+
+def _stream_text(url: str, key: str, tokens_per_second: int, tokens: int, verify) -> dict:
+    """Stream a reply; returns how it ended, what arrived and when (seconds)."""
+    started = time.monotonic()
+    outcome = {"text": "", "error": None}
+    client = anthropic.Anthropic(
+        base_url=f"{url}/anthropic",
+        api_key=key,
+        max_retries=0,
+        http_client=httpx2.Client(verify=verify, timeout=60),
+    )
+    try:
+        with client.messages.stream(
+            model="claude-haiku-4-5",
+            max_tokens=tokens,
+            messages=[{"role": "user", "content": "Tell me a story"}],
+            extra_headers={
+                "x-emulator-reply-tokens": str(tokens),
+                "x-emulator-tokens-per-second": str(tokens_per_second),
+            },
+        ) as stream:
+            for text in stream.text_stream:
+                outcome["text"] += text
+    except (anthropic.APIError, httpx2.HTTPError) as exc:
+        outcome["error"] = type(exc).__name__
+    outcome["seconds"] = time.monotonic() - started
+    return outcome
+
+
+def test_sigterm_lets_streams_on_both_listeners_finish_within_the_grace_and_cuts_the_rest(
+    tmp_path,
+):
+    """One shutdown for the two listeners of `make run`: the idle one stopping first must not
+    cut the other's streams, and a stream past the grace ends for its client at once."""
+    from emulator.certs import generate_self_signed
+
+    cert, key_file = generate_self_signed(tmp_path / "cert.pem", tmp_path / "key.pem")
+    web, tls = free_port(), free_port()
+    env = serve_env(
+        tmp_path,
+        PORT=str(web),
+        TLS_PORT=str(tls),
+        GATEWAY_SERVER__TLS_CERTFILE=str(cert),
+        GATEWAY_SERVER__TLS_KEYFILE=str(key_file),
+        GATEWAY_SERVER__SHUTDOWN_GRACE_SECONDS="3",
+        GATEWAY_AWS__EMULATOR_PORT=str(free_port()),
+        GATEWAY_AUTH__DEMO_PROVIDER="false",
+    )
+    api_key = subprocess.run(
+        [sys.executable, "manage.py", "createapikey", "streamer@example.com"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    http_url, https_url = f"http://127.0.0.1:{web}", f"https://127.0.0.1:{tls}"
+    trust = ssl.create_default_context(cafile=str(cert))
+    with (
+        run_process(
+            [sys.executable, "manage.py", "serve", "--no-jobs"], f"{http_url}/health", env
+        ) as process,
+        ThreadPoolExecutor(max_workers=3) as pool,
+    ):
+        short_http = pool.submit(_stream_text, http_url, api_key, 20, 30, True)  # ~1.5 s
+        short_https = pool.submit(_stream_text, https_url, api_key, 20, 30, trust)
+        long_http = pool.submit(_stream_text, http_url, api_key, 5, 200, True)  # ~40 s
+        time.sleep(0.5)  # the three streams are under way (each answers within milliseconds)
+        process.send_signal(signal.SIGTERM)
+        short_http, short_https, long_http = (
+            short_http.result(timeout=30),
+            short_https.result(timeout=30),
+            long_http.result(timeout=30),
+        )
+        assert process.wait(timeout=30) is not None
+    for finished in (short_http, short_https):
+        assert finished["error"] is None, finished
+        assert len(finished["text"].split()) == 30
+    assert long_http["error"] is not None
+    assert 0 < len(long_http["text"].split()) < 200
+    assert long_http["seconds"] < 10, long_http  # the grace (3 s) and then the end, not 30 s
+    # Each call is recorded once, the cut one too.
+    database = sqlite3.connect(tmp_path / "serve.sqlite3")
+    rows = sorted(
+        database.execute("SELECT output_tokens, error_type FROM usage_usagerecord").fetchall()
+    )
+    assert rows[:2] == [(30, None), (30, None)]
+    assert len(rows) == 3
+    cut_tokens, cut_error = rows[2]
+    assert cut_error in ("server_shutdown", "client_disconnected")
+    assert cut_tokens >= len(long_http["text"].split())

@@ -32,7 +32,7 @@ def make_user(*, admin: bool = False):
 
     n = next(_emails)
     email = f"{'admin' if admin else 'user'}{n}-{uuid.uuid4().hex[:6]}@example.com"
-    return User.objects.create(email=email, username=email, is_staff=admin)
+    return User.objects.create(email=email, username=email, is_staff=admin, is_superuser=admin)
 
 
 @pytest.fixture
