@@ -77,6 +77,8 @@ def serve_env(tmp_path, **overrides: str) -> dict[str, str]:
     env.update(
         DATABASE_URL=f"sqlite:///{tmp_path / 'serve.sqlite3'}",
         GATEWAY_SERVER__TLS_AUTOGENERATE="false",
+        # One secret for every process of the test (run_process adds the outer environment).
+        GATEWAY_SERVER__SECRET_KEY="serve-test-secret-key-that-is-long-enough-0123",
         **overrides,
     )
     subprocess.run(
