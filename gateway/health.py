@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 
-import httpx
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from config.conf import secret_value
+from gateway import upstream
+from usage.spool import spool_depth
 from usage.store import get_store
 
 CHECK_TIMEOUT_SECONDS = 3.0
@@ -40,9 +41,9 @@ def _check_cache() -> None:
 
 
 def _check_aws() -> None:
-    # Any HTTP answer (even 403/404) proves the endpoint is reachable; only transport fails.
-    endpoint = settings.GATEWAY.aws.resolved_endpoint
-    httpx.get(f"{endpoint}/ping", timeout=CHECK_TIMEOUT_SECONDS)
+    # A signed call, not a ping: an endpoint that answers proves nothing if it refuses our
+    # credentials.
+    upstream.probe_credentials(timeout=CHECK_TIMEOUT_SECONDS)
 
 
 CHECKS: dict[str, Callable[[], None]] = {"db": _check_db, "cache": _check_cache, "aws": _check_aws}
@@ -65,6 +66,8 @@ def _run(check: Callable[[], None]) -> dict:
     started = time.perf_counter()
     try:
         check()
+    except upstream.UpstreamUnavailable as exc:
+        status, error = "down", str(exc)
     except Exception as exc:  # noqa: BLE001 - a health check reports every failure as "down"
         status, error = "down", type(exc).__name__
     else:
@@ -127,7 +130,12 @@ def health(request: HttpRequest) -> JsonResponse:
     components = {name: _result(name) for name in names}
     healthy = all(c["status"] == "up" for c in components.values())
     return JsonResponse(
-        {"status": "ok" if healthy else "degraded", "components": components},
+        {
+            "status": "ok" if healthy else "degraded",
+            "components": components,
+            # Usage records waiting on disk for the database (they are safe there).
+            "spool_depth": spool_depth(),
+        },
         status=200 if healthy else 503,
     )
 

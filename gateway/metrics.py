@@ -1,10 +1,19 @@
 """Prometheus metrics for the proxy, served at /metrics (loopback, or with the metrics token)."""
 
 import hmac
+import os
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from config.conf import secret_value
 from costs.pricing import priced_base_id
@@ -64,9 +73,17 @@ CAP_REJECTIONS = Counter(
     "gateway_cap_rejections_total", "Calls refused by a cap", ["cap_type", "limit_type"]
 )
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Upstream failures", ["kind"])
-RECORDING = Gauge("gateway_calls_recording", "Finished calls whose usage is being recorded")
+# multiprocess_mode (gunicorn's workers, config/gunicorn.py): recording is summed over the
+# live workers; the spool is one file they share, so its depth is the latest any one saw.
+RECORDING = Gauge(
+    "gateway_calls_recording",
+    "Finished calls whose usage is being recorded",
+    multiprocess_mode="livesum",
+)
 SPOOL_DEPTH = Gauge(
-    "gateway_usage_spool_depth", "Usage records waiting in the disk spool for the database"
+    "gateway_usage_spool_depth",
+    "Usage records waiting in the disk spool for the database",
+    multiprocess_mode="mostrecent",
 )
 BETA_RETRIES = Counter(
     "gateway_beta_retries_total", "Calls retried once without betas the upstream rejected"
@@ -83,4 +100,13 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     )
     if not allowed:
         return JsonResponse({"detail": "Metrics need the metrics token."}, status=403)
-    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(_exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _exposition() -> bytes:
+    """This process's metrics, or every worker's added up under gunicorn's multiprocess mode."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)

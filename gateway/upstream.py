@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 import botocore.session
+import httpx
 import yarl
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -126,6 +127,36 @@ def model_url(model_id: str, verb: str) -> str:
     """Upstream URL for a model operation; the id is fully percent-encoded, as botocore does."""
     endpoint = settings.GATEWAY.aws.resolved_endpoint
     return f"{endpoint}/model/{quote(model_id, safe='')}/{verb}"
+
+
+# The model a credentials probe counts tokens for: any id proves the signature, since Bedrock
+# checks it before it looks at the model (a ValidationException still means "signed right").
+PROBE_MODEL = "anthropic.claude-haiku-4-5-20251001-v1:0"
+_REFUSED = (401, 403)
+
+
+def probe_credentials(timeout: float) -> None:
+    """A signed, free call (count-tokens) that proves the upstream accepts our credentials;
+    raises UpstreamUnavailable naming what failed (never the host)."""
+    invoke = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 1,
+        "messages": [{"role": "user", "content": "ping"}],
+    }
+    encoded = base64.b64encode(json.dumps(invoke).encode()).decode()
+    body = json.dumps({"input": {"invokeModel": {"body": encoded}}}).encode()
+    url = model_url(PROBE_MODEL, "count-tokens")
+    headers = _signed_headers("POST", url, body, {"Content-Type": "application/json"})
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        logger.warning("upstream probe failed: %s", exc)
+        raise UpstreamUnavailable("connection failed") from None
+    if response.status_code in _REFUSED:
+        error = response.headers.get("x-amzn-errortype", "").split(":")[0] or "refused"
+        raise UpstreamUnavailable(f"credentials refused ({error})")
+    if response.status_code >= 500:
+        raise UpstreamUnavailable(f"upstream error {response.status_code}")
 
 
 def _failure(exc: BaseException) -> Exception:

@@ -25,7 +25,8 @@ def counting_upstream():
     hits: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:  # noqa: N802 - the signed count-tokens probe
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
             hits.append(self.path)
             self.send_response(200)
             self.send_header("Content-Length", "0")
@@ -171,3 +172,37 @@ def test_data_dir_is_private_and_so_are_the_database_and_secret(tmp_path):
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "secret_key").stat().st_mode) == 0o600
     assert stat.S_IMODE((data / "gateway.sqlite3").stat().st_mode) == 0o600
+
+
+@pytest.fixture
+def aws_credentials(settings):
+    from gateway import health, upstream
+
+    def use(**aws) -> None:
+        settings.GATEWAY = settings.GATEWAY.model_copy(
+            update={"aws": settings.GATEWAY.aws.model_copy(update=aws)}
+        )
+        upstream._credentials.cache_clear()
+        health.forget()
+
+    yield use
+    upstream._credentials.cache_clear()
+    health.forget()
+
+
+@pytest.mark.django_db
+def test_the_aws_check_proves_the_credentials_with_a_signed_call(client, emulator, aws_credentials):
+    """Any answer used to count as "up": a wrong secret key went unnoticed."""
+    aws_credentials(
+        endpoint_url=emulator.url, access_key_id="AKIDEXAMPLE", secret_access_key=SecretStr("no")
+    )
+    refused = client.get("/health?check=aws")
+    assert refused.status_code == 503
+    aws = refused.json()["components"]["aws"]
+    assert aws["status"] == "down"
+    assert aws["error"].startswith("credentials refused")
+    assert emulator.url.split("//")[1] not in refused.content.decode()
+    aws_credentials(endpoint_url=emulator.url, access_key_id=None, secret_access_key=None)
+    accepted = client.get("/health?check=aws")
+    assert accepted.status_code == 200, accepted.content
+    assert accepted.json()["components"]["aws"]["status"] == "up"
