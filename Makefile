@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-clock lint format bench install install-dev chromium faketime migrate clean
+.PHONY: run test test-clock lint format bench install install-dev chromium nginx faketime migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ chromium:
 	  { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
 	  { echo "error: chromium is required for the browser tests (apt-get install chromium)"; exit 1; }; }
 
+# Debian's nginx for the deployment tests (tests/deploy: a TLS-terminating proxy in front of
+# gunicorn, run by the tests themselves under a temp dir); installed when missing, like chromium.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  echo "installing Debian's nginx for the deployment tests"; \
+	  apt-get install -y -q nginx >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q nginx >/dev/null; } || \
+	  { echo "error: nginx is required for the deployment tests (apt-get install nginx)"; exit 1; }; }
+
 # Debian's faketime for the clock guard (test-clock); installed when missing, like chromium.
 faketime:
 	@command -v faketime >/dev/null 2>&1 || { \
@@ -60,7 +69,7 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install-dev chromium faketime $(CLAUDE_CODE) lint
+test: install-dev chromium nginx faketime $(CLAUDE_CODE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-clock
 

@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from accounts import github_orgs
+from accounts.models import User
 from accounts.services import (
     Origin,
     audit_record,
@@ -20,6 +21,23 @@ from accounts.services import (
     user_admin_flag_apply,
     user_tokens_revoke,
 )
+
+# The demo sign-in's provider id (config/settings.py adds it when auth.demo_provider is on).
+DEMO_PROVIDER_ID = "demo"
+NOT_A_DEMO_ACCOUNT = (
+    "an account with this e-mail exists that the demo sign-in did not create, and the demo "
+    "sign-in never signs into such an account (use another e-mail address)"
+)
+
+
+def demo_sign_in_on() -> bool:
+    """Whether the demo sign-in is on (conf.py keeps it off unless loopback and no provider)."""
+    return settings.GATEWAY.auth.demo_provider
+
+
+def _is_demo(sociallogin) -> bool:
+    return demo_sign_in_on() and sociallogin.account.provider == DEMO_PROVIDER_ID
+
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +92,9 @@ class AccountAdapter(DefaultAccountAdapter):
         return super().pre_login(request, user, **kwargs)
 
     def login(self, request: HttpRequest, user) -> None:
-        user_admin_flag_apply(user=user)
+        # A demo account is an administrator only while its e-mail is listed: anyone can sign
+        # in as it, so a flag given by hand must not outlive the list.
+        user_admin_flag_apply(user=user, listed_only=user.created_by_demo)
         super().login(request, user)
         audit_record(
             action="login.success",
@@ -108,6 +128,25 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         # Accounts are created on first SSO sign-in; who may sign in is pre_social_login's call.
         return True
 
+    def can_authenticate_by_email(self, login, email: str) -> bool:
+        # The demo sign-in vouches for nothing: it never signs into an account by its e-mail.
+        if _is_demo(login):
+            return False
+        return super().can_authenticate_by_email(login, email)
+
+    def _demo_account_check(self, request: HttpRequest, sociallogin, email: str) -> None:
+        """The demo sign-in signs into demo-created accounts only, and marks new ones."""
+        user = sociallogin.user
+        if sociallogin.is_existing:
+            allowed = user.created_by_demo
+        else:
+            allowed = not User.objects.filter(email__iexact=email).exists()
+            user.created_by_demo = True  # saved with the new account
+        if not allowed:
+            raise ImmediateHttpResponse(
+                _refuse(request, email=email, reason=NOT_A_DEMO_ACCOUNT, provider="demo")
+            )
+
     def pre_social_login(self, request: HttpRequest, sociallogin) -> None:
         provider = sociallogin.account.provider  # the OIDC provider's own id, e.g. "demo"
         email = (sociallogin.user.email or "").strip().lower()
@@ -128,6 +167,8 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
             raise ImmediateHttpResponse(
                 _refuse(request, email=email, reason="domain not allowed", provider=provider)
             )
+        if _is_demo(sociallogin):
+            self._demo_account_check(request, sociallogin, email)
         allowed_orgs = settings.GATEWAY.auth.allowed_github_orgs
         if (
             provider == "github"

@@ -1,13 +1,61 @@
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import ValidationError
 
+from accounts import throttle
 from accounts.models import ApiKey, AuditEvent, User
 from accounts.services import (
     Origin,
     api_key_revoke,
+    audit_record,
     user_credentials_invalidate,
     user_deactivate,
 )
+
+ADMIN_LOGIN = "admin password"
+
+
+class AuditedAdminLoginForm(AdminAuthenticationForm):
+    """/admin/login/: every attempt audited; after `auth.admin_login_failure_limit` failures
+    for one user or from one address within `auth.admin_login_window_seconds`, refused."""
+
+    def clean(self):  # noqa: ANN201 - Django's cleaned data
+        username = (self.cleaned_data.get("username") or "").strip()
+        origin = Origin.of(self.request)
+        address = throttle.client_address(self.request.META) if self.request else "unknown"
+        if throttle.admin_login_blocked(username, address):
+            self._audit_failure(username, origin, "too many failed attempts")
+            message = throttle.ADMIN_LOGIN_THROTTLED.format(minutes=throttle.admin_login_minutes())
+            raise ValidationError(message, code="throttled")
+        try:
+            cleaned = super().clean()
+        except ValidationError as exc:
+            throttle.admin_login_failed(username, address)
+            reason = "not staff" if self.user_cache is not None else "bad password"
+            self._audit_failure(username, origin, reason)
+            raise exc from None
+        user = self.get_user()
+        audit_record(
+            action="login.success",
+            actor=user,
+            target=user.email,
+            origin=origin,
+            detail={"method": ADMIN_LOGIN},
+        )
+        return cleaned
+
+    @staticmethod
+    def _audit_failure(username: str, origin: Origin, reason: str) -> None:
+        audit_record(
+            action="login.failure",
+            target=username,
+            origin=origin,
+            detail={"reason": reason, "method": ADMIN_LOGIN},
+        )
+
+
+admin.site.login_form = AuditedAdminLoginForm
 
 
 class ApiKeyInline(admin.TabularInline):

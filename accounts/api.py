@@ -8,7 +8,7 @@ administrator, signed in, may create a key for another user (`user`); the audit 
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -28,7 +28,17 @@ from accounts.services import (
     token_refresh,
 )
 from config import clock
+from config.errors import ApiSchema, ErrorDetailSerializer
+from config.pagination import ApiPagination
 from config.parsers import JSONParser  # DRF's, with a JSON depth limit
+
+# What a key- or token-authenticated POST to /api/keys or /api/token answers, by design.
+SESSION_ONLY_403 = OpenApiResponse(
+    ErrorDetailSerializer,
+    description="Not allowed: keys and tokens are created only from a signed-in session "
+    "(the dashboard, CSRF applies); a request authenticated by an API key or a JWT gets this "
+    "403. Also (POST /api/keys): `user` given by a non-administrator.",
+)
 
 
 class ApiKeyInputSerializer(serializers.Serializer):
@@ -71,18 +81,24 @@ class ApiKeyCreatedSerializer(ApiKeyOutputSerializer):
 class ApiKeyListCreateView(generics.GenericAPIView):
     """GET: the caller's keys (never the secret). POST: a new key, shown in full once."""
 
+    schema = ApiSchema()
     parser_classes = [JSONParser]
     serializer_class = ApiKeyOutputSerializer
+    pagination_class = ApiPagination
     permission_classes = [IsAuthenticated, CreatesCredentialsFromSession]
 
     def get_queryset(self):
         return ApiKey.objects.filter(user_id=self.request.user.pk).order_by("-created_at", "-id")
 
+    @extend_schema(responses=ApiKeyOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(ApiKeyOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=ApiKeyInputSerializer, responses={201: ApiKeyCreatedSerializer})
+    @extend_schema(
+        request=ApiKeyInputSerializer,
+        responses={201: ApiKeyCreatedSerializer, 403: SESSION_ONLY_403},
+    )
     def post(self, request: Request) -> Response:
         if isinstance(request.data, dict) and "user" in request.data and not request.user.is_admin:
             # Before validation: a 400 for an unknown id would tell which ids exist.
@@ -107,6 +123,8 @@ class ApiKeyListCreateView(generics.GenericAPIView):
 class ApiKeyDetailView(APIView):
     """DELETE: revoke one of the caller's keys (someone else's is a 404)."""
 
+    schema = ApiSchema()
+
     @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         api_key = get_object_or_404(ApiKey, pk=pk, user_id=request.user.pk)
@@ -130,10 +148,11 @@ class TokenObtainView(APIView):
     """
 
     # Every authenticator, so that a key or a JWT is recognised and refused by name (403).
+    schema = ApiSchema()
     permission_classes = [IsAuthenticated, CreatesCredentialsFromSession]
     parser_classes = [JSONParser]
 
-    @extend_schema(request=None, responses={200: TokenPairSerializer})
+    @extend_schema(request=None, responses={200: TokenPairSerializer, 403: SESSION_ONLY_403})
     def post(self, request: Request) -> Response:
         return Response(token_pair_create(user=request.user))
 
@@ -141,6 +160,7 @@ class TokenObtainView(APIView):
 class TokenRefreshView(APIView):
     """POST {refresh}: a new pair; the refresh token used is blacklisted (rotation)."""
 
+    schema = ApiSchema()
     authentication_classes: list = []
     permission_classes = [AllowAny]
     parser_classes = [JSONParser]

@@ -16,6 +16,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
+from accounts import throttle
 from accounts.models import User
 from accounts.services import (
     GENERIC_AUTH_FAILURE,
@@ -29,12 +30,16 @@ from accounts.services import (
 
 __all__ = [
     "AuthFailed",
+    "AuthThrottled",
     "GatewayAuthentication",
     "Principal",
     "aauthenticate_credentials",
+    "aauthenticate_request",
     "authenticate_credentials",
     "credential_from_headers",
 ]
+
+AuthThrottled = throttle.AuthThrottled
 
 # Far longer than any key or token we issue; a bound before hashing or decoding anything.
 MAX_CREDENTIAL_LENGTH = 4096
@@ -83,6 +88,24 @@ async def aauthenticate_credentials(headers: Mapping[str, str]) -> Principal:
     return await ajwt_authenticate(raw=credential)
 
 
+async def aauthenticate_request(
+    headers: Mapping[str, str], meta: Mapping, family: str
+) -> Principal:
+    """The proxy's authentication with the failed-credential throttle (accounts/throttle.py):
+    AuthFailed for a bad credential, AuthThrottled once its address is over the limit."""
+    address = throttle.client_address(meta)
+    try:
+        throttle.check(address)
+        try:
+            return await aauthenticate_credentials(headers)
+        except AuthFailed as exc:
+            await throttle.afailure(address, exc)
+            raise
+    except AuthThrottled:
+        throttle.auth_throttled.send(sender=None, family=family)
+        raise
+
+
 class GatewayAuthentication(BaseAuthentication):
     """DRF: API key or JWT from the headers; ``request.auth`` is the Principal.
 
@@ -95,10 +118,21 @@ class GatewayAuthentication(BaseAuthentication):
         authorization = headers.get("Authorization")
         if not authorization and headers.get("X-API-Key") is None:
             return None
+        address = throttle.client_address(request.META)
         try:
-            principal = authenticate_credentials(headers)
-            user = User.objects.get(pk=principal.user_id, is_active=True)
-        except (AuthFailed, User.DoesNotExist):
+            throttle.check(address)
+            try:
+                principal = authenticate_credentials(headers)
+                user = User.objects.get(pk=principal.user_id, is_active=True)
+            except User.DoesNotExist:
+                raise AuthFailed("no active user") from None
+            except AuthFailed as exc:
+                throttle.failure(address, exc)
+                raise
+        except AuthThrottled as exc:
+            throttle.auth_throttled.send(sender=None, family="api")
+            raise exceptions.Throttled(wait=exc.retry_after, detail=str(exc)) from None
+        except AuthFailed:
             raise exceptions.AuthenticationFailed(GENERIC_AUTH_FAILURE) from None
         return user, principal
 
@@ -111,6 +145,10 @@ class GatewayAuthenticationScheme(OpenApiAuthenticationExtension):
 
     target_class = GatewayAuthentication
     name = ["bearerAuth", "apiKeyAuth"]
+
+    def get_security_requirement(self, auto_schema) -> list[dict]:  # noqa: ANN001
+        # Either one will do (a list is OR in OpenAPI; one object with both would be AND).
+        return [{name: []} for name in self.name]
 
     def get_security_definition(self, auto_schema) -> list[dict]:  # noqa: ANN001
         return [

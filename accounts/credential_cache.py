@@ -12,6 +12,10 @@ Two backends behind one small interface, chosen like the counter store:
   current generation from the database — one single-row primary-key read — and reloads when it
   moved. That read is the whole cost of a warm authentication on the embedded default.
 
+On a Redis Cluster (``redis.cluster``) every operation here is a single-key command except
+``delete`` (RedisCluster sends one DEL per slot: the entries of one revocation may live on
+different masters; each is gone before ``delete`` returns) and ``clear`` (SCAN on every master).
+
 Entries are plain JSON-able dicts; the Redis backend stores JSON (never pickle) so that the
 async path can read it with ``redis.asyncio`` without going through a thread.
 

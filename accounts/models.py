@@ -20,6 +20,8 @@ class User(AbstractUser):
     # Carried in every JWT as the `tgen` claim; sign-out increments it, which rejects every
     # token issued before (exact, unlike comparing whole-second `iat` with a timestamp).
     token_generation = models.PositiveIntegerField(default=0)
+    # Created by the demo sign-in (auth.demo_provider): the only accounts it may sign into.
+    created_by_demo = models.BooleanField(default=False)
 
     @property
     def is_admin(self) -> bool:

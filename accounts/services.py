@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.http import HttpRequest
-from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
@@ -51,10 +51,12 @@ TOKEN_GENERATION_CLAIM = "tgen"  # noqa: S105 - a claim name, not a secret
 class AuthFailed(Exception):
     """Authentication failed; the message is the same whatever the reason."""
 
-    def __init__(self, reason: str = "") -> None:
+    def __init__(self, reason: str = "", *, expired: bool = False) -> None:
         # The reason is for logs and tests' debugging only, never for the client.
         super().__init__(GENERIC_AUTH_FAILURE)
         self.reason = reason
+        # A genuine credential past its expiry: not counted by the failed-credential throttle.
+        self.expired = expired
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ def _key_entry_load(key_hash: str) -> dict[str, Any]:
     if row["revoked_at"] is not None:
         raise AuthFailed("revoked key")
     if row["expires_at"] is not None and row["expires_at"] <= clock.now():
-        raise AuthFailed("expired key")
+        raise AuthFailed("expired key", expired=True)
     if not row["user__is_active"]:
         raise AuthFailed("inactive user")
     entry = {
@@ -301,7 +303,7 @@ def _key_check(key_hash: str, entry: dict[str, Any], now: float) -> Principal:
         with contextlib.suppress(CredentialCacheUnavailable):
             # Best effort: every hit checks the expiry anyway.
             get_credential_cache().delete([key_entry_name(key_hash)])
-        raise AuthFailed("expired key")
+        raise AuthFailed("expired key", expired=True)
     return Principal(
         user_id=entry["user_id"],
         email=entry["email"],
@@ -416,7 +418,9 @@ def _access_claims(raw: str) -> tuple[int, Any]:
     try:
         token = AccessToken(raw)  # signature, expiry and token type ("access")
     except TokenError as exc:
-        raise AuthFailed(f"bad access token: {exc}") from None
+        # Expired is only said of a token whose signature verified: a genuine one.
+        expired = isinstance(exc, ExpiredTokenError)
+        raise AuthFailed(f"bad access token: {exc}", expired=expired) from None
     return _claim_user_id(token.payload), token.payload.get(TOKEN_GENERATION_CLAIM)
 
 
@@ -519,12 +523,13 @@ def email_domain_allowed(email: str) -> bool:
     return email.rpartition("@")[2].lower() in allowed
 
 
-def user_admin_flag_apply(*, user: User) -> bool:
+def user_admin_flag_apply(*, user: User, listed_only: bool = False) -> bool:
     """Apply `auth.admin_emails` at sign-in; True if the flag changed.
 
     Listed e-mails get is_staff and is_superuser. The flag is removed again only if it came
     from the list (`admin_from_config`) and the e-mail is no longer listed: an administrator
     made by createsuperuser or by hand in Django admin is never demoted by configuration.
+    With `listed_only` (demo accounts) an unlisted e-mail loses the flag whatever gave it.
     """
     listed = user.email.lower() in {e.strip().lower() for e in settings.GATEWAY.auth.admin_emails}
     changed = False
@@ -532,7 +537,9 @@ def user_admin_flag_apply(*, user: User) -> bool:
         user.is_staff = user.is_superuser = True
         user.admin_from_config = True
         changed = True
-    elif not listed and user.admin_from_config:
+    elif not listed and (
+        user.admin_from_config or (listed_only and (user.is_staff or user.is_superuser))
+    ):
         user.is_staff = user.is_superuser = False
         user.admin_from_config = False
         changed = True

@@ -71,8 +71,9 @@ class ApiKeyForm(forms.Form):
 def _client_setup(request: HttpRequest) -> dict:
     """What the connection snippets need: this gateway's URLs, region, CA bundle."""
     server = settings.GATEWAY.server
-    base = request.build_absolute_uri("/").rstrip("/")
-    if request.is_secure():
+    # Behind a proxy, server.public_url is the address clients use; else, the one in use.
+    base = server.public_url or request.build_absolute_uri("/").rstrip("/")
+    if server.public_https or (not server.public_url and request.is_secure()):
         https_base = base
     else:
         # boto3 sends a bearer token only over HTTPS: point it at the TLS listener.
@@ -80,6 +81,8 @@ def _client_setup(request: HttpRequest) -> dict:
     ca_bundle = server.tls_certfile or (
         str(settings.VAR_DIR / "tls" / "localhost.pem") if server.tls_autogenerate else None
     )
+    if server.public_url:
+        ca_bundle = None  # the proxy's certificate, not one of ours
     return {
         "base_url": base,
         "https_base": https_base,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,6 +20,8 @@ from accounts.models import User
 from caps.models import CapType, SetBy, UserCapConfig
 from caps.services import CapStoreUnavailable, cap_create, cap_delete, cap_status, cap_update
 from config import clock
+from config.errors import ApiSchema, ErrorDetailSerializer
+from config.pagination import ApiPagination
 from config.parsers import JSONParser  # DRF's, with a JSON depth limit
 
 INT32_MAX = 2**31 - 1
@@ -28,6 +30,19 @@ INT64_MAX = 2**63 - 1
 
 def _is_admin(request: Request) -> bool:
     return bool(getattr(request.user, "is_admin", False))
+
+
+class UserQuerySerializer(serializers.Serializer):
+    """`?user=` of the administrators' views: a user id (an ASCII integer in the database's
+    range, never a 500)."""
+
+    user = serializers.IntegerField(required=False, min_value=1, max_value=INT64_MAX)
+
+
+def _user_query(request: Request) -> int | None:
+    params = UserQuerySerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    return params.validated_data.get("user")
 
 
 def _refuse_user_field(request: Request) -> None:
@@ -123,21 +138,24 @@ class CapListCreateView(generics.GenericAPIView):
     """GET: the caps that apply to the caller (administrators: everyone's, `?user=` to filter).
     POST: a new cap — the caller's own, or (administrators, with `user`) an administrator cap."""
 
+    schema = ApiSchema()
     parser_classes = [JSONParser]
     serializer_class = CapOutputSerializer
+    pagination_class = ApiPagination
 
     def get_queryset(self):
         caps = UserCapConfig.objects.select_related("user").order_by("user_id", "cap_type", "id")
         if not _is_admin(self.request):
             return caps.filter(user_id=self.request.user.pk)
-        user = self.request.query_params.get("user")
+        user = _user_query(self.request)
         if user is not None:
-            if not user.isdigit():
-                raise exceptions.ValidationError({"user": ["A valid integer is required."]})
-            caps = caps.filter(user_id=int(user))
+            caps = caps.filter(user_id=user)
         return caps
 
-    @extend_schema(parameters=[OpenApiParameter("user", int, description="Administrators only")])
+    @extend_schema(
+        parameters=[OpenApiParameter("user", int, description="Administrators only")],
+        responses=CapOutputSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(CapOutputSerializer(page, many=True).data)
@@ -161,6 +179,7 @@ class CapDetailView(APIView):
     """PUT/PATCH: change a cap (fields given replace, null removes a limit). DELETE: remove it.
     A user's attempt on an administrator's cap is a 403; on someone else's, a 404."""
 
+    schema = ApiSchema()
     parser_classes = [JSONParser]
 
     def _cap(self, request: Request, pk: int) -> UserCapConfig:
@@ -201,17 +220,20 @@ class CapStatusView(APIView):
     """GET: per active cap, usage of the current window, limits, percentage, reset time,
     whether it is exceeded and whether it blocks yet (administrators: `?user=`)."""
 
+    schema = ApiSchema()
+
     @extend_schema(
         parameters=[OpenApiParameter("user", int, description="Administrators only")],
-        responses={200: CapStatusSerializer(many=True)},
+        responses={
+            200: CapStatusSerializer(many=True),
+            404: OpenApiResponse(ErrorDetailSerializer, description="No such user (`?user=`)"),
+            503: OpenApiResponse(ErrorDetailSerializer, description="Counter store unavailable"),
+        },
     )
     def get(self, request: Request) -> Response:
         user_id = request.user.pk
-        target = request.query_params.get("user")
-        if target is not None and _is_admin(request):
-            if not target.isdigit():
-                raise exceptions.ValidationError({"user": ["A valid integer is required."]})
-            user_id = get_object_or_404(User, pk=int(target)).pk
+        if _is_admin(request) and (target := _user_query(request)) is not None:
+            user_id = get_object_or_404(User, pk=target).pk
         try:
             rows = cap_status(user_id=user_id)
         except CapStoreUnavailable as exc:

@@ -19,11 +19,14 @@ prefixes a user sent are remembered when the call settles (so a refused or faile
 remembers nothing): in this process, and in Django's cache when that is shared (Redis), so
 another worker sees them too.
 
-Overshoot bound. A cap is exceeded at most by the sum, over the calls in flight when it is hit,
-of (actual - estimate) where positive. That difference is zero when the estimate is an upper
-bound (``max_tokens`` <= the ceiling, a prefix that was not remembered, the emulator's counting),
-and otherwise at most: ``max_tokens - ceiling`` output tokens, the prefix tokens of a
-remembered prefix the upstream had evicted, and the tokenizer's excess over 4 chars/token.
+Overshoot bound. The reservation holds the estimate, but the store also keeps each call's
+worst case (``worst_case``: the input estimate with ``max_tokens`` of output) in flight, and a
+call whose worst case does not fit what is left under a token or cost cap after the calls in
+flight is "uncovered": at most ``usage_caps.max_uncovered_in_flight`` (1) of those run at once
+per user (caps/store.py). So ``max_tokens`` beyond the ceiling overshoots a cap by at most one
+call's (actual - what was left), not by every call in flight. What the worst case cannot see —
+the prefix tokens of a remembered prefix the upstream had evicted, and the tokenizer's excess
+over 4 chars/token on real Bedrock — still adds up over the calls in flight.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -54,6 +57,17 @@ class Estimate(Usage):
     the call has reached the upstream."""
 
     prefixes: tuple[tuple[str, str], ...] = ()
+    # The request's max_tokens: the call's worst case outputs this many (see `worst_case`).
+    max_output_tokens: int = field(default=0, compare=False)
+
+
+def worst_case(estimate: Usage) -> Usage:
+    """The most the call can count: its input estimate with `max_tokens` of output. A plain
+    Usage (no max_tokens known) is its own worst case."""
+    most = getattr(estimate, "max_output_tokens", 0)
+    if most <= estimate.output_tokens:
+        return estimate
+    return replace(estimate, output_tokens=most)
 
 
 def _compact(value: Any) -> str:
@@ -162,7 +176,7 @@ def estimate_usage(*, user_id: int, model_id: str, body: dict[str, Any]) -> Esti
     if isinstance(top, dict) and body.get("messages"):
         breakpoints.append((total, digest.hexdigest() + "+auto", _ttl_of(body) or "5m"))
     if not breakpoints:
-        return Estimate(input_tokens=total, output_tokens=output)
+        return Estimate(input_tokens=total, output_tokens=output, max_output_tokens=max_tokens)
 
     remembered = _remembered(user_id, [d for _, d, _ in breakpoints])
     hit = max((i for i, (_, d, _) in enumerate(breakpoints) if d in remembered), default=-1)
@@ -179,4 +193,5 @@ def estimate_usage(*, user_id: int, model_id: str, body: dict[str, Any]) -> Esti
         cache_write_5m_tokens=writes["5m"],
         cache_write_1h_tokens=writes["1h"],
         prefixes=tuple((d, ttl) for _, d, ttl in breakpoints),
+        max_output_tokens=max_tokens,
     )

@@ -110,6 +110,11 @@ class CapLease(models.Model):
     requests = models.BigIntegerField()
     tokens = models.BigIntegerField()
     cost_micros = models.BigIntegerField()
+    # The call's worst case (input estimate + max_tokens, priced), held in the windows'
+    # `if_worst_*` counters; `uncovered`: it did not fit the caps' headroom when reserved.
+    worst_tokens = models.BigIntegerField(default=0)
+    worst_cost_micros = models.BigIntegerField(default=0)
+    uncovered = models.BooleanField(default=False)
 
     class Meta:
         db_table = "cap_leases"

@@ -9,8 +9,13 @@ The proxy calls, per call:
 
 `cap_reserve` is one atomic step in the counter store (caps/store.py) over every window of the
 user: it checks each active cap against used + in flight + the estimate and, if all fit, adds
-the estimate to in flight. `cap_settle` moves the actual usage into `used` of the windows where
-the call started and takes the reservation out of in flight, again in one step. A call that
+the estimate to in flight. In the same step it limits the user's calls in flight
+(`usage_caps.max_in_flight_per_user`) and the "uncovered" ones among them — calls whose worst
+case (input estimate + max_tokens) does not fit what is left under a token or cost cap —
+(`usage_caps.max_uncovered_in_flight`); either limit answers CallsInFlight (429, Retry-After
+1). A live call renews its reservation's lease (`acap_renew`, the proxy's heartbeat).
+`cap_settle` moves the actual usage into `used` of the windows where the call started and
+takes the reservation out of in flight, again in one step. A call that
 never reached the upstream settles with `actual=None`: nothing is counted.
 
 Caps are compared in whole units: requests, tokens (input + output + cache writes), and cost
@@ -31,9 +36,9 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 
-from caps.estimates import Estimate, estimate_usage, prefixes_remember
+from caps.estimates import Estimate, estimate_usage, prefixes_remember, worst_case
 from caps.models import SetBy, UserCapConfig, UserCapDefaults
-from caps.rules import MICROS_PER_CENT, CapRule, UserCaps, blocking_limits, caps_load
+from caps.rules import MICROS_PER_CENT, NO_LIMIT, CapRule, UserCaps, blocking_limits, caps_load
 from caps.store import (
     DatabaseCapStore,
     RedisCapStore,
@@ -58,11 +63,14 @@ __all__ = [
     "CapExceeded",
     "CapHeadroom",
     "CapStoreUnavailable",
+    "CallsInFlight",
+    "acap_renew",
     "Reservation",
     "cap_config_changed",
     "cap_create",
     "cap_delete",
     "cap_reserve",
+    "cap_renew",
     "cap_reserve_sync",
     "cap_settle",
     "cap_settle_sync",
@@ -157,6 +165,29 @@ class CapExceeded(Exception):
         }
 
 
+class CallsInFlight(Exception):
+    """Too many of the user's calls in flight at once (`reason` "in_flight"), or too many
+    uncovered ones ("uncovered"): the proxy answers 429 with `Retry-After: 1`, no cap named."""
+
+    retry_after_seconds = 1
+
+    def __init__(self, reason: str, limit: int) -> None:
+        self.reason = reason
+        self.limit = limit
+        if reason == "in_flight":
+            self.message = (
+                f"Too many calls in flight: at most {limit} at once per user. "
+                "Retry when one has finished."
+            )
+        else:
+            self.message = (
+                f"Too many calls in flight whose max_tokens exceeds what is left under your "
+                f"usage caps: at most {limit} at once. Retry when it has finished, or lower "
+                "max_tokens."
+            )
+        super().__init__(self.message)
+
+
 class CapStoreUnavailable(Exception):
     """The counter store is unreachable and the failure mode says refuse (the proxy: 503)."""
 
@@ -190,6 +221,8 @@ class Reservation:
     headroom: list[CapHeadroom]
     # False when the store was unreachable and the failure mode let the call through.
     reserved: bool = True
+    # Its worst case (max_tokens) did not fit what was left under a token or cost cap.
+    uncovered: bool = False
     region: str | None = None
     prefixes: tuple[tuple[str, str], ...] = ()
     settled: bool = False
@@ -303,7 +336,18 @@ def _headroom(
 
 
 def _reservation(
-    *, rid, user_id, model_id, estimate, amounts, now, region, headroom, store, reserved=True
+    *,
+    rid,
+    user_id,
+    model_id,
+    estimate,
+    amounts,
+    now,
+    region,
+    headroom,
+    store,
+    reserved=True,
+    uncovered=False,
 ) -> Reservation:
     return Reservation(
         id=rid,
@@ -318,14 +362,20 @@ def _reservation(
         + timedelta(seconds=settings.GATEWAY.usage_caps.reservation_lease_seconds),
         headroom=headroom,
         reserved=reserved,
+        uncovered=uncovered,
         region=region,
         prefixes=estimate.prefixes if isinstance(estimate, Estimate) else (),
         store=store,
     )
 
 
-def _reserve_kwargs(*, user_id, caps, rid, now, amounts) -> dict[str, Any]:
-    lease = settings.GATEWAY.usage_caps.reservation_lease_seconds
+def _limit_or_none(value: int | None) -> int:
+    return NO_LIMIT if value is None else value
+
+
+def _reserve_kwargs(*, user_id, caps, rid, now, amounts, worst) -> dict[str, Any]:
+    conf = settings.GATEWAY.usage_caps
+    lease = conf.reservation_lease_seconds
     return {
         "user_id": user_id,
         "version": caps.version,
@@ -335,6 +385,9 @@ def _reserve_kwargs(*, user_id, caps, rid, now, amounts) -> dict[str, Any]:
         "estimate": amounts,
         "limits": blocking_limits(caps.rules, now),
         "lease_seconds": lease,
+        "worst": worst,
+        "max_in_flight": _limit_or_none(conf.max_in_flight_per_user),
+        "max_uncovered": _limit_or_none(conf.max_uncovered_in_flight),
     }
 
 
@@ -368,18 +421,22 @@ class _Attempt:
     now: datetime
     region: str | None
     amounts: tuple[int, int, int]
+    worst: tuple[int, int, int]
     rid: str = field(default_factory=new_reservation_id)
 
     def reserve_kwargs(self, caps: UserCaps) -> dict[str, Any]:
         return _reserve_kwargs(
-            user_id=self.user_id, caps=caps, rid=self.rid, now=self.now, amounts=self.amounts
-        )
+            user_id=self.user_id, caps=caps, rid=self.rid, now=self.now, amounts=self.amounts,
+            worst=self.worst,
+        )  # fmt: skip
 
-    def _reservation(self, *, headroom: list, reserved: bool = True) -> Reservation:
+    def _reservation(
+        self, *, headroom: list, reserved: bool = True, uncovered: bool = False
+    ) -> Reservation:
         return _reservation(
             rid=self.rid, user_id=self.user_id, model_id=self.model_id, estimate=self.estimate,
             amounts=self.amounts, now=self.now, region=self.region, headroom=headroom,
-            store=self.store, reserved=reserved,
+            store=self.store, reserved=reserved, uncovered=uncovered,
         )  # fmt: skip
 
     def unreserved(self, exc: Exception) -> Reservation:
@@ -393,7 +450,15 @@ class _Attempt:
     def outcome(self, caps: UserCaps, result: Any) -> Reservation:
         if result.status == "denied":
             raise _exceeded(caps.rules, result, self.amounts, self.now)
-        return self._reservation(headroom=_headroom(caps.rules, result, self.amounts, self.now))
+        conf = settings.GATEWAY.usage_caps
+        if result.status == "busy_in_flight":
+            raise CallsInFlight("in_flight", conf.max_in_flight_per_user or 0)
+        if result.status == "busy_uncovered":
+            raise CallsInFlight("uncovered", conf.max_uncovered_in_flight)
+        return self._reservation(
+            headroom=_headroom(caps.rules, result, self.amounts, self.now),
+            uncovered=result.uncovered,
+        )
 
 
 _DONE, _RETRY, _REBUILD = "done", "retry", "rebuild"
@@ -433,10 +498,11 @@ def _rebuild_user(store: CapStore, user_id: int, now: datetime, *, lost: bool = 
     logger.info("cap counters of user %s rebuilt from the usage records", user_id)
 
 
-def _attempt(*, store, user_id, model_id, estimate, now, region, cost) -> _Attempt:
+def _attempt(*, store, user_id, model_id, estimate, now, region, cost, worst_cost) -> _Attempt:
     return _Attempt(
         store=store or cap_store(), user_id=user_id, model_id=model_id, estimate=estimate,
         now=now, region=region, amounts=(1, estimate.cap_tokens, cost),
+        worst=(1, worst_case(estimate).cap_tokens, worst_cost),
     )  # fmt: skip
 
 
@@ -455,9 +521,15 @@ async def cap_reserve(
     """
     now = now or clock.now()
     cost = await aestimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
+    worst = worst_case(estimate)
+    worst_cost = cost
+    if worst is not estimate:
+        worst_cost = await aestimate_cost_micros(
+            model_id=model_id, usage=worst, at=now, region=region
+        )
     attempt = _attempt(
         store=store, user_id=user_id, model_id=model_id, estimate=estimate, now=now,
-        region=region, cost=cost,
+        region=region, cost=cost, worst_cost=worst_cost,
     )  # fmt: skip
     store = attempt.store
     try:
@@ -493,9 +565,13 @@ def cap_reserve_sync(
     """cap_reserve for synchronous callers (jobs, scripts, threads)."""
     now = now or clock.now()
     cost = estimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
+    worst = worst_case(estimate)
+    worst_cost = cost
+    if worst is not estimate:
+        worst_cost = estimate_cost_micros(model_id=model_id, usage=worst, at=now, region=region)
     attempt = _attempt(
         store=store, user_id=user_id, model_id=model_id, estimate=estimate, now=now,
-        region=region, cost=cost,
+        region=region, cost=cost, worst_cost=worst_cost,
     )  # fmt: skip
     store = attempt.store
     try:
@@ -599,6 +675,47 @@ def cap_settle_sync(
         )
     except StoreDown as exc:
         logger.warning("cap settle failed for user %s: %s", reservation.user_id, exc)
+
+
+def _renew_kwargs(reservation: Reservation, now: datetime | None) -> dict[str, Any] | None:
+    if reservation.settled or not reservation.reserved:
+        return None
+    lease = settings.GATEWAY.usage_caps.reservation_lease_seconds
+    reservation.lease_expires_at = (now or clock.now()) + timedelta(seconds=lease)
+    return {
+        "user_id": reservation.user_id,
+        "rid": reservation.id,
+        "lease_expires_at": reservation.lease_expires_at,
+        "lease_seconds": lease,
+    }
+
+
+async def acap_renew(*, reservation: Reservation, now: datetime | None = None) -> bool:
+    """Extend a live call's reservation by a lease from `now` (the heartbeat of a long call:
+    only a dead worker's reservation expires). False when there is nothing to renew: settled,
+    never reserved, already released, or the store unreachable (the lease runs on)."""
+    kwargs = _renew_kwargs(reservation, now)
+    if kwargs is None:
+        return False
+    store = reservation.store or cap_store()
+    try:
+        return await store.arenew(**kwargs)
+    except StoreDown as exc:
+        logger.warning("cap lease renewal failed for user %s: %s", reservation.user_id, exc)
+        return False
+
+
+def cap_renew(*, reservation: Reservation, now: datetime | None = None) -> bool:
+    """acap_renew for synchronous callers."""
+    kwargs = _renew_kwargs(reservation, now)
+    if kwargs is None:
+        return False
+    store = reservation.store or cap_store()
+    try:
+        return store.renew(**kwargs)
+    except StoreDown as exc:
+        logger.warning("cap lease renewal failed for user %s: %s", reservation.user_id, exc)
+        return False
 
 
 def headroom_headers(reservation: Reservation) -> dict[str, str]:

@@ -11,6 +11,16 @@ dead worker never blocks for longer than its lease.
 Both backends answer the same `ReserveResult`; the services layer decides nothing here except
 through the limits it passes in.
 
+Concurrency, in the same atomic step and after the caps check: a user may hold at most
+`max_in_flight` open reservations (`busy_in_flight` otherwise), and at most `max_uncovered`
+"uncovered" ones (`busy_uncovered`). A reservation is uncovered when its worst case (input
+estimate + max_tokens, priced) does not fit some token or cost limit after the window's used
+and in-flight worst cases (`if_worst_tokens`, `if_worst_cost_micros`): so a cap is overshot by
+at most the uncovered calls in flight, not by every call in flight. Uncovered reservations are
+also kept apart (Redis: the sorted set `…:uncovered`; embedded: `CapLease.uncovered`) and leave
+with their lease, on settle or expiry. A live call renews its lease (`renew`), so only a dead
+worker's reservation expires.
+
 A lost or flushed Redis is detected inside the reservation itself: a user's counters are
 trusted only while the user's sentinel key (`{user_42}:sentinel`) exists. It is written when the
 user's counters are rebuilt from the usage records, kept alive by every reservation, and gone
@@ -42,6 +52,9 @@ from usage.models import Counter
 USED = ("requests", "tokens", "cost_micros")
 IN_FLIGHT = ("if_requests", "if_tokens", "if_cost_micros")
 FIELDS = USED + IN_FLIGHT
+# In flight at the calls' worst cases (input estimate + max_tokens, priced): what decides
+# whether a new call is "covered" (its worst case fits what is left after them).
+IN_FLIGHT_WORST = ("if_worst_tokens", "if_worst_cost_micros")
 
 T = TypeVar("T")
 
@@ -56,13 +69,14 @@ class StoreDown(Exception):
 
 @dataclass(frozen=True)
 class ReserveResult:
-    """`status` is ok, denied, stale or rebuild (the user's counters were lost: rebuild them
-    from the usage records, then reserve again); `values` holds, per window (hourly, daily,
-    monthly), the six fields *before* this reservation: used requests/tokens/cost, in-flight
-    ditto."""
+    """`status` is ok, denied, busy_in_flight, busy_uncovered, stale or rebuild (the user's
+    counters were lost: rebuild them from the usage records, then reserve again); `values`
+    holds, per window (hourly, daily, monthly), the six fields *before* this reservation: used
+    requests/tokens/cost, in-flight ditto. `uncovered`: the reservation (ok) is uncovered."""
 
     status: str
     values: tuple[tuple[int, ...], ...] = ()
+    uncovered: bool = False
 
 
 def new_version() -> str:
@@ -73,6 +87,11 @@ def aux_keys(user_id: int) -> tuple[str, str, str]:
     """Leases (sorted set), reservations (hash) and config version keys of a user."""
     tag = user_tag(user_id)
     return (f"{tag}:leases", f"{tag}:reservations", f"{tag}:version")
+
+
+def uncovered_key(user_id: int) -> str:
+    """The user's uncovered reservations (sorted set, scored by lease expiry like `leases`)."""
+    return f"{user_tag(user_id)}:uncovered"
 
 
 def sentinel_key(user_id: int) -> str:
@@ -86,9 +105,10 @@ def _ms(at: datetime) -> int:
 
 # --- Redis ---------------------------------------------------------------------------------------
 
-# KEYS: hourly, daily, monthly, leases, reservations, version, sentinel
+# KEYS: hourly, daily, monthly, leases, reservations, version, sentinel, uncovered
 # ARGV: now_ms, cached_version, rid, lease_expiry_ms, est requests, est tokens, est cost,
-#       ttl h, ttl d, ttl m, 9 limits (window-major; -1 = none), aux ttl
+#       ttl h, ttl d, ttl m, 9 limits (window-major; -1 = none), aux ttl,
+#       worst tokens, worst cost, max in flight (-1 = none), max uncovered (-1 = none)
 _RESERVE_LUA = """
 if redis.call('EXPIRE', KEYS[7], ARGV[10]) == 0 then return {'rebuild'} end
 local version = redis.call('GET', KEYS[6]) or ''
@@ -100,6 +120,7 @@ for _, rid in ipairs(expired) do
   local rec = redis.call('HGET', KEYS[5], rid)
   if rec then
     local r = cjson.decode(rec)
+    local worst = {r[7] or r[5], r[8] or r[6]}
     for i = 1, 3 do
       if redis.call('EXISTS', r[i]) == 1 then
         for j = 1, 3 do
@@ -107,41 +128,68 @@ for _, rid in ipairs(expired) do
             redis.call('HSET', r[i], inflight[j], 0)
           end
         end
+        if redis.call('HINCRBY', r[i], 'if_worst_tokens', -worst[1]) < 0 then
+          redis.call('HSET', r[i], 'if_worst_tokens', 0)
+        end
+        if redis.call('HINCRBY', r[i], 'if_worst_cost_micros', -worst[2]) < 0 then
+          redis.call('HSET', r[i], 'if_worst_cost_micros', 0)
+        end
       end
     end
     redis.call('HDEL', KEYS[5], rid)
   end
 end
 if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now) end
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
 local est = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
+local worst = {tonumber(ARGV[21]), tonumber(ARGV[22])}
 local values = {}
 local ok = 1
+local uncovered = 0
 for i = 1, 3 do
   local v = redis.call('HMGET', KEYS[i], 'requests', 'tokens', 'cost_micros',
-                       'if_requests', 'if_tokens', 'if_cost_micros')
-  for j = 1, 6 do
-    v[j] = tonumber(v[j]) or 0
-    values[#values + 1] = v[j]
-  end
+                       'if_requests', 'if_tokens', 'if_cost_micros',
+                       'if_worst_tokens', 'if_worst_cost_micros')
+  for j = 1, 8 do v[j] = tonumber(v[j]) or 0 end
+  for j = 1, 6 do values[#values + 1] = v[j] end
   for j = 1, 3 do
     local limit = tonumber(ARGV[10 + (i - 1) * 3 + j])
     if limit >= 0 and v[j] + v[3 + j] + est[j] > limit then ok = 0 end
+    if limit >= 0 and j > 1 then
+      local flying = math.max(v[5 + j], v[3 + j])
+      if v[j] + flying + worst[j - 1] > limit then uncovered = 1 end
+    end
   end
 end
 if ok == 0 then return {'denied', values} end
+local max_in_flight = tonumber(ARGV[23])
+if max_in_flight >= 0 and redis.call('ZCARD', KEYS[4]) >= max_in_flight then
+  return {'busy_in_flight', values}
+end
+local max_uncovered = tonumber(ARGV[24])
+if uncovered == 1 and max_uncovered >= 0 and redis.call('ZCARD', KEYS[8]) >= max_uncovered then
+  return {'busy_uncovered', values}
+end
 for i = 1, 3 do
   for j = 1, 3 do redis.call('HINCRBY', KEYS[i], inflight[j], est[j]) end
+  redis.call('HINCRBY', KEYS[i], 'if_worst_tokens', worst[1])
+  redis.call('HINCRBY', KEYS[i], 'if_worst_cost_micros', worst[2])
   redis.call('EXPIRE', KEYS[i], ARGV[7 + i])
 end
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 redis.call('HSET', KEYS[5], ARGV[3],
-           cjson.encode({KEYS[1], KEYS[2], KEYS[3], est[1], est[2], est[3]}))
+           cjson.encode({KEYS[1], KEYS[2], KEYS[3], est[1], est[2], est[3],
+                         worst[1], worst[2]}))
 redis.call('EXPIRE', KEYS[4], ARGV[20])
 redis.call('EXPIRE', KEYS[5], ARGV[20])
-return {'ok', values}
+if uncovered == 1 then
+  redis.call('ZADD', KEYS[8], ARGV[4], ARGV[3])
+  redis.call('EXPIRE', KEYS[8], ARGV[20])
+end
+return {'ok', values, uncovered}
 """
 
-# KEYS: hourly, daily, monthly (of the reservation's start), leases, reservations
+# KEYS: hourly, daily, monthly (of the reservation's start), leases, reservations, uncovered
 # ARGV: rid, count (1/0), actual requests, tokens, cost, ttl h, ttl d, ttl m
 _SETTLE_LUA = """
 local inflight = {'if_requests', 'if_tokens', 'if_cost_micros'}
@@ -149,16 +197,24 @@ local used = {'requests', 'tokens', 'cost_micros'}
 local rec = redis.call('HGET', KEYS[5], ARGV[1])
 if rec then
   local r = cjson.decode(rec)
+  local worst = {r[7] or r[5], r[8] or r[6]}
   for i = 1, 3 do
     for j = 1, 3 do
       if redis.call('HINCRBY', KEYS[i], inflight[j], -r[3 + j]) < 0 then
         redis.call('HSET', KEYS[i], inflight[j], 0)
       end
     end
+    if redis.call('HINCRBY', KEYS[i], 'if_worst_tokens', -worst[1]) < 0 then
+      redis.call('HSET', KEYS[i], 'if_worst_tokens', 0)
+    end
+    if redis.call('HINCRBY', KEYS[i], 'if_worst_cost_micros', -worst[2]) < 0 then
+      redis.call('HSET', KEYS[i], 'if_worst_cost_micros', 0)
+    end
   end
   redis.call('HDEL', KEYS[5], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
+redis.call('ZREM', KEYS[6], ARGV[1])
 if ARGV[2] == '1' then
   for i = 1, 3 do
     for j = 1, 3 do redis.call('HINCRBY', KEYS[i], used[j], ARGV[2 + j]) end
@@ -166,6 +222,17 @@ if ARGV[2] == '1' then
 end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5 + i]) end
 return rec and 1 or 0
+"""
+
+# A live call's heartbeat: move its lease's expiry (and that of its uncovered mark), if the
+# lease is still there (settled or released reservations are not revived).
+# KEYS: leases, reservations, uncovered  ARGV: rid, lease_expiry_ms, aux ttl
+_RENEW_LUA = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], 'XX', ARGV[2], ARGV[1])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+return 1
 """
 
 
@@ -199,16 +266,21 @@ class RedisCapStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.client = redis_clients.sync_client(url)
-        self._async: dict[int, tuple[aredis.Redis, Any, Any]] = {}
+        self._async: dict[int, tuple[Any, ...]] = {}
         self._reserve = self.client.register_script(_RESERVE_LUA)
         self._settle = self.client.register_script(_SETTLE_LUA)
         self._rebuild = self.client.register_script(_REBUILD_LUA)
+        self._renew = self.client.register_script(_RENEW_LUA)
         self.caps_cache: dict[int, Any] = {}
         # Users whose calls this process served unreserved (store down, failure mode open):
         # their counters are rebuilt from the usage records before their next reservation.
         self.rebuild_pending: set[int] = set()
 
     def _aclient(self) -> tuple[aredis.Redis, Any, Any]:
+        entry = self._aentry()
+        return entry[0], entry[1], entry[2]
+
+    def _aentry(self) -> tuple[aredis.Redis, Any, Any, Any, Any]:
         # redis.asyncio clients belong to one event loop.
         loop = asyncio.get_running_loop()
         entry = self._async.get(id(loop))
@@ -219,15 +291,33 @@ class RedisCapStore:
                 client.register_script(_RESERVE_LUA),
                 client.register_script(_SETTLE_LUA),
                 loop,
+                client.register_script(_RENEW_LUA),
             )
             self._async[id(loop)] = entry
-        return entry[:3]
+        return entry[0], entry[1], entry[2], entry[3], entry[4]
 
     @staticmethod
     def _reserve_args(
-        *, user_id, version, rid, now, lease_expires_at, estimate, limits, lease_seconds
+        *,
+        user_id,
+        version,
+        rid,
+        now,
+        lease_expires_at,
+        estimate,
+        limits,
+        lease_seconds,
+        worst=None,
+        max_in_flight=NO_LIMIT,
+        max_uncovered=NO_LIMIT,
     ) -> tuple[list[str], list[Any]]:
-        keys = [*window_keys(user_id, now), *aux_keys(user_id), sentinel_key(user_id)]
+        worst = estimate if worst is None else worst
+        keys = [
+            *window_keys(user_id, now),
+            *aux_keys(user_id),
+            sentinel_key(user_id),
+            uncovered_key(user_id),
+        ]
         args = [
             _ms(now),
             version,
@@ -237,6 +327,10 @@ class RedisCapStore:
             *window_ttls(),
             *limits,
             lease_seconds + 3600,
+            max(worst[1], estimate[1]),
+            max(worst[2], estimate[2]),
+            max_in_flight,
+            max_uncovered,
         ]
         return keys, args
 
@@ -245,7 +339,8 @@ class RedisCapStore:
         status = raw[0].decode() if isinstance(raw[0], bytes) else raw[0]
         if status in ("stale", "rebuild"):
             return ReserveResult(status)
-        return ReserveResult(status, _decode_values(raw[1]))
+        uncovered = len(raw) > 2 and int(raw[2]) == 1
+        return ReserveResult(status, _decode_values(raw[1]), uncovered)
 
     @staticmethod
     def _settle_args(*, user_id, rid, keys, actual, now=None) -> tuple[list[str], list[Any]]:
@@ -253,7 +348,36 @@ class RedisCapStore:
         leases, reservations, _ = aux_keys(user_id)
         count = 0 if actual is None else 1
         amounts = actual or (0, 0, 0)
-        return [*keys, leases, reservations], [rid, count, *amounts, *window_ttls()]
+        keys = [*keys, leases, reservations, uncovered_key(user_id)]
+        return keys, [rid, count, *amounts, *window_ttls()]
+
+    @staticmethod
+    def _renew_args(*, user_id, rid, lease_expires_at, lease_seconds) -> tuple[list, list]:
+        leases, reservations, _ = aux_keys(user_id)
+        keys = [leases, reservations, uncovered_key(user_id)]
+        return keys, [rid, _ms(lease_expires_at), lease_seconds + 3600]
+
+    def renew(self, **kw: Any) -> bool:
+        """Move an open reservation's lease expiry; False if it is no longer open."""
+        keys, args = self._renew_args(**kw)
+        try:
+            return bool(self._renew(keys=keys, args=args))
+        except REDIS_ERRORS as exc:
+            raise StoreDown(str(exc)) from exc
+
+    async def arenew(self, **kw: Any) -> bool:
+        keys, args = self._renew_args(**kw)
+        script = self._aentry()[4]
+        try:
+            return bool(await script(keys=keys, args=args))
+        except REDIS_ERRORS as exc:
+            raise StoreDown(str(exc)) from exc
+
+    def uncovered_reservations(self, user_id: int) -> int:
+        try:
+            return int(self.client.zcard(uncovered_key(user_id)))
+        except REDIS_ERRORS as exc:
+            raise StoreDown(str(exc)) from exc
 
     def reserve(self, **kw: Any) -> ReserveResult:
         keys, args = self._reserve_args(**kw)
@@ -351,14 +475,22 @@ class RedisCapStore:
             except REDIS_ERRORS as exc:
                 raise StoreDown(str(exc)) from exc
             return
+        # (key, used, ttl); used None = a sentinel. On a Redis Cluster a MULTI/EXEC holds keys
+        # of one slot: one per user there (a user's counters and sentinel share its tag).
+        ops = [*entries, *((sentinel_key(u), None, sentinel_ttl) for u in rebuilt_users)]
+        groups = [ops]
+        if redis_clients.is_cluster(self.client):
+            groups = redis_clients.by_slot(ops, lambda op: op[0])
         try:
-            pipe = self.client.pipeline(transaction=True)
-            for key, used, ttl in entries:
-                pipe.hset(key, mapping=dict(zip(USED, used, strict=True)))
-                pipe.expire(key, ttl)
-            for user_id in rebuilt_users:
-                pipe.set(sentinel_key(user_id), 1, ex=sentinel_ttl)
-            pipe.execute()
+            for group in groups:
+                pipe = self.client.pipeline(transaction=True)
+                for key, used, ttl in group:
+                    if used is None:
+                        pipe.set(key, 1, ex=ttl)
+                    else:
+                        pipe.hset(key, mapping=dict(zip(USED, used, strict=True)))
+                        pipe.expire(key, ttl)
+                pipe.execute()
         except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
@@ -454,10 +586,12 @@ class DatabaseCapStore:
 
     @staticmethod
     def _release(keys: Sequence[str], amounts: Sequence[int], now: datetime) -> None:
+        """Take a lease's amounts out of in flight: (requests, tokens, cost, worst tokens,
+        worst cost)."""
         params = [
             (amount, amount, key, field, now)
             for key in keys
-            for field, amount in zip(IN_FLIGHT, amounts, strict=True)
+            for field, amount in zip(IN_FLIGHT + IN_FLIGHT_WORST, amounts, strict=True)
             if amount
         ]
         if params:
@@ -482,15 +616,26 @@ class DatabaseCapStore:
         estimate: Sequence[int],
         limits: Sequence[int],
         lease_seconds: int,
+        worst: Sequence[int] | None = None,
+        max_in_flight: int = NO_LIMIT,
+        max_uncovered: int = NO_LIMIT,
     ) -> ReserveResult:
         keys = window_keys(user_id, now)
         version_key = aux_keys(user_id)[2]
+        worst = estimate if worst is None else worst
+        worst_amounts = (max(worst[1], estimate[1]), max(worst[2], estimate[2]))
         try:
             with transaction.atomic():
                 self._lock(user_id)
                 expired = list(
                     CapLease.objects.filter(user_id=user_id, expires_at__lte=now).values_list(
-                        "id", "started_at", "requests", "tokens", "cost_micros"
+                        "id",
+                        "started_at",
+                        "requests",
+                        "tokens",
+                        "cost_micros",
+                        "worst_tokens",
+                        "worst_cost_micros",
                     )
                 )
                 for _, started_at, *amounts in expired:
@@ -501,15 +646,32 @@ class DatabaseCapStore:
                 if str(current[version_key].get("v", "")) != version:
                     return ReserveResult("stale")
                 values = tuple(tuple(current[key].get(f, 0) for f in FIELDS) for key in keys)
-                for i, window in enumerate(values):
+                uncovered = False
+                for i, (key, window) in enumerate(zip(keys, values, strict=True)):
                     for j in range(3):
                         limit = limits[i * 3 + j]
-                        if limit != NO_LIMIT and window[j] + window[3 + j] + estimate[j] > limit:
+                        if limit == NO_LIMIT:
+                            continue
+                        if window[j] + window[3 + j] + estimate[j] > limit:
                             return ReserveResult("denied", values)
+                        if j > 0:
+                            worst_flying = current[key].get(IN_FLIGHT_WORST[j - 1], 0)
+                            flying = max(worst_flying, window[3 + j])
+                            uncovered |= window[j] + flying + worst_amounts[j - 1] > limit
+                open_leases = CapLease.objects.filter(user_id=user_id)
+                if max_in_flight != NO_LIMIT and open_leases.count() >= max_in_flight:
+                    return ReserveResult("busy_in_flight", values)
+                if (
+                    uncovered
+                    and max_uncovered != NO_LIMIT
+                    and open_leases.filter(uncovered=True).count() >= max_uncovered
+                ):
+                    return ReserveResult("busy_uncovered", values)
+                deltas = (0, 0, 0, *estimate, *worst_amounts)
                 rows = [
                     (key, field, delta, now + timedelta(seconds=ttl))
                     for key, ttl in zip(keys, window_ttls(), strict=True)
-                    for field, delta in zip(FIELDS, (0, 0, 0, *estimate), strict=True)
+                    for field, delta in zip(FIELDS + IN_FLIGHT_WORST, deltas, strict=True)
                 ]
                 self._upsert(rows, now)
                 CapLease.objects.create(
@@ -520,8 +682,11 @@ class DatabaseCapStore:
                     requests=estimate[0],
                     tokens=estimate[1],
                     cost_micros=estimate[2],
+                    worst_tokens=worst_amounts[0],
+                    worst_cost_micros=worst_amounts[1],
+                    uncovered=uncovered,
                 )
-                return ReserveResult("ok", values)
+                return ReserveResult("ok", values, uncovered)
         except DatabaseError as exc:
             raise StoreDown(str(exc)) from exc
 
@@ -544,7 +709,9 @@ class DatabaseCapStore:
                 self._lock(user_id)
                 lease = (
                     CapLease.objects.filter(id=rid)
-                    .values_list("requests", "tokens", "cost_micros")
+                    .values_list(
+                        "requests", "tokens", "cost_micros", "worst_tokens", "worst_cost_micros"
+                    )
                     .first()
                 )
                 if lease is not None:
@@ -562,6 +729,27 @@ class DatabaseCapStore:
 
     async def asettle(self, **kw: Any) -> None:
         await self._run(self.settle, **kw)
+
+    def renew(
+        self, *, user_id: int, rid: str, lease_expires_at: datetime, lease_seconds: int
+    ) -> bool:
+        """Move an open reservation's lease expiry; False if it is no longer open."""
+        try:
+            with transaction.atomic():
+                self._lock(user_id)
+                return bool(
+                    CapLease.objects.filter(id=rid, user_id=user_id).update(
+                        expires_at=lease_expires_at
+                    )
+                )
+        except DatabaseError as exc:
+            raise StoreDown(str(exc)) from exc
+
+    async def arenew(self, **kw: Any) -> bool:
+        return await self._run(self.renew, **kw)
+
+    def uncovered_reservations(self, user_id: int) -> int:
+        return CapLease.objects.filter(user_id=user_id, uncovered=True).count()
 
     def version(self, user_id: int) -> str:
         try:

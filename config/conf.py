@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -26,6 +27,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -118,8 +120,18 @@ class ServerConfig(Section):
     tls_autogenerate: bool = True
     secret_key: str | None = Field(None, min_length=32)
     debug: bool = False
-    allowed_hosts: StrList = ["*"]
+    # The URL people and clients use, e.g. https://gateway.example.com (behind a TLS-terminating
+    # proxy or load balancer). It adds its host to allowed_hosts and its origin to
+    # csrf_trusted_origins, trusts X-Forwarded-Proto from the proxy, and, when https, makes
+    # cookies Secure, sends HSTS and builds https:// OAuth callbacks and client snippets.
+    public_url: str | None = None
+    # Host names served (beyond public_url's); loopback by default. "*" serves any.
+    allowed_hosts: StrList = ["127.0.0.1", "localhost", "[::1]"]
     csrf_trusted_origins: StrList = []
+    # Strict-Transport-Security when public_url is https (0 = none); no preload unless asked.
+    hsts_seconds: int = Field(365 * 86400, ge=0)
+    hsts_include_subdomains: bool = False
+    hsts_preload: bool = False
     # The proxy reads request bodies itself; Claude Code sends long contexts.
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     # Every other route (/api, admin, dashboard, /health): Django's own 2.5 MB. The price CSV
@@ -135,6 +147,55 @@ class ServerConfig(Section):
     @property
     def data_path(self) -> Path:
         return BASE_DIR / self.data_dir  # an absolute data_dir stands on its own
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, value: Any) -> str | None:
+        value = _unset_if_blank(value)
+        if value is None:
+            return None
+        parts = urlsplit(str(value).strip())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be the gateway's http(s) URL, e.g. https://gateway.example.com")
+        if parts.path not in {"", "/"} or parts.query or parts.fragment or "@" in parts.netloc:
+            raise ValueError("must be scheme://host[:port] only (the gateway is served at /)")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        default = {"http": 80, "https": 443}[parts.scheme]
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        return f"{parts.scheme}://{host}" + (f":{port}" if port not in {None, default} else "")
+
+    @property
+    def public_scheme(self) -> str | None:
+        return urlsplit(self.public_url).scheme if self.public_url else None
+
+    @property
+    def public_host(self) -> str | None:
+        """public_url's host as ALLOWED_HOSTS spells it (IPv6 in brackets, no port)."""
+        if not self.public_url:
+            return None
+        hostname = urlsplit(self.public_url).hostname
+        return f"[{hostname}]" if ":" in hostname else hostname
+
+    @property
+    def public_https(self) -> bool:
+        return self.public_scheme == "https"
+
+    @property
+    def effective_allowed_hosts(self) -> list[str]:
+        hosts = list(self.allowed_hosts)
+        if self.public_host and self.public_host not in hosts:
+            hosts.append(self.public_host)
+        return hosts
+
+    @property
+    def effective_csrf_trusted_origins(self) -> list[str]:
+        origins = list(self.csrf_trusted_origins)
+        if self.public_url and self.public_url not in origins:
+            origins.append(self.public_url)
+        return origins
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerConfig:
@@ -172,6 +233,9 @@ class RedisConfig(Section):
     """The counter store and cache; no url means the embedded store (the database)."""
 
     url: str | None = None
+    # url names any one node of a Redis Cluster (counters, caps, credential and Django cache);
+    # the Celery broker stays a single Redis (celery.broker_url).
+    cluster: bool = False
     usage_summary_prefix: str = "usage_summary:"
     usage_cap_prefix: str = "usage_cap:"
     hourly_summary_ttl: int = Field(90000, gt=0)
@@ -202,6 +266,11 @@ class UsageCapsConfig(Section):
     store_failure_mode: Literal["closed", "open", "closed_for_cost_caps"] = "closed_for_cost_caps"
     # count_tokens is free upstream but not unlimited: calls per user per UTC minute.
     count_tokens_per_minute: int = Field(60, gt=0)
+    # Calls of one user in flight at once (Claude Code runs subagents in parallel); null = any.
+    max_in_flight_per_user: int | None = Field(32, gt=0)
+    # Calls of one user in flight at once whose max_tokens does not fit what is left under a
+    # token or cost cap ("uncovered"): a cap is overshot by at most this many calls.
+    max_uncovered_in_flight: int = Field(1, gt=0)
 
 
 class CeleryConfig(Section):
@@ -297,6 +366,13 @@ class AuthConfig(Section):
     # where others can reach the gateway.
     demo_provider: bool = False
     demo_provider_port: int = Field(8200, ge=1, le=65535)
+    # Failed credentials (API key / JWT) from one client address: above the limit within a
+    # window, 429 for the rest of it (accounts/throttle.py). Expired genuine ones do not count.
+    failed_auth_limit: int = Field(50, gt=0)
+    failed_auth_window_seconds: int = Field(60, gt=0)
+    # Django admin's password sign-in: failures per user and per address within the window.
+    admin_login_failure_limit: int = Field(5, gt=0)
+    admin_login_window_seconds: int = Field(900, gt=0)
 
     @model_validator(mode="after")
     def _known_providers(self) -> AuthConfig:
@@ -343,6 +419,17 @@ class GatewayConfig(Section):
     def _embedded_database(self) -> GatewayConfig:
         if not self.database.url:
             self.database.url = f"sqlite:///{self.server.data_path / 'gateway.sqlite3'}"
+        return self
+
+    @model_validator(mode="after")
+    def _demo_provider_safe(self) -> GatewayConfig:
+        # Anyone reaching the demo sign-in signs in as any e-mail: it stays off (silently)
+        # unless the server listens on loopback only and no real identity provider is set.
+        auth = self.auth
+        if auth.demo_provider and (
+            not _is_loopback(self.server.host) or auth.providers or auth.oidc
+        ):
+            auth.demo_provider = False
         return self
 
     @model_validator(mode="after")

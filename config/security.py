@@ -22,17 +22,12 @@ POLICY = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
-# Third-party pages that ship inline script and a CDN (drf-spectacular's Swagger UI): exempt.
-EXEMPT_PREFIXES = ("/api/docs",)
 
 
 def _apply(request, response):  # noqa: ANN001, ANN202
     content_type = response.get("Content-Type", "")
-    if (
-        content_type.startswith("text/html")
-        and "Content-Security-Policy" not in response
-        and not request.path.startswith(EXEMPT_PREFIXES)
-    ):
+    # No exemptions: the API docs pages (config/apidocs.py) are static files too.
+    if content_type.startswith("text/html") and "Content-Security-Policy" not in response:
         response["Content-Security-Policy"] = POLICY
     return response
 

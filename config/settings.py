@@ -44,8 +44,10 @@ def _demo_secret(name: str) -> str:
 
 SECRET_KEY = GATEWAY.server.secret_key or _demo_secret("secret_key")
 DEBUG = GATEWAY.server.debug
-ALLOWED_HOSTS = GATEWAY.server.allowed_hosts
-CSRF_TRUSTED_ORIGINS = GATEWAY.server.csrf_trusted_origins
+# server.public_url adds its host and origin to what server.allowed_hosts and
+# server.csrf_trusted_origins list (loopback only by default).
+ALLOWED_HOSTS = GATEWAY.server.effective_allowed_hosts
+CSRF_TRUSTED_ORIGINS = GATEWAY.server.effective_csrf_trusted_origins
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -58,6 +60,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files (no CDN)
     "allauth",
     "allauth.account",
     "allauth.socialaccount",
@@ -74,6 +77,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: /health answers any Host (load balancers probe node addresses).
     "gateway.health.HealthMiddleware",
+    # The proxy's `Host $host` drops a non-default port of server.public_url: put it back.
+    "config.proxy.PublicHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
     "config.static.AsyncWhiteNoiseMiddleware",
@@ -144,7 +149,17 @@ DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and counter store --------------------------------------------------------------------
-if GATEWAY.redis.url:
+if GATEWAY.redis.url and GATEWAY.redis.cluster:
+    # django-redis does not speak Redis Cluster: Django's own Redis backend with a cluster
+    # client (config/cluster_cache.py).
+    CACHES = {
+        "default": {
+            "BACKEND": "config.cluster_cache.RedisClusterCache",
+            "LOCATION": GATEWAY.redis.url,
+            "KEY_PREFIX": "gw",
+        }
+    }
+elif GATEWAY.redis.url:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
@@ -174,6 +189,8 @@ ACCOUNT_SIGNUP_FIELDS = (
 )
 ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_LOGOUT_ON_GET = False
+# OAuth callbacks (and any absolute link allauth builds) on https behind the TLS proxy.
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if GATEWAY.server.public_https else "http"
 # Without auth.local_passwords allauth serves no password, signup or e-mail views at all.
 SOCIALACCOUNT_ONLY = not GATEWAY.auth.local_passwords
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
@@ -267,6 +284,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Management API of the Bedrock / Anthropic gateway.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema needs a credential (session, API key or JWT); the docs pages a session.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery -------------------------------------------------------------------------------------
@@ -324,7 +346,15 @@ CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-SECURE_PROXY_SSL_HEADER = None
+CSRF_FAILURE_VIEW = "config.proxy.csrf_failure"
+# Behind a TLS-terminating proxy (server.public_url set): it tells which scheme the client
+# used. The proxy must set (overwrite) X-Forwarded-Proto on every request it forwards.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if GATEWAY.server.public_url else None
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = GATEWAY.server.public_https
+# Sent on https responses only (SecurityMiddleware); never on the plain loopback listener.
+SECURE_HSTS_SECONDS = GATEWAY.server.hsts_seconds if GATEWAY.server.public_https else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = GATEWAY.server.hsts_include_subdomains
+SECURE_HSTS_PRELOAD = GATEWAY.server.hsts_preload
 
 LOGGING = {
     "version": 1,

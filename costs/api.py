@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
-    OpenApiParameter,
     extend_schema,
     extend_schema_field,
     inline_serializer,
@@ -24,6 +23,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsAdminUser  # is_superuser, not is_staff
+from config.errors import ApiSchema
+from config.pagination import ApiPagination
 from costs import services
 from costs.models import ModelPrice
 from costs.pricing import micros_to_usd_per_mtok, usd_per_mtok_to_micros
@@ -100,7 +101,11 @@ class PriceOutputSerializer(serializers.ModelSerializer):
     cache_write_1h = UsdPerMtokField(source="cache_write_1h_rate")
     cache_read = UsdPerMtokField(source="cache_read_rate")
     long_prompt_multiplier = serializers.DecimalField(
-        max_digits=8, decimal_places=4, normalize_output=True, coerce_to_string=True
+        max_digits=8,
+        decimal_places=4,
+        normalize_output=True,
+        coerce_to_string=True,
+        allow_null=True,
     )
 
     class Meta:
@@ -174,21 +179,32 @@ _IMPORT_ERRORS = inline_serializer(
 )
 
 
+class PriceFilterSerializer(serializers.Serializer):
+    # A CharField: a NUL or a lone surrogate is a 400, not a 500 from PostgreSQL.
+    model_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=250, help_text="base model id"
+    )
+
+
 class PriceListApi(APIView):
     """GET: all price rows (filter: ?model_id=); POST: add one."""
 
+    schema = ApiSchema()
     permission_classes = [IsAdminUser]
+    pagination_class = ApiPagination
 
     @extend_schema(
         operation_id="costs_list",
-        parameters=[OpenApiParameter("model_id", str, description="base model id")],
+        parameters=[PriceFilterSerializer],
         responses=PriceOutputSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
+        params = PriceFilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
         queryset = ModelPrice.objects.all()
-        if model_id := request.query_params.get("model_id"):
+        if model_id := params.validated_data.get("model_id"):
             queryset = queryset.filter(model_id=model_id)
-        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(PriceOutputSerializer(page, many=True).data)
 
@@ -210,6 +226,7 @@ class PriceListApi(APIView):
 class PriceDetailApi(APIView):
     """GET / PUT / PATCH / DELETE one price row."""
 
+    schema = ApiSchema()
     permission_classes = [IsAdminUser]
 
     @extend_schema(operation_id="costs_retrieve", responses=PriceOutputSerializer)
@@ -252,6 +269,7 @@ class PriceDetailApi(APIView):
 class PriceImportApi(APIView):
     """POST a CSV file (multipart field `file`, or a text/csv body): all rows or none."""
 
+    schema = ApiSchema()
     permission_classes = [IsAdminUser]
     parser_classes = [MultiPartParser, CsvParser]
 

@@ -28,6 +28,7 @@ KINDS: dict[str, tuple[int, str, str]] = {
     "too_large": (413, "ValidationException", "request_too_large"),
     "media_type": (415, "ValidationException", "invalid_request_error"),
     "cap": (429, "ThrottlingException", "rate_limit_error"),
+    "throttled": (429, "ThrottlingException", "rate_limit_error"),  # failed credentials
     "bad_gateway": (502, "InternalServerException", "api_error"),
     "unavailable": (503, "ServiceUnavailableException", "overloaded_error"),
     "timeout": (504, "ModelTimeoutException", "api_error"),

@@ -15,6 +15,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from accounts.throttle import auth_throttled
 from config.conf import secret_value
 from costs.pricing import priced_base_id
 
@@ -87,6 +88,16 @@ SPOOL_DEPTH = Gauge(
 )
 BETA_RETRIES = Counter(
     "gateway_beta_retries_total", "Calls retried once without betas the upstream rejected"
+)
+AUTH_THROTTLED = Counter(
+    "gateway_auth_throttled_total",
+    "Requests refused (429) after too many failed credentials from one address",
+    ["family"],
+)
+auth_throttled.connect(
+    lambda sender, family, **kwargs: AUTH_THROTTLED.labels(family=family).inc(),
+    dispatch_uid="gateway.metrics.auth_throttled",
+    weak=False,
 )
 
 _LOOPBACK = {"127.0.0.1", "::1"}

@@ -5,6 +5,11 @@ after, exactly once, whichever terminal path the call takes (success, upstream e
 before the first byte, client disconnect, shutdown). `finish` runs as its own task so that a
 cancelled request (client gone) cannot interrupt it; `drain()` awaits those still running
 when the server shuts down.
+
+Between the two, a heartbeat renews the call's reservation every third of
+`usage_caps.reservation_lease_seconds`, so a stream that outlives the lease keeps its
+reservation; `finish` stops it. The heartbeat holds the call only weakly: a call dropped
+without `finish` (a bug) stops renewing, and its lease expires as a dead worker's would.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import re
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,9 +28,11 @@ from django.conf import settings
 from accounts.authentication import AuthFailed, Principal, aauthenticate_credentials
 from caps.estimates import estimate_usage
 from caps.services import (
+    CallsInFlight,
     CapExceeded,
     CapStoreUnavailable,
     Reservation,
+    acap_renew,
     cap_reserve,
     cap_settle,
     headroom_headers,
@@ -39,6 +47,7 @@ from usage.services import CallRecord, client_family
 logger = logging.getLogger(__name__)
 
 _finishing: set[asyncio.Task] = set()
+_heartbeats: set[asyncio.Task] = set()
 
 
 @dataclass
@@ -62,6 +71,18 @@ class ProxyCall:
     request_id: str = ""
     ttfb: float | None = None
     _finish: asyncio.Task | None = None
+    _heartbeat_stop: asyncio.Event | None = field(default=None, repr=False)
+
+    def start_heartbeat(self) -> None:
+        """Renew the reservation's lease every third of a lease until `finish`."""
+        reservation = self.reservation
+        if reservation is None or not reservation.reserved or self._heartbeat_stop:
+            return
+        stop = self._heartbeat_stop = asyncio.Event()
+        interval = settings.GATEWAY.usage_caps.reservation_lease_seconds / 3
+        task = asyncio.create_task(_heartbeat(weakref.ref(self), reservation, stop, interval))
+        _heartbeats.add(task)
+        task.add_done_callback(_heartbeats.discard)
 
     def mark_first_byte(self) -> None:
         if self.ttfb is None:
@@ -75,6 +96,8 @@ class ProxyCall:
         """Record and settle, once. `usage` None: the call never reached Bedrock or, when it
         answered 200, its usage could not be read (then it counts at the reservation's
         estimate, never as nothing)."""
+        if self._heartbeat_stop is not None:
+            self._heartbeat_stop.set()
         if self._finish is None:
             self._finish = asyncio.create_task(self._record(usage))
             _finishing.add(self._finish)
@@ -150,6 +173,31 @@ async def _count_tokens(model_id: str, usage: Usage, at: datetime) -> None:
     cost = await acall_cost_micros(model_id=model_id, usage=usage, at=at)
     if cost:
         metrics.COST.labels(model_id).inc(cost)
+
+
+async def _heartbeat(
+    call: weakref.ref[ProxyCall], reservation: Reservation, stop: asyncio.Event, interval: float
+) -> None:
+    # Stops when the call finishes (stop is set) or is dropped unfinished (the weak reference
+    # dies); a renewal in progress when settling starts is harmless: settled leases are not
+    # revived.
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+            return
+        except TimeoutError:
+            pass
+        live = call()
+        if live is None or live._finish is not None:
+            return
+        del live
+        try:
+            renewed = await acap_renew(reservation=reservation)
+        except Exception:
+            logger.exception("renewing the reservation of user %s failed", reservation.user_id)
+            continue
+        if not renewed and not reservation.settled:
+            logger.warning("reservation %s could not be renewed", reservation.id)
 
 
 def _finished(task: asyncio.Task) -> None:
@@ -240,8 +288,14 @@ async def call_begin(
         raise ProxyError(
             "cap", exc.message, extra=exc.body(), headers={"Retry-After": retry_after}
         ) from None
+    except CallsInFlight as exc:
+        metrics.CAP_REJECTIONS.labels("concurrency", exc.reason).inc()
+        raise ProxyError(
+            "cap", exc.message, headers={"Retry-After": str(exc.retry_after_seconds)}
+        ) from None
     except CapStoreUnavailable as exc:
         raise ProxyError("unavailable", str(exc) or "Usage caps cannot be checked now.") from None
+    call.start_heartbeat()
     return call
 
 

@@ -12,11 +12,13 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from accounts.authentication import AuthFailed, AuthThrottled, aauthenticate_request
+from accounts.services import Principal
 from config import jsonlimits
 from costs.pricing import Usage
 from gateway import anthropic, betas, limits, metrics, upstream
 from gateway.errors import Family, ProxyError
-from gateway.services import ProxyCall, authenticate, call_begin
+from gateway.services import ProxyCall, call_begin
 from gateway.streaming import relay
 
 # verb -> (streams, route label, converse API)
@@ -61,6 +63,17 @@ def _read_json(request: HttpRequest) -> dict:
 # The database could not serve this request in time (down, locked, its pool exhausted by a
 # burst): a quick 503 the client retries, never a 500 or a hang.
 DB_UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+async def authenticate(request: HttpRequest, family: Family) -> Principal:
+    """The caller, or the family's 401; its 429 once the address has failed too often."""
+    try:
+        return await aauthenticate_request(request.headers, request.META, family.value)
+    except AuthThrottled as exc:
+        retry = {"Retry-After": str(exc.retry_after)}
+        raise ProxyError("throttled", str(exc), headers=retry) from None
+    except AuthFailed as exc:
+        raise ProxyError("auth", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
 
 
 def _busy() -> ProxyError:
@@ -222,7 +235,7 @@ def _nosniff(response: HttpResponse) -> HttpResponse:
 
 
 async def _bedrock_model(request: HttpRequest, model_id: str, verb: str) -> HttpResponse:
-    principal = await authenticate(request.headers)
+    principal = await authenticate(request, Family.BEDROCK)
     body = _read_json(request)
     if verb == "count-tokens":
         await limits.count_tokens_check(principal)
@@ -317,7 +330,7 @@ def _anthropic_error_response(status: int, kind: str, message: str, request_id: 
 
 
 async def _messages(request: HttpRequest) -> HttpResponse:
-    principal = await authenticate(request.headers)
+    principal = await authenticate(request, Family.ANTHROPIC)
     body = _read_json(request)
     model_id, bedrock_body, _betas = await anthropic.ato_bedrock_request(body, request.headers)
     betas.check(_betas)
@@ -384,7 +397,7 @@ async def _messages(request: HttpRequest) -> HttpResponse:
 
 
 async def _count_tokens(request: HttpRequest) -> HttpResponse:
-    principal = await authenticate(request.headers)
+    principal = await authenticate(request, Family.ANTHROPIC)
     await limits.count_tokens_check(principal)
     body = _read_json(request)
     model_id, payload = await anthropic.ato_bedrock_count_tokens(body, request.headers)
@@ -410,7 +423,7 @@ async def _count_tokens(request: HttpRequest) -> HttpResponse:
 
 
 async def _models(request: HttpRequest) -> HttpResponse:
-    await authenticate(request.headers)
+    await authenticate(request, Family.ANTHROPIC)
     if request.method != "GET":
         raise ProxyError("method", f"Method {request.method} is not allowed here; use GET.")
     body = await anthropic.amodels_list(

@@ -9,18 +9,24 @@ from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsAdminUser  # is_superuser, not is_staff
 from config import clock
+from config.errors import ApiSchema
+from config.pagination import ApiPagination
 from usage import selectors
 from usage.models import UsageRecord
 from usage.services import Totals
 from usage.windows import ceil_hour, floor_hour
 
 MAX_SUMMARY_DAYS = 400
+# The moments a range may name: whole hours and a bare date's next day stay representable
+# (datetime's years 1-9999), so no arithmetic on them overflows (a 500).
+MIN_MOMENT = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_MOMENT = datetime(9000, 1, 1, tzinfo=UTC)
+INT64_MAX = 2**63 - 1
 
 
 def cost_usd(micros: int | None) -> str | None:
@@ -38,7 +44,8 @@ class MomentField(serializers.Field):
     """An ISO date or datetime (UTC if no offset). As an end, a bare date includes that day."""
 
     default_error_messages = {
-        "invalid": "Enter an ISO date (YYYY-MM-DD) or datetime (YYYY-MM-DDTHH:MM[:SS][Z])."
+        "invalid": "Enter an ISO date (YYYY-MM-DD) or datetime (YYYY-MM-DDTHH:MM[:SS][Z]).",
+        "range": "Enter a moment between 1900 and 9000.",
     }
 
     def __init__(self, *, end: bool = False, **kwargs) -> None:
@@ -53,12 +60,18 @@ class MomentField(serializers.Field):
             moment = None if day else parse_datetime(text)
         except ValueError:
             self.fail("invalid")
-        if moment is not None:
-            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        if day is None:
+        if moment is None and day is None:
             self.fail("invalid")
-        start = datetime.combine(day, time.min, tzinfo=UTC)
-        return start + timedelta(days=1) if self.end else start
+        if moment is None:
+            moment = datetime.combine(day, time.min, tzinfo=UTC)
+            moment = moment + timedelta(days=1) if self.end and day.year < 9999 else moment
+        try:
+            moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        except OverflowError:  # an offset that moves year 1 or 9999 out of range
+            self.fail("range")
+        if not MIN_MOMENT <= moment <= MAX_MOMENT:
+            self.fail("range")
+        return moment
 
     def to_representation(self, value: datetime) -> str:
         return value.isoformat()
@@ -88,19 +101,19 @@ class StatusField(serializers.Field):
         text = str(data).strip().lower()
         if text in ("success", "error"):
             return text
-        if text.isdigit() and 100 <= int(text) <= 599:
+        if text.isascii() and text.isdigit() and 100 <= int(text) <= 599:
             return int(text)
         self.fail("invalid")
 
 
 class RecordFilterSerializer(RangeSerializer):
     model = serializers.CharField(required=False, max_length=300)
-    key = serializers.IntegerField(required=False, min_value=1)
+    key = serializers.IntegerField(required=False, min_value=1, max_value=INT64_MAX)
     status = StatusField(required=False)
 
 
 class AdminRecordFilterSerializer(RecordFilterSerializer):
-    user = serializers.IntegerField(required=False, min_value=1)
+    user = serializers.IntegerField(required=False, min_value=1, max_value=INT64_MAX)
 
 
 class SummaryQuerySerializer(RangeSerializer):
@@ -129,7 +142,7 @@ class SummaryQuerySerializer(RangeSerializer):
 
 
 class AdminSummaryQuerySerializer(SummaryQuerySerializer):
-    user = serializers.IntegerField(required=False, min_value=1)
+    user = serializers.IntegerField(required=False, min_value=1, max_value=INT64_MAX)
 
 
 # --- Output ---------------------------------------------------------------------------------
@@ -191,7 +204,7 @@ def totals_out(totals: Totals) -> dict:
     return {**totals.as_dict(), "cost_usd": cost_usd(totals.cost_micros)}
 
 
-class RecordPagination(LimitOffsetPagination):
+class RecordPagination(ApiPagination):
     default_limit = 50
     max_limit = 500
 
@@ -202,15 +215,15 @@ class RecordPagination(LimitOffsetPagination):
 class RecordListView(APIView):
     """GET /api/usage/records: the caller's own records, newest first."""
 
+    schema = ApiSchema()
+    pagination_class = RecordPagination
     filter_serializer = RecordFilterSerializer
     output_serializer = RecordSerializer
 
     def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
         return request.user.id
 
-    @extend_schema(
-        parameters=[AdminRecordFilterSerializer], responses=AdminRecordSerializer(many=True)
-    )
+    @extend_schema(parameters=[RecordFilterSerializer], responses=RecordSerializer(many=True))
     def get(self, request):  # noqa: ANN001, ANN201
         params = self.filter_serializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -223,7 +236,7 @@ class RecordListView(APIView):
             api_key_id=data.get("key"),
             status=data.get("status"),
         )
-        paginator = RecordPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response(self.output_serializer(page, many=True).data)
 
@@ -238,16 +251,23 @@ class AdminRecordListView(RecordListView):
     def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
         return params.get("user")
 
+    @extend_schema(
+        parameters=[AdminRecordFilterSerializer], responses=AdminRecordSerializer(many=True)
+    )
+    def get(self, request):  # noqa: ANN001, ANN201
+        return super().get(request)
+
 
 class SummaryView(APIView):
     """GET /api/usage/summary: totals, per period, per model and per client for a range."""
 
+    schema = ApiSchema()
     query_serializer = SummaryQuerySerializer
 
     def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
         return request.user.id
 
-    @extend_schema(parameters=[AdminSummaryQuerySerializer], responses=OpenApiTypes.OBJECT)
+    @extend_schema(parameters=[SummaryQuerySerializer], responses=OpenApiTypes.OBJECT)
     def get(self, request):  # noqa: ANN001, ANN201
         params = self.query_serializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -288,10 +308,15 @@ class AdminSummaryView(SummaryView):
     def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
         return params.get("user")
 
+    @extend_schema(parameters=[AdminSummaryQuerySerializer], responses=OpenApiTypes.OBJECT)
+    def get(self, request):  # noqa: ANN001, ANN201
+        return super().get(request)
+
 
 class UnpricedModelsView(APIView):
     """GET /api/admin/usage/unpriced-models: models recorded with an unknown cost."""
 
+    schema = ApiSchema()
     permission_classes = [IsAdminUser]
 
     @extend_schema(responses=OpenApiTypes.OBJECT)

@@ -4,6 +4,11 @@ Both implement `CounterStore`; callers get the configured one from `get_store()`
 a hash of integer fields under a key with a TTL; `incr_many` moves several keys in one atomic
 step (one MULTI/EXEC in Redis, one transaction in the database). The caps app builds its
 reservation script on the same two backends (`RedisStore.client`, `Counter` rows).
+
+On a Redis Cluster (`redis.cluster`) a MULTI/EXEC may only touch keys of one slot: the keys
+carry a `{user_N}` hash tag, so `incr_many`/`replace_many` run one MULTI/EXEC per slot — each
+user's keys move atomically together, different users' separately (they share nothing).
+`scan` covers every master, and `delete` splits its keys per slot (RedisCluster does both).
 """
 
 from __future__ import annotations
@@ -71,19 +76,33 @@ class RedisStore:
     def _decode(raw: Mapping[bytes, bytes]) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in raw.items()}
 
+    def _groups(self, items: Sequence[Increment]) -> list[Sequence[Increment]]:
+        """One group per MULTI/EXEC: all of them on one Redis, one per slot on a cluster."""
+        if redis_clients.is_cluster(self.client):
+            return redis_clients.by_slot(items, lambda item: item.key)
+        return [items]
+
     def incr_many(self, increments: Sequence[Increment]) -> None:
         try:
-            pipe = self.client.pipeline(transaction=True)
-            self._queue(pipe, increments)
-            pipe.execute()
+            for group in self._groups(increments):
+                pipe = self.client.pipeline(transaction=True)
+                self._queue(pipe, group)
+                pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
     async def aincr_many(self, increments: Sequence[Increment]) -> None:
+        if redis_clients.is_cluster(self.client):
+            # redis-py 8.1's asyncio cluster runs each command queued in a MULTI on a thread of
+            # its own with a new event loop (and a first one on a fresh client leaves its
+            # connections on that dead loop): the sync cluster client does it right.
+            await sync_to_async(self.incr_many, thread_sensitive=False)(increments)
+            return
         try:
-            pipe = self.async_client().pipeline(transaction=True)
-            self._queue(pipe, increments)
-            await pipe.execute()
+            for group in self._groups(increments):
+                pipe = self.async_client().pipeline(transaction=True)
+                self._queue(pipe, group)
+                await pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -107,15 +126,17 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
 
     def replace_many(self, values: Sequence[Increment]) -> None:
-        """Set each hash to exactly `deltas` (absolute values), all keys in one MULTI/EXEC."""
+        """Set each hash to exactly `deltas` (absolute values), all keys in one MULTI/EXEC
+        (one per slot on a cluster)."""
         try:
-            pipe = self.client.pipeline(transaction=True)
-            for item in values:
-                pipe.delete(item.key)
-                if item.deltas:
-                    pipe.hset(item.key, mapping={k: int(v) for k, v in item.deltas.items()})
-                    pipe.expire(item.key, item.ttl)
-            pipe.execute()
+            for group in self._groups(values):
+                pipe = self.client.pipeline(transaction=True)
+                for item in group:
+                    pipe.delete(item.key)
+                    if item.deltas:
+                        pipe.hset(item.key, mapping={k: int(v) for k, v in item.deltas.items()})
+                        pipe.expire(item.key, item.ttl)
+                pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -123,6 +144,7 @@ class RedisStore:
         keys = list(keys)
         if keys:
             try:
+                # RedisCluster.delete sends one DEL per slot.
                 self.client.delete(*keys)
             except redis.RedisError as exc:
                 raise StoreUnavailable(str(exc)) from exc
@@ -131,6 +153,7 @@ class RedisStore:
         # Braces in our keys are literal hash tags; escape glob specials in the prefix.
         pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + "*"
         try:
+            # RedisCluster.scan_iter walks every master.
             return sorted(k.decode() for k in self.client.scan_iter(match=pattern, count=1000))
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc

@@ -1,0 +1,38 @@
+"""The API's documentation pages: Swagger UI and Redoc from static files, behind sign-in.
+
+Both are served from drf-spectacular-sidecar's copies under /static/ (no CDN) and carry no
+inline script or style, so they live under the site's Content-Security-Policy unchanged.
+The pages need a signed-in session (anonymous: redirected to sign-in); the schema they read,
+/api/schema, needs any credential (session, API key or JWT).
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import IsAuthenticated
+
+
+class SwaggerView(SpectacularSwaggerSplitView):
+    """Swagger UI; its start-up script is a same-origin file (`?script`), not inline."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+    template_name = "apidocs/swagger_ui.html"
+
+
+class RedocView(SpectacularRedocView):
+    """Redoc, started by its `<redoc spec-url>` element: no inline script, no web fonts."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+    template_name = "apidocs/redoc.html"
+
+
+def swagger_view():  # noqa: ANN201 - a view function
+    return login_required(SwaggerView.as_view(url_name="api-schema"))
+
+
+def redoc_view():  # noqa: ANN201 - a view function
+    return login_required(RedocView.as_view(url_name="api-schema"))
