@@ -22,6 +22,8 @@ from usage.services import (
     RECORD_AGGREGATES,
     SUMMARY_AGGREGATES,
     Totals,
+    live_heal,
+    live_sentinel_key,
     record_hourly_totals,
 )
 from usage.store import StoreUnavailable, get_store
@@ -96,6 +98,8 @@ def hourly_totals_merged(
     }
     store = get_store()
     try:
+        if not store.get_many([live_sentinel_key()])[live_sentinel_key()]:
+            live_heal(now=now)  # the store lost its counters: rebuilt from the records
         if user_id is not None:
             keys = [summary_key(user_id, h) for h in hours_between(window_start, window_end)]
         else:

@@ -38,6 +38,7 @@ from usage.windows import (
     HOUR,
     ceil_hour,
     floor_hour,
+    live_window_start,
     period_end,
     period_start,
     summary_key,
@@ -520,6 +521,40 @@ def usage_rebuild(*, start: datetime, end: datetime, now: datetime | None = None
             window = window_end
     live_keys = _live_rebuild(start=start, end=end, current=current, now=now)
     return RebuildResult(hourly_rows=hourly_rows, rollup_rows=rollup_rows, live_keys=live_keys)
+
+
+def live_sentinel_key() -> str:
+    """A key that lives as long as the store keeps its data: gone means the live counters were
+    lost (a flushed or replaced Redis). Outside the summary keys' prefix, so scans skip it."""
+    return f"{settings.GATEWAY.redis.usage_summary_prefix.rstrip(':')}_sentinel"
+
+
+def live_heal(*, now: datetime) -> int:
+    """Rebuild the live counters of every hour not yet persisted from the records, then mark
+    the store whole (the sentinel). Called by readers that find the sentinel gone, so that a
+    flushed store heals without an operator. Returns the keys written."""
+    store = get_store()
+    start, current = live_window_start(now), floor_hour(now)
+    persisted = set(
+        UsageSummary.objects.filter(
+            period="hourly", period_start__gte=start, period_start__lte=current
+        ).values_list("user_id", "period_start")
+    )
+    ttl = settings.GATEWAY.redis.hourly_summary_ttl
+    values = [
+        Increment(key=summary_key(user_id, hour), deltas=totals.as_dict(), ttl=ttl)
+        for (user_id, hour), totals in record_hourly_totals(start=start, end=current + HOUR).items()
+        if (user_id, hour) not in persisted
+    ]
+    if values:
+        store.replace_many(values)
+    store.replace_many([Increment(key=live_sentinel_key(), deltas={"whole": 1}, ttl=SENTINEL_TTL)])
+    logger.warning("live usage counters were lost; %d rebuilt from the records", len(values))
+    return len(values)
+
+
+# Ten years: the sentinel goes only with the store's data.
+SENTINEL_TTL = 10 * 365 * 86400
 
 
 def _live_rebuild(*, start: datetime, end: datetime, current: datetime, now: datetime) -> int:

@@ -187,3 +187,31 @@ def test_call_ids_are_unique_in_the_database(owner, record):
     record(owner, call_id=call_id)
     assert record(owner, call_id=call_id, model_id="other") is None
     assert UsageRecord.objects.get(call_id=call_id).model_id == HAIKU
+
+
+def test_a_lost_store_heals_the_live_hours_from_the_records(owner, record):
+    """A flushed Redis (or a replaced one) must not show the hours not yet persisted as 0."""
+    from config import clock
+    from usage.selectors import summary_buckets
+    from usage.windows import HOUR, floor_hour
+
+    now = clock.now()
+    record(owner, started_at=now - timedelta(minutes=1))
+    record(owner, started_at=now - HOUR)  # a completed hour the hourly job has not persisted
+
+    def requests_by_hour() -> dict:
+        buckets = summary_buckets(
+            start=floor_hour(now) - HOUR,
+            end=floor_hour(now) + HOUR,
+            bucket="hourly",
+            user_id=owner.pk,
+        )
+        return {hour: totals.requests for hour, totals in buckets.items() if totals.requests}
+
+    before = requests_by_hour()
+    assert sum(before.values()) == 2
+    store = get_store()
+    # The store loses everything, its sentinel included.
+    store.delete([*store.scan("usage_summary:"), services.live_sentinel_key()])
+    assert requests_by_hour() == before
+    assert get_store().get_many([summary_key(owner.pk, now)])[summary_key(owner.pk, now)]
