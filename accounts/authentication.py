@@ -1,9 +1,10 @@
 """The one authentication layer: the proxy and the management API both come through here.
 
 A credential arrives as ``Authorization: Bearer <X>`` or ``X-API-Key: <X>``. An ``X`` starting
-with the configured prefix (``SSOK_``) is an API key; anything else is tried as a simplejwt
-access token. Every failure raises ``AuthFailed`` with one generic message, so that a client
-never learns which part of a secret was close.
+with ``SSOD_`` is a device access token (accounts.device); one starting with the configured
+prefix (``SSOK_``) is an API key; anything else is tried as a simplejwt access token. Every
+failure raises ``AuthFailed`` with one generic message, so that a client never learns which
+part of a secret was close.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from accounts import throttle
+from accounts.device import adevice_token_authenticate, device_token_authenticate, is_device_token
 from accounts.models import User
 from accounts.services import (
     GENERIC_AUTH_FAILURE,
@@ -75,6 +77,8 @@ def _is_api_key(credential: str) -> bool:
 def authenticate_credentials(headers: Mapping[str, str]) -> Principal:
     """Who sent these headers; AuthFailed (generic message) for any failure."""
     credential = credential_from_headers(headers)
+    if is_device_token(credential):
+        return device_token_authenticate(raw=credential)
     if _is_api_key(credential):
         return api_key_authenticate(raw=credential)
     return jwt_authenticate(raw=credential)
@@ -83,6 +87,8 @@ def authenticate_credentials(headers: Mapping[str, str]) -> Principal:
 async def aauthenticate_credentials(headers: Mapping[str, str]) -> Principal:
     """Async twin for the proxy: no ORM when warm, and then only in a thread."""
     credential = credential_from_headers(headers)
+    if is_device_token(credential):
+        return await adevice_token_authenticate(raw=credential)
     if _is_api_key(credential):
         return await aapi_key_authenticate(raw=credential)
     return await ajwt_authenticate(raw=credential)
@@ -155,7 +161,8 @@ class GatewayAuthenticationScheme(OpenApiAuthenticationExtension):
             {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "An API key (SSOK_...) or a JWT access token from /api/token.",
+                "description": "An API key (SSOK_...), a device token (SSOD_..., from "
+                "/oauth/token) or a JWT access token from /api/token.",
             },
             {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         ]

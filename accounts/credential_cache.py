@@ -32,7 +32,6 @@ from typing import Any
 
 import redis
 import redis.asyncio as aredis
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
@@ -40,6 +39,7 @@ from django.db.models import F
 
 from accounts.models import AuthGeneration
 from config import redis_clients
+from config.db import in_db_thread
 
 # What a Redis client may raise when the server is down or the connection broke.
 REDIS_ERRORS = (redis.RedisError, OSError)
@@ -50,6 +50,11 @@ GENERATION_KEY = f"{KEY_PREFIX}generation"
 
 def key_entry_name(key_hash: str) -> str:
     return f"{KEY_PREFIX}key:{key_hash}"
+
+
+def device_entry_name(token_hash: str) -> str:
+    """A device access token's entry (accounts.device)."""
+    return f"{KEY_PREFIX}device:{token_hash}"
 
 
 def user_entry_name(user_id: int) -> str:
@@ -98,7 +103,7 @@ class LocalCredentialCache:
         return value or 0
 
     async def ageneration(self) -> int:
-        return await sync_to_async(self.generation)()
+        return await in_db_thread(self.generation)
 
     def bump(self) -> None:
         # Inside the caller's transaction: the new generation commits with the revocation.

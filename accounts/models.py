@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from config import clock
 
@@ -22,10 +23,24 @@ class User(AbstractUser):
     token_generation = models.PositiveIntegerField(default=0)
     # Created by the demo sign-in (auth.demo_provider): the only accounts it may sign into.
     created_by_demo = models.BooleanField(default=False)
+    # Part of every session's auth hash once non-zero: "sign out everywhere" increments it,
+    # which ends every session of the user (Django checks the hash on each request).
+    session_generation = models.PositiveIntegerField(default=0)
 
     @property
     def is_admin(self) -> bool:
         return self.is_superuser
+
+    def _get_session_auth_hash(self, secret=None) -> str:  # noqa: ANN001
+        # Generation 0 keeps Django's own hash, so existing sessions survive this field.
+        if not self.session_generation:
+            return super()._get_session_auth_hash(secret=secret)
+        return salted_hmac(
+            "accounts.User.get_session_auth_hash",
+            f"{self.password}:{self.session_generation}",
+            secret=secret,
+            algorithm="sha256",
+        ).hexdigest()
 
 
 class ApiKey(models.Model):
@@ -108,3 +123,94 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.target}"
+
+
+class DeviceAuthorization(models.Model):
+    """One run of the device flow (RFC 8628): a device asked, a signed-in person decides.
+
+    Both codes are stored as keyed hashes only; the device code is single-use (``consumed``
+    once it has been exchanged for tokens) and both expire together.
+    """
+
+    PENDING, APPROVED, DENIED, CONSUMED = "pending", "approved", "denied", "consumed"
+    STATUSES = [(s, s) for s in (PENDING, APPROVED, DENIED, CONSUMED)]
+
+    device_code_hash = models.CharField(max_length=64, unique=True)
+    user_code_hash = models.CharField(max_length=64, unique=True)
+    client_id = models.CharField(max_length=200)
+    device_name = models.CharField(max_length=200, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+    expires_at = models.DateTimeField()
+    interval = models.PositiveIntegerField(default=5)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=STATUSES, default=PENDING)
+    # Who approved or denied it, and when.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="device_authorizations",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    device = models.ForeignKey(
+        "Device", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="deviceauth_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"device authorization {self.pk} ({self.status})"
+
+
+class Device(models.Model):
+    """A device signed in through the device flow: its refresh token (hashed, rotated on use)
+    mints short-lived access tokens (DeviceToken). Revoking it kills all of them at once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="devices"
+    )
+    name = models.CharField(max_length=200)
+    client_id = models.CharField(max_length=200)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    refresh_token_hash = models.CharField(max_length=64, unique=True)
+    # Sliding: every rotation gives the new refresh token a full lifetime.
+    refresh_expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="device_user_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user_id})"
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.refresh_expires_at <= clock.now():
+            return "expired"
+        return "active"
+
+
+class DeviceToken(models.Model):
+    """A short-lived access token of a device (``SSOD_…``): only its keyed hash is stored."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="tokens")
+    token_hash = models.CharField(max_length=64, unique=True)
+    hash_version = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField(default=clock.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["device", "expires_at"], name="devicetoken_device_idx")]
+
+    def __str__(self) -> str:
+        return f"device token {self.pk} of device {self.device_id}"

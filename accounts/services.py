@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -31,12 +30,14 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from accounts.credential_cache import (
     CredentialCacheUnavailable,
     credentials_invalidate,
+    device_entry_name,
     get_credential_cache,
     key_entry_name,
     user_entry_name,
 )
-from accounts.models import ApiKey, AuditEvent, User
+from accounts.models import ApiKey, AuditEvent, DeviceToken, User
 from config import clock
+from config.db import in_db_thread
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ class Principal:
     user_id: int
     email: str
     is_admin: bool
-    api_key_id: int | None  # None when authenticated by JWT
-    auth_kind: str  # "api_key" or "jwt"
+    api_key_id: int | None  # None when authenticated by JWT or a device token
+    auth_kind: str  # "api_key", "jwt" or "device"
+    device_id: int | None = None  # the device (accounts.device) of a device token
 
 
 @dataclass(frozen=True)
@@ -339,7 +341,7 @@ async def _acached_entry(
         and entry["gen"] != await cache.ageneration()
     ):
         entry = None
-    return entry if entry is not None else await sync_to_async(load)(arg)
+    return entry if entry is not None else await in_db_thread(load, arg)
 
 
 def api_key_authenticate(*, raw: str) -> Principal:
@@ -360,7 +362,7 @@ async def aapi_key_authenticate(*, raw: str) -> Principal:
     now = clock.timestamp()
     principal = _key_check(key_hash, entry, now)
     if _needs_touch(entry, now):
-        await sync_to_async(_key_touch)(key_hash, entry, now)
+        await in_db_thread(_key_touch, key_hash, entry, now)
     return principal
 
 
@@ -480,7 +482,16 @@ async def ajwt_authenticate(*, raw: str) -> Principal:
 def user_credentials_invalidate(*, user_id: int) -> None:
     """Forget every cached credential of a user (after deactivation, flag or e-mail changes)."""
     hashes = ApiKey.objects.filter(user_id=user_id).values_list("key_hash", flat=True)
-    credentials_invalidate([user_entry_name(user_id), *(key_entry_name(h) for h in hashes)])
+    device_hashes = DeviceToken.objects.filter(
+        device__user_id=user_id, expires_at__gt=clock.now()
+    ).values_list("token_hash", flat=True)
+    credentials_invalidate(
+        [
+            user_entry_name(user_id),
+            *(key_entry_name(h) for h in hashes),
+            *(device_entry_name(h) for h in device_hashes),
+        ]
+    )
 
 
 def user_tokens_revoke(

@@ -144,21 +144,27 @@ def _admin_keys(username: str, address: str) -> list[str]:
 
 def admin_login_blocked(username: str, address: str) -> bool:
     """Whether this user or this address has used up its failed admin sign-ins."""
-    limit = settings.GATEWAY.auth.admin_login_failure_limit
-    counts = cache.get_many(_admin_keys(username, address))
-    return any(count >= limit for count in counts.values())
+    auth = settings.GATEWAY.auth
+    now = clock.timestamp()
+    return any(
+        state["count"] >= auth.admin_login_failure_limit
+        and now - state["since"] < auth.admin_login_window_seconds
+        for state in cache.get_many(_admin_keys(username, address)).values()
+    )
 
 
 def admin_login_failed(username: str, address: str) -> None:
-    """Count one failed admin sign-in against the user and the address."""
+    """Count one failed admin sign-in against the user and the address. The window starts at
+    the first failure and is judged by our clock (the cache's TTL only cleans up after it):
+    later failures do not extend it."""
     window = settings.GATEWAY.auth.admin_login_window_seconds
+    now = clock.timestamp()
     for key in _admin_keys(username, address):
-        # The window starts at the first failure; later failures do not extend it.
-        cache.add(key, 0, window)
-        try:
-            cache.incr(key)
-        except ValueError:
-            cache.set(key, 1, window)
+        state = cache.get(key)
+        if state is None or now - state["since"] >= window:
+            state = {"since": now, "count": 0}
+        state["count"] += 1
+        cache.set(key, state, max(1, math.ceil(state["since"] + window - now)))
 
 
 def admin_login_minutes() -> int:

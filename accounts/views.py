@@ -1,5 +1,6 @@
 """HTML pages of accounts: the token page for people who paste a JWT into a CLI, API keys."""
 
+import json
 from datetime import UTC, date, datetime, time
 
 from django import forms
@@ -11,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, Device
 from accounts.services import (
     ApiKeyLifetimeError,
     Origin,
@@ -91,6 +92,36 @@ def _client_setup(request: HttpRequest) -> dict:
     }
 
 
+def _helper_setup(request: HttpRequest) -> dict:
+    """The ~/.claude/settings.json that runs tools/gateway_token.py as Claude Code's apiKeyHelper.
+
+    Claude Code keeps the helper's answer for CLAUDE_CODE_API_KEY_HELPER_TTL_MS; the helper
+    hands out a token only while it has at least min(300 s, a quarter of its lifetime) left, so
+    a TTL below that margin never lets Claude Code hold an expired token.
+    """
+    base = settings.GATEWAY.server.public_url or request.build_absolute_uri("/").rstrip("/")
+    lifetime = settings.GATEWAY.auth.device_token_lifetime_seconds
+    ttl_seconds = max(1, int(min(300, lifetime / 4) * 0.8))
+    helper = f"python3 ~/.claude/gateway_token.py --url {base}"
+    claude_settings = {
+        "apiKeyHelper": helper,
+        "env": {
+            "ANTHROPIC_BASE_URL": f"{base}/anthropic",
+            "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": str(ttl_seconds * 1000),
+        },
+    }
+    status = dict(claude_settings)
+    status["statusLine"] = {
+        "type": "command",
+        "command": f"python3 ~/.claude/gateway_status.py --url {base}",
+    }
+    return {
+        "helper_command": helper,
+        "helper_settings": json.dumps(claude_settings, indent=2),
+        "helper_settings_status": json.dumps(status, indent=2),
+    }
+
+
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
@@ -115,7 +146,15 @@ def keys_page(request: HttpRequest) -> HttpResponse:
         if created is None:
             status = 400
     keys = ApiKey.objects.filter(user=request.user).order_by("-created_at", "-id")
-    context = {"form": form, "keys": keys, "created": created, **_client_setup(request)}
+    devices = Device.objects.filter(user=request.user).order_by("-created_at", "-id")
+    context = {
+        "form": form,
+        "keys": keys,
+        "devices": devices,
+        "created": created,
+        **_client_setup(request),
+        **_helper_setup(request),
+    }
     return render(request, "keys/index.html", context, status=status)
 
 

@@ -3,10 +3,19 @@ from django.contrib import admin, messages
 from accounts.admin import UserAdmin
 from caps.models import UserCapConfig
 from caps.services import cap_delete, cap_delete_many, cap_save, caps_set_active
+from costs.money import cents_usd
+
+
+class MaxCostInDollars:
+    """`max_cost`: the cap's `max_cost_cents` shown as dollars ($12.34)."""
+
+    @admin.display(description="max cost", ordering="max_cost_cents")
+    def max_cost(self, obj: UserCapConfig) -> str:
+        return cents_usd(obj.max_cost_cents)
 
 
 @admin.register(UserCapConfig)
-class UserCapConfigAdmin(admin.ModelAdmin):
+class UserCapConfigAdmin(MaxCostInDollars, admin.ModelAdmin):
     """Usage caps of every user; saving goes through the services (grace period, caches)."""
 
     list_display = [
@@ -15,7 +24,7 @@ class UserCapConfigAdmin(admin.ModelAdmin):
         "set_by",
         "max_requests",
         "max_tokens",
-        "max_cost_cents",
+        "max_cost",
         "is_active",
         "enforce_from",
         "updated_at",
@@ -61,12 +70,12 @@ class UserCapConfigAdmin(admin.ModelAdmin):
         self.message_user(request, f"{changed} cap(s) deactivated.", messages.SUCCESS)
 
 
-class UserCapInline(admin.TabularInline):
+class UserCapInline(MaxCostInDollars, admin.TabularInline):
     """A user's caps on their page, read-only here: edited on the cap's own page (through the
     services, for the grace period); "Add another" links to a new cap."""
 
     model = UserCapConfig
-    fields = ["cap_type", "set_by", "max_requests", "max_tokens", "max_cost_cents", "is_active"]
+    fields = ["cap_type", "set_by", "max_requests", "max_tokens", "max_cost", "is_active"]
     readonly_fields = [*fields, "enforce_from"]
     extra = 0
     show_change_link = True

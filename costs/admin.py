@@ -12,6 +12,7 @@ from django.urls import path, reverse
 
 from costs import services
 from costs.models import ModelPrice
+from costs.money import rate_usd
 from costs.pricing import micros_to_usd_per_mtok, usd_per_mtok_to_micros
 
 
@@ -92,25 +93,25 @@ class ModelPriceAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at", "updated_at"]
     change_list_template = "admin/costs/modelprice/change_list.html"
 
-    @admin.display(description="input $/Mtok")
+    @admin.display(description="input $/Mtok", ordering="input_rate")
     def input_usd(self, obj: ModelPrice) -> str:
-        return micros_to_usd_per_mtok(obj.input_rate)
+        return rate_usd(obj.input_rate)
 
-    @admin.display(description="output $/Mtok")
+    @admin.display(description="output $/Mtok", ordering="output_rate")
     def output_usd(self, obj: ModelPrice) -> str:
-        return micros_to_usd_per_mtok(obj.output_rate)
+        return rate_usd(obj.output_rate)
 
-    @admin.display(description="5m write $/Mtok")
+    @admin.display(description="5m write $/Mtok", ordering="cache_write_5m_rate")
     def cache_write_5m_usd(self, obj: ModelPrice) -> str:
-        return micros_to_usd_per_mtok(obj.cache_write_5m_rate)
+        return rate_usd(obj.cache_write_5m_rate)
 
-    @admin.display(description="1h write $/Mtok")
+    @admin.display(description="1h write $/Mtok", ordering="cache_write_1h_rate")
     def cache_write_1h_usd(self, obj: ModelPrice) -> str:
-        return micros_to_usd_per_mtok(obj.cache_write_1h_rate)
+        return rate_usd(obj.cache_write_1h_rate)
 
-    @admin.display(description="cache read $/Mtok")
+    @admin.display(description="cache read $/Mtok", ordering="cache_read_rate")
     def cache_read_usd(self, obj: ModelPrice) -> str:
-        return micros_to_usd_per_mtok(obj.cache_read_rate)
+        return rate_usd(obj.cache_read_rate)
 
     def get_urls(self) -> list:
         view = self.admin_site.admin_view(self.import_view)

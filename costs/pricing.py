@@ -36,9 +36,10 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from urllib.parse import unquote
 
-from asgiref.sync import sync_to_async
 from django.core.cache import caches
 from django.db import transaction
+
+from config.db import in_db_thread
 
 logger = logging.getLogger(__name__)
 
@@ -391,7 +392,7 @@ async def aprice_table() -> PriceTable:
     """price_table() for async code: no I/O while warm, a thread hop when a check is due."""
     table = _table
     if table is None or time.monotonic() - table.checked_at >= RECHECK_SECONDS:
-        table = await sync_to_async(price_table)()
+        table = await in_db_thread(price_table)
     return table
 
 

@@ -13,13 +13,13 @@ import logging
 import math
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
 from accounts.authentication import Principal
 from caps.services import CapExceeded, CapStoreUnavailable, cap_status
 from config import clock
+from config.db import in_db_thread
 from gateway.errors import ProxyError
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ async def _not_over_request_cap(user_id: int, now) -> None:  # noqa: ANN001
     if not settings.GATEWAY.usage_caps.enforce_caps:
         return
     try:
-        status = await sync_to_async(cap_status)(user_id=user_id, now=now)
+        status = await in_db_thread(cap_status, user_id=user_id, now=now)
     except CapStoreUnavailable:
         return  # free upstream: nothing to protect while the caps cannot be read
     over = [

@@ -21,12 +21,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.locmem import LocMemCache
 
 from config import redis_clients
+from config.db import in_db_thread
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _snapshot() -> _Snapshot:
 
 async def _asnapshot() -> _Snapshot:
     if _needs_check(time.monotonic()):
-        return await sync_to_async(_refresh)()
+        return await in_db_thread(_refresh)
     return _state.snapshot
 
 

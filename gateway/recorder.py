@@ -16,6 +16,7 @@ import logging
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
+from config.db import released
 from gateway import metrics
 from usage import spool
 from usage.services import CallRecord, ausage_record_many
@@ -29,6 +30,7 @@ MAX_BATCH = 200
 REPLAY_RETRY_SECONDS = 1.0
 
 
+@released
 def _replay() -> int:
     close_old_connections()  # a pool thread: drop a connection that broke while the db was down
     try:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
+from django.http import HttpResponse
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,7 +23,8 @@ from config.pagination import ApiPagination
 from usage import selectors
 from usage.models import UsageRecord
 from usage.services import Totals
-from usage.windows import ceil_hour, floor_hour
+from usage.views import csv_safe
+from usage.windows import HOUR, ceil_hour, floor_hour, period_start
 
 MAX_SUMMARY_DAYS = 400
 # The moments a range may name: whole hours and a bare date's next day stay representable
@@ -34,6 +39,12 @@ def cost_usd(micros: int | None) -> str | None:
     if micros is None:
         return None
     return str((Decimal(micros) / 1_000_000).quantize(Decimal("0.000001")))
+
+
+def cost_cents(micros: int) -> str:
+    """Micro-dollars as exact cents with four places (derived from the sum, never rounded per
+    call)."""
+    return str((Decimal(micros) / 10_000).quantize(Decimal("0.0001")))
 
 
 # --- Input ----------------------------------------------------------------------------------
@@ -142,7 +153,25 @@ class SummaryQuerySerializer(RangeSerializer):
 
 
 class AdminSummaryQuerySerializer(SummaryQuerySerializer):
+    group_by = serializers.ChoiceField(
+        choices=["hour", "day", "week", "month", "user"],
+        required=False,
+        default="day",
+        help_text="`user`: one row per user (`by_user`), dearest first, instead of periods.",
+    )
     user = serializers.IntegerField(required=False, min_value=1, max_value=INT64_MAX)
+
+
+class ChargebackQuerySerializer(SummaryQuerySerializer):
+    """`from` (default: the first day of last month) and `to` (default: now)."""
+
+    group_by = None
+
+    def validate(self, attrs: dict) -> dict:
+        if "from" not in attrs:
+            last_month = period_start("monthly", period_start("monthly", clock.now()) - HOUR)
+            attrs["from"] = min(last_month, attrs["to"] - HOUR) if "to" in attrs else last_month
+        return super().validate(attrs)
 
 
 # --- Output ---------------------------------------------------------------------------------
@@ -202,6 +231,61 @@ class AdminRecordSerializer(RecordSerializer):
 
 def totals_out(totals: Totals) -> dict:
     return {**totals.as_dict(), "cost_usd": cost_usd(totals.cost_micros)}
+
+
+class TotalsOut(serializers.Serializer):
+    requests = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cache_write_tokens = serializers.IntegerField()
+    cache_read_tokens = serializers.IntegerField()
+    cost_micros = serializers.IntegerField(help_text="Of the calls with a known price.")
+    cost_usd = serializers.CharField(help_text="cost_micros as an exact decimal.")
+    unknown_cost_requests = serializers.IntegerField()
+
+
+class PeriodTotalsOut(TotalsOut):
+    period_start = serializers.DateTimeField()
+
+
+class ModelTotalsOut(TotalsOut):
+    model = serializers.CharField()
+
+
+class ClientTotalsOut(TotalsOut):
+    client_family = serializers.CharField()
+
+
+class UserTotalsOut(TotalsOut):
+    user_id = serializers.IntegerField()
+    email = serializers.CharField()
+    cost_cents = serializers.CharField(help_text="cost_micros in cents, four decimals.")
+
+
+class AdminSummaryOut(serializers.Serializer):
+    """By period, model and client; or, with `group_by=user`, by user alone."""
+
+    group_by = serializers.CharField()
+    totals = TotalsOut()
+    by_period = PeriodTotalsOut(many=True, required=False)
+    by_model = ModelTotalsOut(many=True, required=False)
+    by_client = ClientTotalsOut(many=True, required=False)
+    by_user = UserTotalsOut(many=True, required=False, help_text="Dearest first.")
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateTimeField()
+        fields["to"] = serializers.DateTimeField()
+        return fields
+
+
+def user_totals_out(row: selectors.UserTotals) -> dict:
+    return {
+        "user_id": row.user_id,
+        "email": row.email,
+        **totals_out(row.totals),
+        "cost_cents": cost_cents(row.totals.cost_micros),
+    }
 
 
 class RecordPagination(ApiPagination):
@@ -308,9 +392,97 @@ class AdminSummaryView(SummaryView):
     def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
         return params.get("user")
 
-    @extend_schema(parameters=[AdminSummaryQuerySerializer], responses=OpenApiTypes.OBJECT)
+    @extend_schema(parameters=[AdminSummaryQuerySerializer], responses=AdminSummaryOut)
     def get(self, request):  # noqa: ANN001, ANN201
-        return super().get(request)
+        params = self.query_serializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        if data["group_by"] != "user":
+            return super().get(request)
+        rows = selectors.summary_by_user(
+            start=data["start"], end=data["end"], user_id=data.get("user")
+        )
+        return Response(
+            {
+                "from": data["start"].isoformat(),
+                "to": data["end"].isoformat(),
+                "group_by": "user",
+                "totals": totals_out(sum((row.totals for row in rows), Totals())),
+                "by_user": [user_totals_out(row) for row in rows],
+            }
+        )
+
+
+class JsonUnlessCsv(BaseContentNegotiation):
+    """Errors are JSON whatever the client accepts; the CSV itself is a plain response."""
+
+    def select_parser(self, request, parsers):  # noqa: ANN001, ANN201
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):  # noqa: ANN001, ANN201
+        return renderers[0], renderers[0].media_type
+
+
+CHARGEBACK_HEADER = [
+    "month",
+    "user_id",
+    "email",
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_tokens",
+    "cache_read_tokens",
+    "cost_usd",
+    "unknown_cost_requests",
+]
+
+
+class ChargebackCsvView(APIView):
+    """GET /api/admin/usage/chargeback.csv: spend per user per month, for chargeback."""
+
+    schema = ApiSchema()
+    permission_classes = [IsAdminUser]
+    content_negotiation_class = JsonUnlessCsv
+
+    @extend_schema(
+        operation_id="admin_usage_chargeback_csv",
+        parameters=[ChargebackQuerySerializer],
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="One row per user and month (`YYYY-MM`), months in order, dearest "
+                "first; a month cut by the range counts only the part inside it.",
+            )
+        },
+    )
+    def get(self, request):  # noqa: ANN001, ANN201
+        params = ChargebackQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        rows = selectors.summary_by_user(start=data["start"], end=data["end"], by_month=True)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CHARGEBACK_HEADER)
+        for row in rows:
+            t = row.totals
+            cells = [
+                f"{row.month:%Y-%m}",
+                row.user_id,
+                row.email,
+                t.requests,
+                t.input_tokens,
+                t.output_tokens,
+                t.cache_write_tokens,
+                t.cache_read_tokens,
+                cost_usd(t.cost_micros),
+                t.unknown_cost_requests,
+            ]
+            writer.writerow([csv_safe(cell) for cell in cells])
+        response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+        name = f"chargeback-{data['start']:%Y%m%d}-{data['end']:%Y%m%d}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 class UnpricedModelsView(APIView):

@@ -9,10 +9,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models.functions import TruncMonth
 
 from config import clock
 from costs.pricing import price_get
@@ -224,3 +226,90 @@ def usage_summary(
         by_model=record_breakdown(start=start, end=end, by="base_model_id", user_id=user_id),
         by_client=record_breakdown(start=start, end=end, by="client_family", user_id=user_id),
     )
+
+
+@dataclass(frozen=True)
+class UserTotals:
+    """One user's totals over a range (and a month of it, for chargeback)."""
+
+    user_id: int
+    email: str
+    totals: Totals
+    month: datetime | None = None
+
+
+def summary_by_user(
+    *,
+    start: datetime,
+    end: datetime,
+    by_month: bool = False,
+    user_id: int | None = None,
+    now: datetime | None = None,
+) -> list[UserTotals]:
+    """Totals per user (per user and month with `by_month`) over [start, end), hour-aligned.
+
+    The figures of `summary_buckets`, split by user: persisted hourly rows before the live
+    window grouped in the database, plus the merged live window. Sorted by month, then by
+    cost (dearest first), then by user id.
+    """
+    now = now or clock.now()
+    cut = max(start, min(end, live_window_start(now)))
+    totals: dict[tuple[int, datetime | None], Totals] = defaultdict(Totals)
+    if start < cut:
+        rows = UsageSummary.objects.filter(
+            period="hourly", period_start__gte=start, period_start__lt=cut
+        )
+        if user_id is not None:
+            rows = rows.filter(user_id=user_id)
+        group = ["user_id"]
+        if by_month:
+            rows = rows.annotate(month=TruncMonth("period_start", tzinfo=UTC))
+            group.append("month")
+        for row in rows.values(*group).annotate(**SUMMARY_AGGREGATES).order_by():
+            month = period_start("monthly", row["month"]) if by_month else None
+            key = (row["user_id"], month)
+            totals[key] = totals[key] + Totals.from_mapping(row, AGG)
+    for (owner, hour), hour_totals in hourly_totals_merged(
+        start=cut, end=end, user_id=user_id, now=now
+    ).items():
+        key = (owner, period_start("monthly", hour) if by_month else None)
+        totals[key] = totals[key] + hour_totals
+    emails = dict(
+        get_user_model()
+        .objects.filter(pk__in={owner for owner, _ in totals})
+        .values_list("pk", "email")
+    )
+    rows = [
+        UserTotals(user_id=owner, email=emails.get(owner, ""), totals=t, month=month)
+        for (owner, month), t in totals.items()
+    ]
+    rows.sort(key=lambda r: (r.month or start, -r.totals.cost_micros, r.user_id))
+    return rows
+
+
+@dataclass(frozen=True)
+class ErrorRate:
+    """Calls that failed upstream (status >= 400 or an error type) among all calls."""
+
+    requests: int
+    errors: int
+
+    @property
+    def percent(self) -> float | None:
+        return round(100 * self.errors / self.requests, 2) if self.requests else None
+
+
+def upstream_error_rates(*, since: Mapping[str, datetime], end: datetime) -> dict[str, ErrorRate]:
+    """Error rate of the records started in [since[name], end) for each name, in one query."""
+    failed = Q(upstream_status__gte=400) | (Q(error_type__isnull=False) & ~Q(error_type=""))
+    aggregates = {}
+    for name, start in since.items():
+        aggregates[f"{name}_requests"] = Count("id", filter=Q(started_at__gte=start))
+        aggregates[f"{name}_errors"] = Count("id", filter=Q(started_at__gte=start) & failed)
+    row = UsageRecord.objects.filter(
+        started_at__gte=min(since.values()), started_at__lt=end
+    ).aggregate(**aggregates)
+    return {
+        name: ErrorRate(requests=row[f"{name}_requests"], errors=row[f"{name}_errors"])
+        for name in since
+    }

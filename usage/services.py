@@ -30,6 +30,7 @@ from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncHour
 
 from config import clock
+from config.db import released
 from costs.pricing import Usage, call_cost_micros, model_base_id
 from usage.models import UsageRecord, UsageSummary
 from usage.spool import UNREACHABLE, spool_reject
@@ -295,6 +296,7 @@ def _live_add_many(totals: Mapping[tuple[int, datetime], Totals]) -> None:
         logger.exception("live usage counter update failed for %s", [i.key for i in increments])
 
 
+@released
 def _usage_record_pooled(call: CallRecord) -> None:
     # Pool threads see no request signals: drop a connection that is broken or past
     # CONN_MAX_AGE ourselves, as Django does around each request.
@@ -307,6 +309,7 @@ async def ausage_record(*, call: CallRecord) -> None:
     await sync_to_async(_usage_record_pooled, thread_sensitive=False)(call)
 
 
+@released
 def _usage_record_many_pooled(calls: list[CallRecord]) -> int:
     close_old_connections()
     return usage_record_many(calls=calls)

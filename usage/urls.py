@@ -11,6 +11,11 @@ urlpatterns = [
     path("api/admin/usage/records", api.AdminRecordListView.as_view(), name="admin-usage-records"),
     path("api/admin/usage/summary", api.AdminSummaryView.as_view(), name="admin-usage-summary"),
     path(
+        "api/admin/usage/chargeback.csv",
+        api.ChargebackCsvView.as_view(),
+        name="admin-usage-chargeback",
+    ),
+    path(
         "api/admin/usage/unpriced-models",
         api.UnpricedModelsView.as_view(),
         name="admin-usage-unpriced-models",

@@ -19,7 +19,7 @@ GOOD_ROW = "test.model-a,,,3.75,15,4.6875,7.5,0.375,,,2026-11-01"
 def test_changelist_lists_prices_in_usd_and_links_the_import(admin_client, default_prices):
     page = admin_client.get("/admin/costs/modelprice/?q=opus-5-5").content.decode()
     assert "anthropic.claude-opus-5-5" in page
-    assert '<td class="field-cache_read_usd">0.18</td>' in page  # the global row
+    assert '<td class="field-cache_read_usd">$0.18</td>' in page  # the global row
     assert IMPORT_URL in page
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -49,6 +50,7 @@ def stream(url: str, key: str, started: threading.Semaphore, **knobs: str) -> di
             "POST", f"{url}/anthropic/v1/messages", headers=headers, json=body, timeout=30
         ) as response:
             outcome["status"] = response.status_code
+            outcome["retry_after"] = response.headers.get("retry-after")
             started.release()
             for line in response.iter_lines():
                 if line.startswith("event: "):
@@ -188,3 +190,33 @@ def test_upstream_errors_and_cut_streams_under_load_are_never_a_500(
     assert len(records) >= statuses.count(200)
     assert json.dumps(sorted({o["ended"] for o in outcomes}))  # streams ended, each its way
     counters_match_records(user, fresh_redis)
+
+
+def test_a_burst_of_streams_on_freshly_started_workers_never_answers_500_or_hangs(
+    fresh_redis, reference_data, emulator, tmp_path
+):
+    """200 paced streams from 20 developers arriving within two seconds at two workers that
+    have just started (cold pools): each is served, or refused quickly with a Retry-After."""
+    users = [user_get_or_create(email=f"burst-{i}@example.com") for i in range(20)]
+    keys = [api_key_create(user=user, name="burst").raw for user in users]
+    env = gunicorn_env(fresh_redis, tmp_path, GATEWAY_DATABASE__TIMEOUT_SECONDS="2")
+    knobs = {"x-emulator-reply-tokens": "20", "x-emulator-tokens-per-second": "20"}  # ~1 s
+
+    def one(i: int) -> tuple[int | None, str | None, float]:
+        time.sleep(i * 0.01)  # arrivals spread over two seconds
+        started = time.monotonic()
+        outcome = stream(gw.url, keys[i % len(keys)], threading.Semaphore(0), **knobs)
+        retry_after = outcome.get("retry_after")
+        return outcome["status"], retry_after, time.monotonic() - started
+
+    with (
+        servers.start_gunicorn(upstream_url=emulator.url, env=env) as gw,
+        ThreadPoolExecutor(max_workers=200) as pool,
+    ):
+        results = list(pool.map(one, range(200)))
+    statuses = [status for status, _, _ in results]
+    assert 500 not in statuses
+    assert set(statuses) <= {200, 429, 503}, statuses
+    assert statuses.count(200) >= 150, statuses  # a cold start still serves the burst
+    assert all(retry for status, retry, _ in results if status in (429, 503))
+    assert max(seconds for _, _, seconds in results) < 20  # nobody hangs
