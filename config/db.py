@@ -3,8 +3,8 @@
 Django keeps one connection per thread. Under ASGI each request runs its thread-sensitive
 calls in a thread of its own, so with PostgreSQL's pool a burst of requests checked out one
 pooled connection per request thread and kept it: past the pool's size (20) the next call
-waited 10 s and failed. `in_db_thread` runs a function in the shared executor and hands the
-thread's connection back to the pool when it returns (cheap: the pool keeps it open). SQLite
+waited 10 s and failed. `in_db_thread` runs a function off the loop and hands the thread's
+connection back to the pool when it returns (cheap: the pool keeps it open). SQLite
 connections stay with their thread: opening one costs more than keeping it.
 """
 
@@ -28,12 +28,14 @@ def released(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(*args, **kwargs)
         finally:
-            if connection.vendor == "postgresql":
+            # Never inside a transaction (a caller's atomic block, a test's): it is not ours.
+            if connection.vendor == "postgresql" and not connection.in_atomic_block:
                 connection.close()
 
     return run
 
 
 async def in_db_thread(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """Await `fn(*args, **kwargs)` run in a worker thread; its connection is released after."""
-    return await sync_to_async(released(fn), thread_sensitive=False)(*args, **kwargs)
+    """Await `fn(*args, **kwargs)` run off the event loop (in the request's thread, as
+    sync_to_async does by default); its pooled connection is released after."""
+    return await sync_to_async(released(fn))(*args, **kwargs)

@@ -151,7 +151,7 @@ def test_new_user_journey(live, reference_data, page: Page, context, screenshots
     shot(page, screenshots, "11-caps-700px")
 
     # Sign out is a POST; the pages then need signing in again.
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.goto(f"{live.url}/usage")
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/usage$"))
 

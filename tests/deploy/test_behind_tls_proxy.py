@@ -94,7 +94,7 @@ def test_journey_through_the_tls_proxy(behind_proxy: Deployment, reference_data,
         call(behind_proxy, key)
 
     # Sign out (a POST), still on the public URL.
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.goto(f"{url}/usage")
     expect(page).to_have_url(f"{url}/accounts/login/?next=/usage")
 
