@@ -18,7 +18,14 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from caps.models import CapType, SetBy, UserCapConfig
-from caps.services import CapStoreUnavailable, cap_create, cap_delete, cap_status, cap_update
+from caps.services import (
+    CapStoreUnavailable,
+    cap_create,
+    cap_delete,
+    cap_status,
+    cap_update,
+    spend_today_cents,
+)
 from config import clock
 from config.errors import ApiSchema, ErrorDetailSerializer
 from config.pagination import ApiPagination
@@ -130,6 +137,17 @@ class CapStatusSerializer(serializers.Serializer):
     enforce_from = serializers.DateTimeField(allow_null=True)
 
 
+class CapStatusOutSerializer(serializers.Serializer):
+    spend_today_cents = serializers.DecimalField(
+        max_digits=30,
+        decimal_places=4,
+        coerce_to_string=False,
+        help_text="The user's spend since midnight UTC in cents (four decimals), with or "
+        "without a cost cap; calls of models without a known price are not in it.",
+    )
+    caps = CapStatusSerializer(many=True, help_text="Per active hourly/daily/monthly cap.")
+
+
 def _service_errors(exc: DjangoValidationError) -> exceptions.ValidationError:
     return exceptions.ValidationError(exc.message_dict)
 
@@ -217,15 +235,16 @@ class CapDetailView(APIView):
 
 
 class CapStatusView(APIView):
-    """GET: per active cap, usage of the current window, limits, percentage, reset time,
-    whether it is exceeded and whether it blocks yet (administrators: `?user=`)."""
+    """GET: today's spend and, per active cap, usage of the current window, limits,
+    percentage, reset time, whether it is exceeded and whether it blocks yet (administrators:
+    `?user=`)."""
 
     schema = ApiSchema()
 
     @extend_schema(
         parameters=[OpenApiParameter("user", int, description="Administrators only")],
         responses={
-            200: CapStatusSerializer(many=True),
+            200: CapStatusOutSerializer,
             404: OpenApiResponse(ErrorDetailSerializer, description="No such user (`?user=`)"),
             503: OpenApiResponse(ErrorDetailSerializer, description="Counter store unavailable"),
         },
@@ -238,4 +257,5 @@ class CapStatusView(APIView):
             rows = cap_status(user_id=user_id)
         except CapStoreUnavailable as exc:
             return Response({"detail": exc.message}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        return Response(CapStatusSerializer(rows, many=True).data)
+        out = {"spend_today_cents": spend_today_cents(user_id=user_id), "caps": rows}
+        return Response(CapStatusOutSerializer(out).data)

@@ -8,6 +8,8 @@ class CapType(models.TextChoices):
     HOURLY = "hourly", "Hourly"
     DAILY = "daily", "Daily"
     MONTHLY = "monthly", "Monthly"
+    # Cost per Claude Code session (max_cost_cents only).
+    SESSION = "session", "Per session"
 
 
 class SetBy(models.TextChoices):
@@ -50,7 +52,8 @@ class UserCapConfig(models.Model):
                 fields=["user", "cap_type", "set_by"], name="cap_user_type_owner_uniq"
             ),
             models.CheckConstraint(
-                condition=Q(cap_type__in=["hourly", "daily", "monthly"]), name="cap_type_valid"
+                condition=Q(cap_type__in=["hourly", "daily", "monthly", "session"]),
+                name="cap_type_valid",
             ),
             models.CheckConstraint(
                 condition=Q(set_by__in=["admin", "user"]), name="cap_set_by_valid"
@@ -115,6 +118,8 @@ class CapLease(models.Model):
     worst_tokens = models.BigIntegerField(default=0)
     worst_cost_micros = models.BigIntegerField(default=0)
     uncovered = models.BooleanField(default=False)
+    # The call's session window (a per-session cost counter), if it had a session id.
+    session_key = models.CharField(max_length=200, null=True, blank=True)
 
     class Meta:
         db_table = "cap_leases"

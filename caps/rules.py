@@ -15,7 +15,7 @@ from datetime import datetime
 
 from django.conf import settings
 
-from caps.windows import CAP_TYPES
+from caps.windows import WINDOW_TYPES
 
 NO_LIMIT = -1
 MICROS_PER_CENT = 10_000
@@ -65,19 +65,20 @@ def _min(current: int, candidate: int | None) -> int:
 
 
 def blocking_limits(rules: tuple[CapRule, ...], now: datetime) -> list[int]:
-    """Nine integers (hourly, daily, monthly) x (requests, tokens, cost micros); -1 = none.
+    """Twelve integers (hourly, daily, monthly, session) x (requests, tokens, cost micros);
+    -1 = none (a session cap sets only the cost).
 
     The strictest enforced limit of each kind per window. With `enforce_caps` off nothing
     blocks (the reservation still counts, and the status still reports).
     """
-    limits = [NO_LIMIT] * 9
+    limits = [NO_LIMIT] * 12
     if not settings.GATEWAY.usage_caps.enforce_caps:
         return limits
     for rule in rules:
         enforced = rule.enforced_limits(now)
         if enforced is None:
             continue
-        base = CAP_TYPES.index(rule.cap_type) * 3
+        base = WINDOW_TYPES.index(rule.cap_type) * 3
         requests, tokens, cents = enforced
         limits[base] = _min(limits[base], requests)
         limits[base + 1] = _min(limits[base + 1], tokens)

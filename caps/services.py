@@ -49,8 +49,12 @@ from caps.store import (
 )
 from caps.windows import (
     CAP_TYPES,
+    SESSION,
+    WINDOW_TYPES,
     iso_z,
     reset_time,
+    session_key,
+    session_ttl,
     window_key,
     window_keys,
     window_start,
@@ -75,6 +79,7 @@ __all__ = [
     "cap_settle",
     "cap_settle_sync",
     "cap_status",
+    "spend_today_cents",
     "cap_store",
     "cap_update",
     "caps_install_defaults",
@@ -87,6 +92,8 @@ logger = logging.getLogger(__name__)
 LIMIT_TYPES = ("requests", "tokens", "cost")
 LIMIT_FIELDS = ("max_requests", "max_tokens", "max_cost_cents")
 _STALE_RETRIES = 3
+# A session cap never resets: a day, so that the client stops rather than retries.
+SESSION_RETRY_AFTER = 86400
 
 CapStore = RedisCapStore | DatabaseCapStore
 
@@ -115,7 +122,7 @@ class CapExceeded(Exception):
         limit_type: str,
         current_usage: int | Decimal,
         limit: int | Decimal,
-        reset_time: datetime,
+        reset_time: datetime | None,
         retry_after_seconds: int,
         needed: int | Decimal,
         set_by: str = SetBy.USER,
@@ -141,10 +148,16 @@ class CapExceeded(Exception):
         else:
             usage = f"{self.current_usage}/{self.limit} {self.limit_type}"
             need = f"{self.needed} {self.limit_type}"
-        text = f"{self.cap_type.capitalize()} usage cap exceeded: {usage}"
+        if self.cap_type == SESSION:
+            # "Session cost cap exceeded: $2.00/$2.00. Start a new session." (never resets)
+            text = f"Session cost cap exceeded: {usage.removesuffix(' cost')}"
+        else:
+            text = f"{self.cap_type.capitalize()} usage cap exceeded: {usage}"
         if self.current_usage < self.limit:
             # Under the limit, but this call's estimate does not fit in what is left.
             text += f" (this request needs about {need})"
+        if self.reset_time is None:
+            return f"{text}. Start a new session."
         return f"{text}. Resets at {iso_z(self.reset_time)}"
 
     def body(self) -> dict[str, Any]:
@@ -160,7 +173,7 @@ class CapExceeded(Exception):
             "limit_type": self.limit_type,
             "current_usage": number(self.current_usage),
             "limit": number(self.limit),
-            "reset_time": iso_z(self.reset_time),
+            "reset_time": None if self.reset_time is None else iso_z(self.reset_time),
             "retry_after_seconds": self.retry_after_seconds,
         }
 
@@ -202,7 +215,7 @@ class CapHeadroom:
     requests_remaining: int | None
     tokens_remaining: int | None
     cost_micros_remaining: int | None
-    reset_time: datetime
+    reset_time: datetime | None  # None: the session window, which never resets
 
 
 @dataclass
@@ -225,6 +238,8 @@ class Reservation:
     uncovered: bool = False
     region: str | None = None
     prefixes: tuple[tuple[str, str], ...] = ()
+    # The call's session window (its Claude Code session's cost counter), if it had one.
+    session_key: str | None = None
     settled: bool = False
     store: Any = field(default=None, repr=False, compare=False)
 
@@ -289,10 +304,12 @@ def _exceeded(
     candidates: list[tuple[datetime, int, CapExceeded]] = []
     for rule in rules:
         enforced = rule.enforced_limits(now)
-        if enforced is None:
-            continue
-        window = result.values[CAP_TYPES.index(rule.cap_type)]
-        reset = reset_time(rule.cap_type, now)
+        index = WINDOW_TYPES.index(rule.cap_type)
+        if enforced is None or index >= len(result.values):
+            continue  # in grace, or a session cap and a call without a session
+        window = result.values[index]
+        session = rule.cap_type == SESSION
+        reset = None if session else reset_time(rule.cap_type, now)
         for j, limit in enumerate(enforced):
             if limit is None:
                 continue
@@ -306,11 +323,14 @@ def _exceeded(
                 current_usage=_cents(current) if j == 2 else current,
                 limit=limit,
                 reset_time=reset,
-                retry_after_seconds=max(1, math.ceil((reset - now).total_seconds())),
+                retry_after_seconds=SESSION_RETRY_AFTER
+                if reset is None
+                else max(1, math.ceil((reset - now).total_seconds())),
                 needed=_cents(amounts[j]) if j == 2 else amounts[j],
                 set_by=rule.set_by,
             )
-            candidates.append((reset, -j, exc))
+            # A session never resets: its cap wins (the client must start a new session).
+            candidates.append((reset or datetime.max.replace(tzinfo=now.tzinfo), -j, exc))
     # Several caps may be full: the one that resets last is when a retry can succeed.
     return max(candidates, key=lambda c: (c[0], c[1]))[2]
 
@@ -320,7 +340,10 @@ def _headroom(
 ) -> list[CapHeadroom]:
     left: dict[str, list[int | None]] = {}
     for rule in rules:
-        window = result.values[CAP_TYPES.index(rule.cap_type)]
+        index = WINDOW_TYPES.index(rule.cap_type)
+        if index >= len(result.values):
+            continue  # a session cap, and a call without a session
+        window = result.values[index]
         slot = left.setdefault(rule.cap_type, [None, None, None])
         for j, limit in enumerate(rule.limits):
             if limit is None:
@@ -329,8 +352,12 @@ def _headroom(
             remaining = max(0, units - window[j] - window[3 + j] - amounts[j])
             slot[j] = remaining if slot[j] is None else min(slot[j], remaining)
     return [
-        CapHeadroom(cap_type, *left[cap_type], reset_time=reset_time(cap_type, now))
-        for cap_type in CAP_TYPES
+        CapHeadroom(
+            cap_type,
+            *left[cap_type],
+            reset_time=None if cap_type == SESSION else reset_time(cap_type, now),
+        )
+        for cap_type in WINDOW_TYPES
         if cap_type in left
     ]
 
@@ -348,6 +375,7 @@ def _reservation(
     store,
     reserved=True,
     uncovered=False,
+    session_window=None,
 ) -> Reservation:
     return Reservation(
         id=rid,
@@ -365,6 +393,7 @@ def _reservation(
         uncovered=uncovered,
         region=region,
         prefixes=estimate.prefixes if isinstance(estimate, Estimate) else (),
+        session_key=session_window,
         store=store,
     )
 
@@ -373,7 +402,7 @@ def _limit_or_none(value: int | None) -> int:
     return NO_LIMIT if value is None else value
 
 
-def _reserve_kwargs(*, user_id, caps, rid, now, amounts, worst) -> dict[str, Any]:
+def _reserve_kwargs(*, user_id, caps, rid, now, amounts, worst, session_window) -> dict:
     conf = settings.GATEWAY.usage_caps
     lease = conf.reservation_lease_seconds
     return {
@@ -388,6 +417,7 @@ def _reserve_kwargs(*, user_id, caps, rid, now, amounts, worst) -> dict[str, Any
         "worst": worst,
         "max_in_flight": _limit_or_none(conf.max_in_flight_per_user),
         "max_uncovered": _limit_or_none(conf.max_uncovered_in_flight),
+        "session_key": session_window,
     }
 
 
@@ -422,12 +452,13 @@ class _Attempt:
     region: str | None
     amounts: tuple[int, int, int]
     worst: tuple[int, int, int]
+    session_window: str | None = None
     rid: str = field(default_factory=new_reservation_id)
 
     def reserve_kwargs(self, caps: UserCaps) -> dict[str, Any]:
         return _reserve_kwargs(
             user_id=self.user_id, caps=caps, rid=self.rid, now=self.now, amounts=self.amounts,
-            worst=self.worst,
+            worst=self.worst, session_window=self.session_window,
         )  # fmt: skip
 
     def _reservation(
@@ -437,6 +468,7 @@ class _Attempt:
             rid=self.rid, user_id=self.user_id, model_id=self.model_id, estimate=self.estimate,
             amounts=self.amounts, now=self.now, region=self.region, headroom=headroom,
             store=self.store, reserved=reserved, uncovered=uncovered,
+            session_window=self.session_window,
         )  # fmt: skip
 
     def unreserved(self, exc: Exception) -> Reservation:
@@ -498,11 +530,14 @@ def _rebuild_user(store: CapStore, user_id: int, now: datetime, *, lost: bool = 
     logger.info("cap counters of user %s rebuilt from the usage records", user_id)
 
 
-def _attempt(*, store, user_id, model_id, estimate, now, region, cost, worst_cost) -> _Attempt:
+def _attempt(
+    *, store, user_id, model_id, estimate, now, region, cost, worst_cost, session_id
+) -> _Attempt:
     return _Attempt(
         store=store or cap_store(), user_id=user_id, model_id=model_id, estimate=estimate,
         now=now, region=region, amounts=(1, estimate.cap_tokens, cost),
         worst=(1, worst_case(estimate).cap_tokens, worst_cost),
+        session_window=session_key(user_id, session_id),
     )  # fmt: skip
 
 
@@ -514,10 +549,13 @@ async def cap_reserve(
     now: datetime | None = None,
     region: str | None = None,
     store: CapStore | None = None,
+    session_id: str | None = None,
 ) -> Reservation:
     """Check every active cap of the user and reserve the estimate, in one atomic step.
 
     Raises CapExceeded (429) or CapStoreUnavailable (503, per `store_failure_mode`).
+    `session_id` (Claude Code's x-claude-code-session-id): the call also counts in, and is
+    checked against, its session's window (the per-session cost cap).
     """
     now = now or clock.now()
     cost = await aestimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
@@ -529,7 +567,7 @@ async def cap_reserve(
         )
     attempt = _attempt(
         store=store, user_id=user_id, model_id=model_id, estimate=estimate, now=now,
-        region=region, cost=cost, worst_cost=worst_cost,
+        region=region, cost=cost, worst_cost=worst_cost, session_id=session_id,
     )  # fmt: skip
     store = attempt.store
     try:
@@ -561,6 +599,7 @@ def cap_reserve_sync(
     now: datetime | None = None,
     region: str | None = None,
     store: CapStore | None = None,
+    session_id: str | None = None,
 ) -> Reservation:
     """cap_reserve for synchronous callers (jobs, scripts, threads)."""
     now = now or clock.now()
@@ -571,7 +610,7 @@ def cap_reserve_sync(
         worst_cost = estimate_cost_micros(model_id=model_id, usage=worst, at=now, region=region)
     attempt = _attempt(
         store=store, user_id=user_id, model_id=model_id, estimate=estimate, now=now,
-        region=region, cost=cost, worst_cost=worst_cost,
+        region=region, cost=cost, worst_cost=worst_cost, session_id=session_id,
     )  # fmt: skip
     store = attempt.store
     try:
@@ -642,6 +681,7 @@ async def cap_settle(
             keys=reservation.keys,
             actual=amounts,
             now=now or clock.now(),
+            session_key=reservation.session_key,
         )
     except StoreDown as exc:
         # The lease releases the reservation; the usage rebuild restores `used`.
@@ -672,6 +712,7 @@ def cap_settle_sync(
             keys=reservation.keys,
             actual=amounts,
             now=now or clock.now(),
+            session_key=reservation.session_key,
         )
     except StoreDown as exc:
         logger.warning("cap settle failed for user %s: %s", reservation.user_id, exc)
@@ -731,7 +772,8 @@ def headroom_headers(reservation: Reservation) -> dict[str, str]:
             headers[f"{prefix}-tokens-remaining"] = str(room.tokens_remaining)
         if room.cost_micros_remaining is not None:
             headers[f"{prefix}-cost-cents-remaining"] = str(_cents(room.cost_micros_remaining))
-        headers[f"{prefix}-reset"] = iso_z(room.reset_time)
+        if room.reset_time is not None:
+            headers[f"{prefix}-reset"] = iso_z(room.reset_time)
     return headers
 
 
@@ -757,6 +799,8 @@ def cap_status(
         raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
     status = []
     for rule in rules:
+        if rule.cap_type not in CAP_TYPES:
+            continue  # a session cap: its usage is per session, shown by its 429 and headers
         window = windows[CAP_TYPES.index(rule.cap_type)]
         used = [window.get(f, 0) for f in ("requests", "tokens", "cost_micros")]
         flying = [window.get(f, 0) for f in ("if_requests", "if_tokens", "if_cost_micros")]
@@ -790,6 +834,20 @@ def cap_status(
             }
         )
     return status
+
+
+def spend_today_cents(*, user_id: int, now: datetime | None = None) -> Decimal:
+    """The user's spend since midnight UTC, in cents with four decimals: today's hours from
+    the live usage summaries (persisted hours, else the live counters, else the records when
+    the store is down), as on the dashboard. Calls without a known price are not in it."""
+    from usage.selectors import summary_buckets
+
+    now = now or clock.now()
+    day = window_start("daily", now)
+    buckets = summary_buckets(
+        start=day, end=reset_time("daily", now), bucket="daily", user_id=user_id, now=now
+    )
+    return _cents(sum(totals.cost_micros for totals in buckets.values()))
 
 
 # --- Cap writes ----------------------------------------------------------------------------------
@@ -836,8 +894,12 @@ def _enforced_now(cap: UserCapConfig, now: datetime) -> tuple | None:
 
 def _validate(cap: UserCapConfig) -> None:
     errors: dict[str, list[str]] = {}
-    if cap.cap_type not in CAP_TYPES:
+    if cap.cap_type not in WINDOW_TYPES:
         errors["cap_type"] = [f'"{cap.cap_type}" is not a valid choice.']
+    if cap.cap_type == SESSION:
+        for name in ("max_requests", "max_tokens"):
+            if getattr(cap, name) is not None:
+                errors[name] = ["A session cap limits cost only: set max_cost_cents alone."]
     for name in LIMIT_FIELDS:
         value = getattr(cap, name)
         if value is not None and (not isinstance(value, int) or value <= 0):
@@ -928,28 +990,39 @@ def caps_set_active(*, caps: list[UserCapConfig], active: bool) -> int:
 def caps_install_defaults(
     *, user: Any = None, user_id: int | None = None, new_user: bool = True, now=None
 ) -> list[UserCapConfig]:
-    """Install the configured default caps (usage_caps.default_daily_*; null = no such limit)
-    for a user, once. They are administrator caps: the user cannot raise or remove them. For a
-    new user (the account creation path) they apply at once; installed later for an existing
-    user (lazily, on first use) they start blocking after the grace period."""
+    """Install the configured default caps (usage_caps.default_daily_*, and
+    default_session_cost_cents; null = no such limit) for a user, once. They are administrator
+    caps: the user cannot raise or remove them. For a new user (the account creation path)
+    they apply at once; installed later for an existing user (lazily, on first use) they start
+    blocking after the grace period."""
     user_id = user_id if user_id is not None else user.pk
     now = now or clock.now()
     conf = settings.GATEWAY.usage_caps
-    limits = {
-        "max_requests": conf.default_daily_requests,
-        "max_tokens": conf.default_daily_tokens,
-        "max_cost_cents": conf.default_daily_cost_cents,
+    defaults = {
+        "daily": {
+            "max_requests": conf.default_daily_requests,
+            "max_tokens": conf.default_daily_tokens,
+            "max_cost_cents": conf.default_daily_cost_cents,
+        },
+        SESSION: {"max_cost_cents": conf.default_session_cost_cents},
     }
+    installed = []
     with transaction.atomic():
         _, created = UserCapDefaults.objects.get_or_create(user_id=user_id)
-        if not created or all(v is None for v in limits.values()):
+        if not created:
             return []
-        if UserCapConfig.objects.filter(user_id=user_id, cap_type="daily", set_by="admin").exists():
-            return []
-        cap = UserCapConfig(user_id=user_id, cap_type="daily", set_by=SetBy.ADMIN, **limits)
-        if not new_user:
-            _apply_grace(cap, None, now)
-        return [_save(cap)]
+        for cap_type, limits in defaults.items():
+            if all(v is None for v in limits.values()):
+                continue
+            if UserCapConfig.objects.filter(
+                user_id=user_id, cap_type=cap_type, set_by="admin"
+            ).exists():
+                continue
+            cap = UserCapConfig(user_id=user_id, cap_type=cap_type, set_by=SetBy.ADMIN, **limits)
+            if not new_user:
+                _apply_grace(cap, None, now)
+            installed.append(_save(cap))
+    return installed
 
 
 def _defaults_ensure(*, user_id: int) -> None:
@@ -983,6 +1056,51 @@ def cap_delete_many(*, caps: list[UserCapConfig]) -> None:
 # --- Rebuild ------------------------------------------------------------------------------------
 
 
+def _record_amounts(record: Any) -> tuple[int, int, int]:
+    """A usage record as settle counted it: 1 request, cap tokens, cost (an unknown price at
+    its family's dearest)."""
+    usage = Usage(
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cache_write_5m_tokens=record.cache_write_5m_tokens,
+        cache_write_1h_tokens=record.cache_write_1h_tokens,
+        cache_read_tokens=record.cache_read_tokens,
+    )
+    cost = record.cost_micros
+    if cost is None:
+        cost = estimate_cost_micros(model_id=record.model_id, usage=usage, at=record.started_at)
+    return (1, usage.cap_tokens, cost)
+
+
+def _sessions_used(*, now: datetime, user_id: int | None) -> dict[tuple[int, str], list[int]]:
+    """Per (user, session) still live (a call within the session window's TTL): the use of
+    all the session's calls, however old."""
+    from usage.models import UsageRecord
+
+    recent = UsageRecord.objects.filter(
+        session_id__isnull=False,
+        started_at__gte=now - timedelta(seconds=session_ttl()),
+        started_at__lt=now + timedelta(hours=1),
+    )
+    if user_id is not None:
+        recent = recent.filter(user_id=user_id)
+    live = set(recent.values_list("user_id", "session_id").distinct())
+    used: dict[tuple[int, str], list[int]] = {}
+    if not live:
+        return used
+    calls = UsageRecord.objects.filter(session_id__in={session for _, session in live})
+    if user_id is not None:
+        calls = calls.filter(user_id=user_id)
+    for record in calls.iterator():
+        slot = (record.user_id, record.session_id)
+        if slot not in live:
+            continue
+        totals = used.setdefault(slot, [0, 0, 0])
+        for j, amount in enumerate(_record_amounts(record)):
+            totals[j] += amount
+    return used
+
+
 def caps_rebuild(
     *,
     now: datetime | None = None,
@@ -992,7 +1110,9 @@ def caps_rebuild(
 ) -> int:
     """Recompute settled use in the current hourly, daily and monthly windows from the usage
     records (the source of truth), e.g. after the counter store was lost: of every user with
-    records this month, or of `user_id` only (its three windows, zeros included). Calls in
+    records this month, or of `user_id` only (its three windows, zeros included); and the
+    session windows of the sessions with a call within `redis.session_cap_ttl` (all their
+    calls). Calls in
     flight keep their reservations; the rebuilt users' sentinels are written in the same step
     (caps/store.py); `only_if_lost` (with `user_id`): unless its sentinel is back. Returns
     how many windows were written."""
@@ -1010,28 +1130,23 @@ def caps_rebuild(
     used: dict[tuple[int, int], list[int]] = {}
     users: set[int] = set() if user_id is None else {user_id}
     for record in records.iterator():
-        usage = Usage(
-            input_tokens=record.input_tokens,
-            output_tokens=record.output_tokens,
-            cache_write_5m_tokens=record.cache_write_5m_tokens,
-            cache_write_1h_tokens=record.cache_write_1h_tokens,
-            cache_read_tokens=record.cache_read_tokens,
-        )
-        # As settle counts it: an unknown price at its family's dearest.
-        cost = record.cost_micros
-        if cost is None:
-            cost = estimate_cost_micros(model_id=record.model_id, usage=usage, at=record.started_at)
+        amounts = _record_amounts(record)
         users.add(record.user_id)
         for i, (start, end) in enumerate(bounds):
             if start <= record.started_at < end:
                 totals = used.setdefault((record.user_id, i), [0, 0, 0])
-                totals[0] += 1
-                totals[1] += usage.cap_tokens
-                totals[2] += cost
+                for j in range(3):
+                    totals[j] += amounts[j]
+    sessions = _sessions_used(now=now, user_id=user_id)
+    users.update(user for user, _ in sessions)
     entries = [
         (window_key(user, cap_type, now), tuple(used.get((user, i), (0, 0, 0))), ttl)
         for user in sorted(users)
         for i, (cap_type, ttl) in enumerate(zip(CAP_TYPES, window_ttls(), strict=True))
+    ]
+    entries += [
+        (session_key(user, session), tuple(totals), session_ttl())
+        for (user, session), totals in sorted(sessions.items())
     ]
     if entries:
         store.set_used(entries, now, rebuilt_users=sorted(users), only_if_lost=only_if_lost)

@@ -45,7 +45,7 @@ from django.db import DatabaseError, connection, connections, transaction
 
 from caps.models import CapLease
 from caps.rules import NO_LIMIT
-from caps.windows import user_tag, window_keys, window_ttls
+from caps.windows import session_ttl, user_tag, window_keys, window_ttls
 from config import clock, redis_clients
 from usage.models import Counter
 
@@ -106,9 +106,12 @@ def _ms(at: datetime) -> int:
 # --- Redis ---------------------------------------------------------------------------------------
 
 # KEYS: hourly, daily, monthly, leases, reservations, version, sentinel, uncovered
+#       [, session window]
 # ARGV: now_ms, cached_version, rid, lease_expiry_ms, est requests, est tokens, est cost,
 #       ttl h, ttl d, ttl m, 9 limits (window-major; -1 = none), aux ttl,
-#       worst tokens, worst cost, max in flight (-1 = none), max uncovered (-1 = none)
+#       worst tokens, worst cost, max in flight (-1 = none), max uncovered (-1 = none),
+#       session ttl, 3 session limits
+# A reservation record: {hourly, daily, monthly, est x3, worst x2[, session window]}.
 _RESERVE_LUA = """
 if redis.call('EXPIRE', KEYS[7], ARGV[10]) == 0 then return {'rebuild'} end
 local version = redis.call('GET', KEYS[6]) or ''
@@ -121,18 +124,19 @@ for _, rid in ipairs(expired) do
   if rec then
     local r = cjson.decode(rec)
     local worst = {r[7] or r[5], r[8] or r[6]}
-    for i = 1, 3 do
-      if redis.call('EXISTS', r[i]) == 1 then
+    local held = {r[1], r[2], r[3], r[9]}
+    for i = 1, #held do
+      if redis.call('EXISTS', held[i]) == 1 then
         for j = 1, 3 do
-          if redis.call('HINCRBY', r[i], inflight[j], -r[3 + j]) < 0 then
-            redis.call('HSET', r[i], inflight[j], 0)
+          if redis.call('HINCRBY', held[i], inflight[j], -r[3 + j]) < 0 then
+            redis.call('HSET', held[i], inflight[j], 0)
           end
         end
-        if redis.call('HINCRBY', r[i], 'if_worst_tokens', -worst[1]) < 0 then
-          redis.call('HSET', r[i], 'if_worst_tokens', 0)
+        if redis.call('HINCRBY', held[i], 'if_worst_tokens', -worst[1]) < 0 then
+          redis.call('HSET', held[i], 'if_worst_tokens', 0)
         end
-        if redis.call('HINCRBY', r[i], 'if_worst_cost_micros', -worst[2]) < 0 then
-          redis.call('HSET', r[i], 'if_worst_cost_micros', 0)
+        if redis.call('HINCRBY', held[i], 'if_worst_cost_micros', -worst[2]) < 0 then
+          redis.call('HSET', held[i], 'if_worst_cost_micros', 0)
         end
       end
     end
@@ -143,17 +147,24 @@ if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now) end
 redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
 local est = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
 local worst = {tonumber(ARGV[21]), tonumber(ARGV[22])}
+local win = {KEYS[1], KEYS[2], KEYS[3]}
+local ttl = {ARGV[8], ARGV[9], ARGV[10]}
+if #KEYS >= 9 then
+  win[4] = KEYS[9]
+  ttl[4] = ARGV[25]
+end
 local values = {}
 local ok = 1
 local uncovered = 0
-for i = 1, 3 do
-  local v = redis.call('HMGET', KEYS[i], 'requests', 'tokens', 'cost_micros',
+for i = 1, #win do
+  local v = redis.call('HMGET', win[i], 'requests', 'tokens', 'cost_micros',
                        'if_requests', 'if_tokens', 'if_cost_micros',
                        'if_worst_tokens', 'if_worst_cost_micros')
   for j = 1, 8 do v[j] = tonumber(v[j]) or 0 end
   for j = 1, 6 do values[#values + 1] = v[j] end
   for j = 1, 3 do
-    local limit = tonumber(ARGV[10 + (i - 1) * 3 + j])
+    local limit = tonumber(ARGV[25 + j])
+    if i <= 3 then limit = tonumber(ARGV[10 + (i - 1) * 3 + j]) end
     if limit >= 0 and v[j] + v[3 + j] + est[j] > limit then ok = 0 end
     if limit >= 0 and j > 1 then
       local flying = math.max(v[5 + j], v[3 + j])
@@ -170,16 +181,16 @@ local max_uncovered = tonumber(ARGV[24])
 if uncovered == 1 and max_uncovered >= 0 and redis.call('ZCARD', KEYS[8]) >= max_uncovered then
   return {'busy_uncovered', values}
 end
-for i = 1, 3 do
-  for j = 1, 3 do redis.call('HINCRBY', KEYS[i], inflight[j], est[j]) end
-  redis.call('HINCRBY', KEYS[i], 'if_worst_tokens', worst[1])
-  redis.call('HINCRBY', KEYS[i], 'if_worst_cost_micros', worst[2])
-  redis.call('EXPIRE', KEYS[i], ARGV[7 + i])
+for i = 1, #win do
+  for j = 1, 3 do redis.call('HINCRBY', win[i], inflight[j], est[j]) end
+  redis.call('HINCRBY', win[i], 'if_worst_tokens', worst[1])
+  redis.call('HINCRBY', win[i], 'if_worst_cost_micros', worst[2])
+  redis.call('EXPIRE', win[i], ttl[i])
 end
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
-redis.call('HSET', KEYS[5], ARGV[3],
-           cjson.encode({KEYS[1], KEYS[2], KEYS[3], est[1], est[2], est[3],
-                         worst[1], worst[2]}))
+local record = {KEYS[1], KEYS[2], KEYS[3], est[1], est[2], est[3], worst[1], worst[2]}
+if win[4] then record[9] = win[4] end
+redis.call('HSET', KEYS[5], ARGV[3], cjson.encode(record))
 redis.call('EXPIRE', KEYS[4], ARGV[20])
 redis.call('EXPIRE', KEYS[5], ARGV[20])
 if uncovered == 1 then
@@ -190,25 +201,32 @@ return {'ok', values, uncovered}
 """
 
 # KEYS: hourly, daily, monthly (of the reservation's start), leases, reservations, uncovered
-# ARGV: rid, count (1/0), actual requests, tokens, cost, ttl h, ttl d, ttl m
+#       [, session window]
+# ARGV: rid, count (1/0), actual requests, tokens, cost, ttl h, ttl d, ttl m[, session ttl]
 _SETTLE_LUA = """
 local inflight = {'if_requests', 'if_tokens', 'if_cost_micros'}
 local used = {'requests', 'tokens', 'cost_micros'}
+local win = {KEYS[1], KEYS[2], KEYS[3]}
+local ttl = {ARGV[6], ARGV[7], ARGV[8]}
+if #KEYS >= 7 then
+  win[4] = KEYS[7]
+  ttl[4] = ARGV[9]
+end
 local rec = redis.call('HGET', KEYS[5], ARGV[1])
 if rec then
   local r = cjson.decode(rec)
   local worst = {r[7] or r[5], r[8] or r[6]}
-  for i = 1, 3 do
+  for i = 1, #win do
     for j = 1, 3 do
-      if redis.call('HINCRBY', KEYS[i], inflight[j], -r[3 + j]) < 0 then
-        redis.call('HSET', KEYS[i], inflight[j], 0)
+      if redis.call('HINCRBY', win[i], inflight[j], -r[3 + j]) < 0 then
+        redis.call('HSET', win[i], inflight[j], 0)
       end
     end
-    if redis.call('HINCRBY', KEYS[i], 'if_worst_tokens', -worst[1]) < 0 then
-      redis.call('HSET', KEYS[i], 'if_worst_tokens', 0)
+    if redis.call('HINCRBY', win[i], 'if_worst_tokens', -worst[1]) < 0 then
+      redis.call('HSET', win[i], 'if_worst_tokens', 0)
     end
-    if redis.call('HINCRBY', KEYS[i], 'if_worst_cost_micros', -worst[2]) < 0 then
-      redis.call('HSET', KEYS[i], 'if_worst_cost_micros', 0)
+    if redis.call('HINCRBY', win[i], 'if_worst_cost_micros', -worst[2]) < 0 then
+      redis.call('HSET', win[i], 'if_worst_cost_micros', 0)
     end
   end
   redis.call('HDEL', KEYS[5], ARGV[1])
@@ -216,11 +234,11 @@ if rec then
 end
 redis.call('ZREM', KEYS[6], ARGV[1])
 if ARGV[2] == '1' then
-  for i = 1, 3 do
-    for j = 1, 3 do redis.call('HINCRBY', KEYS[i], used[j], ARGV[2 + j]) end
+  for i = 1, #win do
+    for j = 1, 3 do redis.call('HINCRBY', win[i], used[j], ARGV[2 + j]) end
   end
 end
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5 + i]) end
+for i = 1, #win do redis.call('EXPIRE', win[i], ttl[i]) end
 return rec and 1 or 0
 """
 
@@ -255,7 +273,12 @@ return 1
 
 def _decode_values(raw: Sequence[Any]) -> tuple[tuple[int, ...], ...]:
     flat = [int(v) for v in raw]
-    return tuple(tuple(flat[i * 6 : i * 6 + 6]) for i in range(3))
+    return tuple(tuple(flat[i * 6 : i * 6 + 6]) for i in range(len(flat) // 6))
+
+
+def _session_limits(limits: Sequence[int]) -> list[int]:
+    """The session window's three limits (after the calendar windows' nine), if given."""
+    return list(limits[9:12]) if len(limits) >= 12 else [NO_LIMIT] * 3
 
 
 class RedisCapStore:
@@ -310,6 +333,7 @@ class RedisCapStore:
         worst=None,
         max_in_flight=NO_LIMIT,
         max_uncovered=NO_LIMIT,
+        session_key=None,
     ) -> tuple[list[str], list[Any]]:
         worst = estimate if worst is None else worst
         keys = [
@@ -318,6 +342,8 @@ class RedisCapStore:
             sentinel_key(user_id),
             uncovered_key(user_id),
         ]
+        if session_key:
+            keys.append(session_key)
         args = [
             _ms(now),
             version,
@@ -325,12 +351,14 @@ class RedisCapStore:
             _ms(lease_expires_at),
             *estimate,
             *window_ttls(),
-            *limits,
+            *limits[:9],
             lease_seconds + 3600,
             max(worst[1], estimate[1]),
             max(worst[2], estimate[2]),
             max_in_flight,
             max_uncovered,
+            session_ttl(),
+            *_session_limits(limits),
         ]
         return keys, args
 
@@ -343,13 +371,19 @@ class RedisCapStore:
         return ReserveResult(status, _decode_values(raw[1]), uncovered)
 
     @staticmethod
-    def _settle_args(*, user_id, rid, keys, actual, now=None) -> tuple[list[str], list[Any]]:
+    def _settle_args(
+        *, user_id, rid, keys, actual, now=None, session_key=None
+    ) -> tuple[list[str], list[Any]]:
         # `now` is unused: Redis runs TTLs on its own clock, and settling has no lease to date.
         leases, reservations, _ = aux_keys(user_id)
         count = 0 if actual is None else 1
         amounts = actual or (0, 0, 0)
         keys = [*keys, leases, reservations, uncovered_key(user_id)]
-        return keys, [rid, count, *amounts, *window_ttls()]
+        args = [rid, count, *amounts, *window_ttls()]
+        if session_key:
+            keys.append(session_key)
+            args.append(session_ttl())
+        return keys, args
 
     @staticmethod
     def _renew_args(*, user_id, rid, lease_expires_at, lease_seconds) -> tuple[list, list]:
@@ -619,8 +653,11 @@ class DatabaseCapStore:
         worst: Sequence[int] | None = None,
         max_in_flight: int = NO_LIMIT,
         max_uncovered: int = NO_LIMIT,
+        session_key: str | None = None,
     ) -> ReserveResult:
-        keys = window_keys(user_id, now)
+        keys = _with_session(window_keys(user_id, now), session_key)
+        ttls = _ttls(session_key)
+        limits = [*limits[:9], *_session_limits(limits)]
         version_key = aux_keys(user_id)[2]
         worst = estimate if worst is None else worst
         worst_amounts = (max(worst[1], estimate[1]), max(worst[2], estimate[2]))
@@ -636,10 +673,12 @@ class DatabaseCapStore:
                         "cost_micros",
                         "worst_tokens",
                         "worst_cost_micros",
+                        "session_key",
                     )
                 )
-                for _, started_at, *amounts in expired:
-                    self._release(window_keys(user_id, started_at), amounts, now)
+                for _, started_at, *amounts, held_session in expired:
+                    held = _with_session(window_keys(user_id, started_at), held_session)
+                    self._release(held, amounts, now)
                 if expired:
                     CapLease.objects.filter(id__in=[row[0] for row in expired]).delete()
                 current = self._read([*keys, version_key], now)
@@ -670,7 +709,7 @@ class DatabaseCapStore:
                 deltas = (0, 0, 0, *estimate, *worst_amounts)
                 rows = [
                     (key, field, delta, now + timedelta(seconds=ttl))
-                    for key, ttl in zip(keys, window_ttls(), strict=True)
+                    for key, ttl in zip(keys, ttls, strict=True)
                     for field, delta in zip(FIELDS + IN_FLIGHT_WORST, deltas, strict=True)
                 ]
                 self._upsert(rows, now)
@@ -685,6 +724,7 @@ class DatabaseCapStore:
                     worst_tokens=worst_amounts[0],
                     worst_cost_micros=worst_amounts[1],
                     uncovered=uncovered,
+                    session_key=session_key,
                 )
                 return ReserveResult("ok", values, uncovered)
         except DatabaseError as exc:
@@ -701,9 +741,10 @@ class DatabaseCapStore:
         keys: Sequence[str],
         actual: Sequence[int] | None,
         now: datetime | None = None,
+        session_key: str | None = None,
     ) -> None:
-
         now = now or clock.now()
+        keys = _with_session(keys, session_key)
         try:
             with transaction.atomic():
                 self._lock(user_id)
@@ -720,7 +761,7 @@ class DatabaseCapStore:
                 deltas = (0, 0, 0) if actual is None else tuple(actual)
                 rows = [
                     (key, field, delta, now + timedelta(seconds=ttl))
-                    for key, ttl in zip(keys, window_ttls(), strict=True)
+                    for key, ttl in zip(keys, _ttls(session_key), strict=True)
                     for field, delta in zip(FIELDS, (*deltas, 0, 0, 0), strict=True)
                 ]
                 self._upsert(rows, now)
@@ -808,6 +849,15 @@ class DatabaseCapStore:
                         )
         except DatabaseError as exc:
             raise StoreDown(str(exc)) from exc
+
+
+def _with_session(keys: Sequence[str], session_key: str | None) -> tuple[str, ...]:
+    """The windows a reservation holds: hourly, daily, monthly, then its session's if any."""
+    return (*keys, session_key) if session_key else tuple(keys)
+
+
+def _ttls(session_key: str | None) -> tuple[int, ...]:
+    return (*window_ttls(), session_ttl()) if session_key else window_ttls()
 
 
 def _far_past() -> datetime:

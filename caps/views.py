@@ -170,6 +170,10 @@ def cap_cards(*, user_id: int, now: datetime | None = None) -> tuple[list[dict],
                 "meters": [],
                 "state": "inactive" if not cap.is_active else "unknown",
                 "cap": cap,
+                # A session cap has no calendar window: its limit, said in words.
+                "session_limit": f"${Decimal(cap.max_cost_cents) / 100:,.2f}"
+                if cap.cap_type == CapType.SESSION and cap.max_cost_cents
+                else None,
             }
         )
     return cards, live

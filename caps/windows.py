@@ -8,11 +8,16 @@ script can move them: `usage_cap:{user_42}:hourly:2026-11-25T10`, `…:daily:202
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
 CAP_TYPES = ("hourly", "daily", "monthly")
+# The per-session cost cap's window: one per Claude Code session, no calendar, no reset.
+SESSION = "session"
+# Window order in reservations and limits: the three calendar windows, then the session's.
+WINDOW_TYPES = (*CAP_TYPES, SESSION)
 
 
 def user_tag(user_id: int) -> str:
@@ -57,6 +62,19 @@ def window_keys(user_id: int, at: datetime) -> tuple[str, str, str]:
         f"{tag}:daily:{at:%Y-%m-%d}",
         f"{tag}:monthly:{at:%Y-%m}",
     )
+
+
+def session_key(user_id: int, session_id: str | None) -> str | None:
+    """The session window of a call: `usage_cap:{user_42}:session:<sha256(id)[:16]>` (the
+    user's hash tag: one slot with their other cap keys); None without a session id."""
+    if not session_id:
+        return None
+    digest = hashlib.sha256(session_id.encode()).hexdigest()[:16]
+    return f"{user_tag(user_id)}:{SESSION}:{digest}"
+
+
+def session_ttl() -> int:
+    return settings.GATEWAY.redis.session_cap_ttl
 
 
 def window_ttls() -> tuple[int, int, int]:

@@ -243,6 +243,8 @@ class RedisConfig(Section):
     hourly_cap_ttl: int = Field(7200, gt=0)
     # Past the longest month's end, so a monthly counter outlives its window.
     monthly_cap_ttl: int = Field(32 * 86400 + 3600, gt=0)
+    # A Claude Code session's cost counter lives this long after its last call.
+    session_cap_ttl: int = Field(7 * 86400, gt=0)
 
     @model_validator(mode="after")
     def _scheme(self) -> RedisConfig:
@@ -255,6 +257,8 @@ class UsageCapsConfig(Section):
     default_daily_requests: int | None = Field(1000, gt=0)
     default_daily_tokens: int | None = Field(100000, gt=0)
     default_daily_cost_cents: int | None = Field(1000, gt=0)
+    # An administrator cap on each Claude Code session's cost (x-claude-code-session-id).
+    default_session_cost_cents: int | None = Field(None, gt=0)
     enforce_caps: bool = True
     grace_period_minutes: float = Field(5, ge=0)
     # Output estimate = min(max_tokens, this): Claude Code asks for 128k on every call.

@@ -280,7 +280,11 @@ async def call_begin(
     )
     try:
         call.reservation = await cap_reserve(
-            user_id=principal.user_id, model_id=model_id, estimate=estimate, now=call.started_at
+            user_id=principal.user_id,
+            model_id=model_id,
+            estimate=estimate,
+            now=call.started_at,
+            session_id=call.session_id,
         )
     except CapExceeded as exc:
         metrics.CAP_REJECTIONS.labels(exc.cap_type, exc.limit_type).inc()

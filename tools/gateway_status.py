@@ -4,7 +4,9 @@
     python3 gateway_status.py --url https://gateway.example.com
 
 prints one line: what you spent today (UTC) and the tightest usage cap's headroom and reset,
-e.g. ``gateway $1.84 today · daily cap 37% · $3.16 left · resets 00:00 UTC``.
+e.g. ``gateway $1.84 today · daily cap 37% · $3.16 left · resets 00:00 UTC`` (one call,
+GET /api/usage/caps/status). From 80 % the cap is flagged (``⚠ daily cap 85%``), and
+``reached`` once it refuses calls.
 
 It uses the access token that gateway_token.py (Claude Code's apiKeyHelper) cached in
 ~/.cache/gateway/<host>.json. It never signs in or renews anything itself: without a valid
@@ -31,6 +33,7 @@ import urllib.request
 from datetime import datetime, timezone  # timezone.utc: datetime.UTC needs 3.11
 
 HTTP_TIMEOUT = 3
+WARN_PERCENT = 80  # the tightest cap is flagged from here
 USER_AGENT = "gateway-status/1 (python)"
 
 
@@ -106,16 +109,32 @@ def reset_text(value: str) -> str:
     return f"resets {when:%b} {when.day}"
 
 
+def cap_text(cap: dict) -> str:
+    """`daily cap 37%`; from 80 % a warning sign, and `reached` once it blocks."""
+    percent = float(cap.get("percentage_used") or 0)
+    text = f"{cap.get('cap_type', '')} cap {percent:.0f}%"
+    if percent >= WARN_PERCENT:
+        text = f"⚠ {text}"
+    if cap.get("is_exceeded") and cap.get("enforced", True):
+        text += " reached"
+    return text
+
+
 def status_line(url: str, token: str, context: ssl.SSLContext | None) -> str:
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%dT00:00:00Z")
-    query = urllib.parse.urlencode({"from": today})
-    summary = get_json(f"{url}/api/usage/summary?{query}", token, context)
-    spent = float((summary.get("totals") or {}).get("cost_usd") or 0)
-    parts = [f"gateway ${spent:,.2f} today"]
-    caps = get_json(f"{url}/api/usage/caps/status", token, context)
+    status = get_json(f"{url}/api/usage/caps/status", token, context)
+    if isinstance(status, dict):
+        spent_cents = float(status.get("spend_today_cents") or 0)
+        caps = status.get("caps")
+    else:  # a gateway from before spend_today_cents: a list of caps, spend from the summary
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%dT00:00:00Z")
+        query = urllib.parse.urlencode({"from": today})
+        summary = get_json(f"{url}/api/usage/summary?{query}", token, context)
+        spent_cents = float((summary.get("totals") or {}).get("cost_usd") or 0) * 100
+        caps = status
+    parts = [f"gateway {money(spent_cents)} today"]
     if isinstance(caps, list) and caps:
         cap = max(caps, key=lambda c: float(c.get("percentage_used") or 0))
-        parts.append(f"{cap.get('cap_type', '')} cap {float(cap.get('percentage_used') or 0):.0f}%")
+        parts.append(cap_text(cap))
         for text in (headroom(cap), reset_text(cap.get("reset_time") or "")):
             if text:
                 parts.append(text)

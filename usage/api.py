@@ -7,18 +7,20 @@ import io
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsAdminUser  # is_superuser, not is_staff
 from config import clock
-from config.errors import ApiSchema
+from config.errors import ApiSchema, ErrorDetailSerializer
 from config.pagination import ApiPagination
 from usage import selectors
 from usage.models import UsageRecord
@@ -288,6 +290,50 @@ def user_totals_out(row: selectors.UserTotals) -> dict:
     }
 
 
+class SessionQuerySerializer(RangeSerializer):
+    """`from`/`to`: the sessions with a call in the range (each with all its calls);
+    `user`: administrators only, whose sessions (default: the caller's)."""
+
+    user = serializers.IntegerField(
+        required=False, min_value=1, max_value=INT64_MAX, help_text="Administrators only."
+    )
+
+
+class SessionSerializer(serializers.Serializer):
+    session_id = serializers.CharField(help_text="Claude Code's x-claude-code-session-id.")
+    started_at = serializers.DateTimeField(help_text="When its first call started.")
+    ended_at = serializers.DateTimeField(help_text="When its last call started.")
+    duration_seconds = serializers.IntegerField()
+    calls = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cache_write_tokens = serializers.IntegerField()
+    cache_read_tokens = serializers.IntegerField()
+    cost_micros = serializers.IntegerField(help_text="Of the calls with a known price.")
+    cost_cents = serializers.CharField(help_text="cost_micros in cents, four decimals.")
+    unknown_cost_calls = serializers.IntegerField()
+    models = serializers.ListField(child=serializers.CharField(), help_text="Base model ids.")
+
+
+def session_out(row: dict) -> dict:
+    t: Totals = row["totals"]
+    return {
+        "session_id": row["session_id"],
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "duration_seconds": row["duration_seconds"],
+        "calls": t.requests,
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "cache_write_tokens": t.cache_write_tokens,
+        "cache_read_tokens": t.cache_read_tokens,
+        "cost_micros": t.cost_micros,
+        "cost_cents": cost_cents(t.cost_micros),
+        "unknown_cost_calls": t.unknown_cost_requests,
+        "models": row["models"],
+    }
+
+
 class RecordPagination(ApiPagination):
     default_limit = 50
     max_limit = 500
@@ -323,6 +369,38 @@ class RecordListView(APIView):
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response(self.output_serializer(page, many=True).data)
+
+
+class SessionListView(APIView):
+    """GET /api/usage/sessions: the caller's Claude Code sessions (records grouped by
+    `session_id`), most recently active first; administrators: `?user=ID`."""
+
+    schema = ApiSchema()
+    pagination_class = RecordPagination
+
+    @extend_schema(
+        parameters=[SessionQuerySerializer],
+        responses={
+            200: SessionSerializer(many=True),
+            404: OpenApiResponse(ErrorDetailSerializer, description="No such user (`?user=`)"),
+        },
+    )
+    def get(self, request):  # noqa: ANN001, ANN201
+        params = SessionQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        user_id = request.user.id
+        if data.get("user") is not None and data["user"] != user_id:
+            if not getattr(request.user, "is_admin", False):
+                raise exceptions.PermissionDenied(
+                    "Only administrators see another user's sessions."
+                )
+            user_id = get_object_or_404(get_user_model(), pk=data["user"]).pk
+        rows = selectors.sessions_query(user_id=user_id, start=data.get("from"), end=data.get("to"))
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        out = [session_out(row) for row in selectors.session_rows(user_id=user_id, page=page)]
+        return paginator.get_paginated_response(SessionSerializer(out, many=True).data)
 
 
 class AdminRecordListView(RecordListView):

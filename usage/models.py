@@ -75,6 +75,8 @@ class UsageRecord(models.Model):
             models.Index(fields=["user", "base_model_id"], name="usagerec_user_model_idx"),
             models.Index(fields=["started_at"], name="usagerec_started_idx"),
             models.Index(fields=["api_key", "-started_at"], name="usagerec_key_started_idx"),
+            # GET /api/usage/sessions: one user's records grouped by Claude Code session.
+            models.Index(fields=["user", "session_id"], name="usagerec_user_session_idx"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -313,3 +313,68 @@ def upstream_error_rates(*, since: Mapping[str, datetime], end: datetime) -> dic
         name: ErrorRate(requests=row[f"{name}_requests"], errors=row[f"{name}_errors"])
         for name in since
     }
+
+
+# --- Sessions -------------------------------------------------------------------------------
+
+SESSION_AGGREGATES = {
+    "session_start": Min("started_at"),
+    "session_end": Max("started_at"),
+    **RECORD_AGGREGATES,
+}
+
+
+def sessions_query(
+    *, user_id: int, start: datetime | None = None, end: datetime | None = None
+) -> QuerySet:
+    """A user's Claude Code sessions (records grouped by `session_id`), newest activity first:
+    rows of `session_id`, `session_start` (first call), `session_end` (start of the last call) and
+    the RECORD_AGGREGATES over every call of the session. With `start`/`end`, the sessions
+    with a call in [start, end), each still with all its calls. One GROUP BY (on the index
+    usagerec_user_session_idx)."""
+    rows = (
+        UsageRecord.objects.filter(user_id=user_id, session_id__isnull=False)
+        .values("session_id")
+        .annotate(**SESSION_AGGREGATES)
+    )
+    if start is not None:
+        rows = rows.filter(session_end__gte=start)
+    if end is not None:
+        rows = rows.filter(session_start__lt=end)
+    return rows.order_by("-session_end", "-session_id")
+
+
+def session_models(*, user_id: int, session_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The base models each of these sessions called, sorted (one query for a page)."""
+    models: dict[str, list[str]] = defaultdict(list)
+    rows = (
+        UsageRecord.objects.filter(user_id=user_id, session_id__in=list(session_ids))
+        .values_list("session_id", "base_model_id")
+        .distinct()
+        .order_by("session_id", "base_model_id")
+    )
+    for session_id, model in rows:
+        models[session_id].append(model)
+    return dict(models)
+
+
+def session_rows(*, user_id: int, page: Iterable[Mapping]) -> list[dict]:
+    """A page of `sessions_query` rows as plain dicts, with `duration_seconds` and `models`."""
+    page = list(page)
+    models = session_models(user_id=user_id, session_ids=[row["session_id"] for row in page])
+    out = []
+    for row in page:
+        totals = Totals.from_mapping(row, AGG)
+        out.append(
+            {
+                "session_id": row["session_id"],
+                "started_at": row["session_start"],
+                "ended_at": row["session_end"],
+                "duration_seconds": int(
+                    (row["session_end"] - row["session_start"]).total_seconds()
+                ),
+                "totals": totals,
+                "models": models.get(row["session_id"], []),
+            }
+        )
+    return out

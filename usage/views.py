@@ -293,3 +293,74 @@ def usage_export_csv(request: HttpRequest) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="usage-{stamp}.csv"'
     response["Cache-Control"] = "no-store"
     return response
+
+
+# --- Sessions -------------------------------------------------------------------------------
+
+
+class SessionFilterForm(forms.Form):
+    """The sessions page's range: whole UTC days, `to` included (sessions with a call in it)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        date_input = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+        self.fields["from"] = forms.DateField(required=False, label="From", widget=date_input)
+        self.fields["to"] = forms.DateField(required=False, label="To", widget=date_input)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        start, end = cleaned.get("from"), cleaned.get("to")
+        if start and end and end < start:
+            self.add_error("to", "Must be on or after the start date.")
+        return cleaned
+
+    def query(self, user_id: int):  # noqa: ANN201 - a values QuerySet of sessions
+        data = self.cleaned_data
+        return selectors.sessions_query(
+            user_id=user_id,
+            start=_day_start(data.get("from")),
+            end=_day_start(data["to"] + timedelta(days=1)) if data.get("to") else None,
+        )
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+@never_cache
+@login_required
+@require_GET
+def sessions_page(request: HttpRequest) -> HttpResponse:
+    """The caller's Claude Code sessions: calls, tokens, cost and models per session."""
+    form = SessionFilterForm(request.GET)
+    page = None
+    sessions: list[dict] = []
+    if form.is_valid():
+        paginator = Paginator(form.query(request.user.pk), PAGE_SIZE)
+        page = paginator.get_page(request.GET.get("page"))
+        for row in selectors.session_rows(user_id=request.user.pk, page=page.object_list):
+            totals = row["totals"]
+            sessions.append(
+                {
+                    **row,
+                    "duration": _duration(row["duration_seconds"]),
+                    "calls": totals.requests,
+                    "tokens": cap_tokens(totals),
+                    "cache_read_tokens": totals.cache_read_tokens,
+                    "cost": usd(totals.cost_micros),
+                    "unknown_cost_calls": totals.unknown_cost_requests,
+                }
+            )
+    params = request.GET.copy()
+    params.pop("page", None)
+    return render(
+        request,
+        "usage/sessions.html",
+        {"form": form, "page": page, "sessions": sessions, "filter_query": params.urlencode()},
+    )

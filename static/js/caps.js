@@ -29,9 +29,9 @@
     });
   }
 
-  function update(rows) {
+  function update(status) {
     var changedState = false;
-    rows.forEach(function (row) {
+    (status.caps || []).forEach(function (row) {
       var card = document.querySelector('.cap-card[data-cap-id="' + row.id + '"]');
       if (!card) return;
       card.querySelectorAll(".meter").forEach(function (meter) {

@@ -197,7 +197,7 @@
       drawChart();
       showModels(results[1]);
       showRecent(results[2]);
-      if (results[3]) showCaps(results[3]);
+      if (results[3]) showCaps(results[3].caps || []);
       live.textContent = "Live · updated " + new Date().toLocaleTimeString();
       live.classList.remove("stale");
     }).catch(function (err) {

@@ -24,6 +24,8 @@ MODEL = "us.anthropic.claude-sonnet-4-6"  # $3 / $15 per million tokens
 def wipe_redis_user(user_id: int) -> None:
     client = redis.Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(match=f"usage_cap:{{user_{user_id}}}:*", count=1000))
+    # The live usage summaries too (spend_today_cents reads them).
+    keys += client.scan_iter(match=f"usage_summary:{{user_{user_id}}}:*", count=1000)
     if keys:
         client.delete(*keys)
 

@@ -186,7 +186,9 @@ def test_status_reports_usage_limits_percentage_and_reset(member_api, member, pr
     cap_settle_sync(reservation=reservation, actual=Usage(input_tokens=1000, output_tokens=1000))
     response = member_api.get("/api/usage/caps/status")
     assert response.status_code == 200
-    [status] = response.json()
+    body = response.json()
+    assert body["spend_today_cents"] == 0  # nothing recorded: reservations are not spend
+    [status] = body["caps"]
     assert status["cap_type"] == "daily"
     assert status["current_usage"] == {"requests": 1, "tokens": 2000, "cost_cents": 1.8}
     assert status["limits"] == {"max_requests": 4, "max_tokens": None, "max_cost_cents": 100}

@@ -71,7 +71,7 @@ def test_a_request_cap_is_exact_across_two_gateways_and_counters_match_the_recor
             f"{cluster_gateways.second.url}/api/usage/caps/status",
             headers={"x-api-key": key},
             timeout=10,
-        ).json()
+        ).json()["caps"]
         daily = next(s for s in status if s["cap_type"] == "daily" and s["set_by"] == "user")
         return daily if daily["in_flight"]["requests"] == 0 else None
 

@@ -151,3 +151,11 @@ def test_cap_forms_need_the_csrf_token(owner, csrf_client):
     response = csrf_client.post(f"/caps/{cap.pk}/delete", {"csrfmiddlewaretoken": token})
     assert response.status_code == 302
     assert not UserCapConfig.objects.filter(pk=cap.pk).exists()
+
+
+def test_a_session_cap_is_shown_in_words(owner, owner_client):
+    cap = cap_create(user_id=owner.pk, cap_type="session", set_by="user", max_cost_cents=250)
+    response = owner_client.get("/caps")
+    assert card(response, cap)["session_limit"] == "$2.50"
+    html = response.content.decode()
+    assert "Each Claude Code session may cost at most <strong>$2.50</strong>" in html

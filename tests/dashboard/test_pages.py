@@ -12,7 +12,7 @@ from tests.dashboard.conftest import SONNET
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["/", "/usage", "/usage/export.csv", "/caps", "/keys", "/token"]
+PAGES = ["/", "/usage", "/usage/export.csv", "/sessions", "/caps", "/keys", "/token"]
 HOSTILE = "<script>alert(1)</script>'; DROP TABLE users; --"
 
 
@@ -23,7 +23,7 @@ def test_pages_require_sign_in(client, path):
     assert response["Location"] == f"/accounts/login/?next={path}"
 
 
-@pytest.mark.parametrize("path", ["/", "/usage", "/caps", "/keys", "/token"])
+@pytest.mark.parametrize("path", ["/", "/usage", "/sessions", "/caps", "/keys", "/token"])
 def test_pages_render_in_the_layout_with_a_strict_csp(owner_client, path):
     response = owner_client.get(path)
     assert response.status_code == 200

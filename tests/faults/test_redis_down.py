@@ -51,7 +51,8 @@ def api_get(gateway, key: str, path: str) -> httpx.Response:
 def own_daily(gateway, key: str) -> dict:
     response = api_get(gateway, key, "/api/usage/caps/status")
     assert response.status_code == 200, response.text
-    return next(c for c in response.json() if c["set_by"] == "user" and c["cap_type"] == "daily")
+    caps = response.json()["caps"]
+    return next(c for c in caps if c["set_by"] == "user" and c["cap_type"] == "daily")
 
 
 def recorded(user_id: int, count: int) -> dict:

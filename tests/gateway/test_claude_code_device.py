@@ -374,3 +374,50 @@ def test_the_status_line_never_starts_the_device_flow(stack, reference_data, tmp
     assert result.returncode == 0
     assert result.stdout.strip() == "gateway: not signed in (run gateway_token.py)"
     assert not DeviceAuthorization.objects.exists()
+
+
+def test_the_status_line_warns_from_80_percent(stack, reference_data, tmp_path):
+    from caps.services import cap_create
+
+    user, tokens = signed_in_device("status-warn@example.com")
+    cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=5)
+    home = tmp_path / "home"
+    write_helper_cache(home, stack.gateway, tokens)
+    for _ in range(4):
+        assert (
+            messages_call(stack.gateway, {"x-api-key": tokens["access_token"]}).status_code == 200
+        )
+    assert gateway_idle(stack.gateway)
+    wait_for(lambda: UsageRecord.objects.filter(user=user).count() == 4)
+    line = run_status(stack.gateway, home).stdout.strip()
+    assert "⚠ daily cap 80%" in line
+    assert "1 requests left" in line
+    assert "reached" not in line
+    assert messages_call(stack.gateway, {"x-api-key": tokens["access_token"]}).status_code == 200
+    assert gateway_idle(stack.gateway)
+    wait_for(lambda: UsageRecord.objects.filter(user=user).count() == 5)
+    line = run_status(stack.gateway, home).stdout.strip()
+    assert "⚠ daily cap 100% reached" in line
+
+
+def test_the_status_line_shows_spend_without_any_cap(stack, reference_data, tmp_path):
+    from caps.models import UserCapDefaults
+
+    user, tokens = signed_in_device("status-no-cap@example.com")
+    UserCapDefaults.objects.create(user=user)  # defaults already handled: no cap at all
+    assert messages_call(stack.gateway, {"x-api-key": tokens["access_token"]}).status_code == 200
+    assert gateway_idle(stack.gateway)
+    records = wait_for(lambda: list(UsageRecord.objects.filter(user=user)))
+    status = httpx.get(
+        f"{stack.gateway.url}/api/usage/caps/status",
+        headers={"x-api-key": tokens["access_token"]},
+        timeout=15,
+    ).json()
+    assert status["caps"] == []
+    cost = records[0].cost_micros
+    assert cost > 0
+    assert status["spend_today_cents"] == pytest.approx(cost / 10_000)
+    home = tmp_path / "home"
+    write_helper_cache(home, stack.gateway, tokens)
+    line = run_status(stack.gateway, home).stdout.strip()
+    assert line == f"gateway ${cost / 1_000_000:,.2f} today"

@@ -178,3 +178,47 @@ def test_every_terminal_path_settles_its_reservation(stack, reference_data):
         for r in records
     )
     assert daily["current_usage"]["cost_cents"] * 10_000 == sum(r.cost_micros or 0 for r in records)
+
+
+def test_a_session_cost_cap_stops_that_session_only(stack, reference_data):
+    user = user_get_or_create(email="session-capped@example.com")
+    cap_create(user_id=user.pk, cap_type="session", set_by="user", max_cost_cents=1)
+    key = api_key_create(user=user, name="caps").raw
+    body = {**MESSAGE, "max_tokens": 500}
+    reply = {"x-emulator-reply-tokens": "500"}  # ~0.25 cents a call on Haiku 4.5
+
+    def call(session: str | None) -> httpx.Response:
+        headers = dict(reply)
+        if session:
+            headers["x-claude-code-session-id"] = session
+        return post_messages(stack.gateway.url, key, body, headers)
+
+    replies = []
+    for _ in range(8):
+        replies.append(call("session-one"))
+        if replies[-1].status_code != 200:
+            break
+    assert [r.status_code for r in replies[:-1]] == [200] * (len(replies) - 1)
+    assert len(replies) > 2
+    refused = replies[-1]
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "86400"
+    error = refused.json()["error"]
+    assert error["type"] == "rate_limit_error"
+    assert error["cap_type"] == "session"
+    assert error["limit_type"] == "cost"
+    assert error["limit"] == 1
+    assert error["reset_time"] is None
+    assert error["retry_after_seconds"] == 86400
+    assert error["message"].startswith("Session cost cap exceeded: $0.")
+    assert error["message"].endswith(
+        "/$0.01 (this request needs about $0.0025). Start a new session."
+    )
+    assert "x-gateway-cap-session-cost-cents-remaining" in replies[0].headers
+    # The same session stays refused; a new one, and a call without a session, are served.
+    assert call("session-one").status_code == 429
+    assert call("session-two").status_code == 200
+    assert call(None).status_code == 200
+    calls = len(replies) - 1 + 2
+    assert wait_for(lambda: UsageRecord.objects.filter(user=user).count() == calls)
+    assert UsageRecord.objects.filter(user=user, session_id="session-one").count() == calls - 2
