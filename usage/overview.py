@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.contrib.auth import get_user_model
+
 from config import clock
 from usage import selectors
 from usage.services import Totals
@@ -89,10 +91,16 @@ def admin_overview(*, now: datetime | None = None) -> Overview:
     month_totals = sum((t for start, t in daily.items() if start >= month), Totals())
     # Only users with calls this month can be near a cap: every cap window lies in the month.
     spenders = selectors.summary_by_user(start=month, end=end, now=now)
+    # A live counter can outlive its user (deleted this hour): no caps to read for that one.
+    existing = set(
+        get_user_model()
+        .objects.filter(pk__in=[s.user_id for s in spenders])
+        .values_list("pk", flat=True)
+    )
     rows, caps_unavailable = [], False
     for spender in spenders:
         tightest = None
-        if not caps_unavailable:
+        if not caps_unavailable and spender.user_id in existing:
             try:
                 tightest = _tightest(spender.user_id, now)
             except CapStoreUnavailable:

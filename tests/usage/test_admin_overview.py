@@ -156,6 +156,24 @@ def test_the_overview_is_for_gateway_administrators_only(org):
         assert Client().get("/admin/").status_code == 302
 
 
+def test_a_live_counter_that_outlived_its_user_is_no_500(admin):
+    """A user deleted this hour leaves a live counter: shown, without caps to read (reading them
+    used to create that user's default caps: a foreign-key error, the admin index a 500)."""
+    from caps.models import UserCapDefaults
+    from usage.store import Increment, get_store
+    from usage.windows import summary_key
+
+    with time_machine.travel(NOW, tick=False):
+        key = summary_key(987654, NOW)
+        get_store().incr_many([Increment(key=key, deltas={"requests": 3}, ttl=3600)])
+    try:
+        index(admin)  # a 200
+    finally:
+        get_store().delete([key])
+    # Nothing written for a user who is not there (a foreign-key error at commit).
+    assert not UserCapDefaults.objects.filter(user_id=987654).exists()
+
+
 def test_an_empty_gateway_has_an_overview_too(admin):
     html = index(admin)
     assert "No calls this month yet." in html
