@@ -25,7 +25,7 @@ from datetime import datetime
 
 from django.conf import settings
 
-from accounts.authentication import AuthFailed, Principal, aauthenticate_credentials
+from accounts.authentication import Principal
 from caps.estimates import estimate_usage
 from caps.services import (
     CallsInFlight,
@@ -203,13 +203,6 @@ async def _heartbeat(
 def _finished(task: asyncio.Task) -> None:
     _finishing.discard(task)
     metrics.RECORDING.dec()
-
-
-async def authenticate(headers) -> Principal:
-    try:
-        return await aauthenticate_credentials(headers)
-    except AuthFailed as exc:
-        raise ProxyError("auth", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
 
 
 # Bedrock's model id shapes: a base id (`anthropic.claude-sonnet-4-6`,

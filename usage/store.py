@@ -92,12 +92,6 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
 
     async def aincr_many(self, increments: Sequence[Increment]) -> None:
-        if redis_clients.is_cluster(self.client):
-            # redis-py 8.1's asyncio cluster runs each command queued in a MULTI on a thread of
-            # its own with a new event loop (and a first one on a fresh client leaves its
-            # connections on that dead loop): the sync cluster client does it right.
-            await sync_to_async(self.incr_many, thread_sensitive=False)(increments)
-            return
         try:
             for group in self._groups(increments):
                 pipe = self.async_client().pipeline(transaction=True)
