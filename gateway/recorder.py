@@ -49,6 +49,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self._pending: list[tuple[CallRecord, asyncio.Future]] = []
+        # Batches handed to the database and not yet written or spooled (by id of the list).
+        self._writing: dict[int, list[CallRecord]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._replaying: asyncio.Task | None = None
 
@@ -71,6 +73,7 @@ class Recorder:
 
     async def _write(self, batch: list[tuple[CallRecord, asyncio.Future]]) -> None:
         calls = [call for call, _ in batch]
+        self._writing[id(calls)] = calls
         try:
             await ausage_record_many(calls=calls)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the records must survive
@@ -87,9 +90,20 @@ class Recorder:
         else:
             if spool.spool_pending():  # spooled here or by another process: the db is back
                 self.replay_soon()
+        finally:
+            self._writing.pop(id(calls), None)
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+
+    def spool_unwritten(self) -> None:
+        """Shutdown: spool every call waiting for a batch or for the database, now (blocking).
+        A batch the database takes after all is skipped by call_id at replay."""
+        calls = [call for call, _ in self._pending]
+        calls += [call for batch in self._writing.values() for call in batch]
+        self._pending, self._writing = [], {}
+        if calls:
+            _append(calls)
 
     def replay_soon(self) -> asyncio.Task:
         """Start replaying the spool (once per loop at a time) until it is empty."""

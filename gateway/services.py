@@ -297,7 +297,10 @@ async def call_begin(
 
 
 async def drain(timeout: float) -> None:
-    """Wait for calls still being recorded (server shutdown)."""
+    """Wait for calls still being recorded (server shutdown); what the database has not taken
+    by then goes to the spool, so that the process can exit without losing it."""
     pending = list(_finishing)
     if pending:
-        await asyncio.wait(pending, timeout=timeout)
+        _, unfinished = await asyncio.wait(pending, timeout=timeout)
+        if unfinished:
+            recorder().spool_unwritten()

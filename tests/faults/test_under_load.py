@@ -19,6 +19,7 @@ from caps.services import cap_status, cap_store
 from costs.pricing import Usage
 from tests.fixtures import servers
 from tests.gateway.test_records_never_lost import database_write_locked
+from usage import spool
 from usage.models import UsageRecord
 
 from .conftest import gateway_env, wait_for
@@ -84,7 +85,7 @@ def counters_match_records(user, redis_process) -> None:
 
 
 def test_sigterm_with_50_streams_in_flight_ends_every_client_and_records_each_once(
-    fresh_redis, reference_data, emulator, tmp_path
+    fresh_redis, reference_data, emulator, tmp_path, settings
 ):
     # Five developers with ten streams each (one user may hold at most 32 calls in flight).
     users = [user_get_or_create(email=f"sigterm-load-{i}@example.com") for i in range(5)]
@@ -104,6 +105,10 @@ def test_sigterm_with_50_streams_in_flight_ends_every_client_and_records_each_on
         gw.process.send_signal(signal.SIGTERM)
         outcomes = [call.result(timeout=30) for call in calls]
         assert gw.process.wait(timeout=30) == 0
+    # What the database had not taken by the end of the drain is in the spool: the next start
+    # replays it (as here).
+    settings.VAR_DIR = tmp_path / "data"
+    spool.spool_replay()
     assert [o["status"] for o in outcomes] == [200] * STREAMS  # never a 500
     assert all(o["ended"] != "complete" for o in outcomes), "the streams outlive the grace"
     records = list(UsageRecord.objects.filter(user__in=users))
