@@ -392,6 +392,7 @@ def _device_entry_load(hashed: str) -> dict[str, Any]:
             "device__user__email",
             "device__user__is_active",
             "device__user__is_superuser",
+            "device__user__team_id",
         )
         .first()
     )
@@ -407,6 +408,7 @@ def _device_entry_load(hashed: str) -> dict[str, Any]:
         "user_id": row["device__user_id"],
         "email": row["device__user__email"],
         "is_admin": row["device__user__is_superuser"],
+        "team_id": row["device__user__team_id"],
         "device_id": row["device_id"],
         "expires_at": _epoch(row["expires_at"]),
         "last_used_at": _epoch(row["device__last_used_at"]),
@@ -429,6 +431,7 @@ def _device_check(hashed: str, entry: dict[str, Any], now: float) -> Principal:
         api_key_id=None,
         auth_kind="device",
         device_id=entry["device_id"],
+        team_id=entry.get("team_id"),
     )
 
 

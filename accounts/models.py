@@ -7,6 +7,20 @@ from django.utils.crypto import salted_hmac
 from config import clock
 
 
+class Team(models.Model):
+    """A cost centre: its members share its caps (caps.TeamCapConfig), and its spend is
+    reported apart. A user is in at most one team (`User.team`)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class User(AbstractUser):
     """A person who signs in through SSO; `is_superuser` is the gateway's admin flag.
 
@@ -26,6 +40,10 @@ class User(AbstractUser):
     # Part of every session's auth hash once non-zero: "sign out everywhere" increments it,
     # which ends every session of the user (Django checks the hash on each request).
     session_generation = models.PositiveIntegerField(default=0)
+    # Change it through accounts.services.user_team_set (cached credentials carry the team).
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="members"
+    )
 
     @property
     def is_admin(self) -> bool:

@@ -35,7 +35,7 @@ from accounts.credential_cache import (
     key_entry_name,
     user_entry_name,
 )
-from accounts.models import ApiKey, AuditEvent, DeviceToken, User
+from accounts.models import ApiKey, AuditEvent, DeviceToken, Team, User
 from config import clock
 from config.db import in_db_thread
 
@@ -70,6 +70,7 @@ class Principal:
     api_key_id: int | None  # None when authenticated by JWT or a device token
     auth_kind: str  # "api_key", "jwt" or "device"
     device_id: int | None = None  # the device (accounts.device) of a device token
+    team_id: int | None = None  # the user's team (cost centre) when authenticated
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ def _key_entry_load(key_hash: str) -> dict[str, Any]:
             "user__email",
             "user__is_active",
             "user__is_superuser",
+            "user__team_id",
         )
         .first()
     )
@@ -281,6 +283,7 @@ def _key_entry_load(key_hash: str) -> dict[str, Any]:
         "user_id": row["user_id"],
         "email": row["user__email"],
         "is_admin": row["user__is_superuser"],
+        "team_id": row["user__team_id"],
         "key_id": row["id"],
         "expires_at": _epoch(row["expires_at"]),
         "last_used_at": _epoch(row["last_used_at"]),
@@ -312,6 +315,7 @@ def _key_check(key_hash: str, entry: dict[str, Any], now: float) -> Principal:
         is_admin=entry["is_admin"],
         api_key_id=entry["key_id"],
         auth_kind="api_key",
+        team_id=entry.get("team_id"),
     )
 
 
@@ -431,7 +435,7 @@ def _user_entry_load(user_id: int) -> dict[str, Any]:
     generation = cache.generation()
     row = (
         User.objects.filter(pk=user_id)
-        .values("email", "is_active", "is_superuser", "token_generation")
+        .values("email", "is_active", "is_superuser", "token_generation", "team_id")
         .first()
     )
     if row is None:
@@ -441,6 +445,7 @@ def _user_entry_load(user_id: int) -> dict[str, Any]:
         "is_active": row["is_active"],
         "is_admin": row["is_superuser"],
         "token_generation": row["token_generation"],
+        "team_id": row["team_id"],
         "loaded_at": clock.timestamp(),
         "gen": generation,
     }
@@ -459,6 +464,7 @@ def _jwt_check(user_id: int, token_generation: Any, entry: dict[str, Any]) -> Pr
         is_admin=entry["is_admin"],
         api_key_id=None,
         auth_kind="jwt",
+        team_id=entry.get("team_id"),
     )
 
 
@@ -515,6 +521,17 @@ def user_tokens_revoke(
         detail={"refresh_tokens": len(revoked)},
     )
     return len(revoked)
+
+
+def user_team_set(*, user: User, team: Team | None) -> bool:
+    """Move a user into `team` (None: out of any); True if it changed. Cached credentials
+    carry the team, so they are forgotten: the next call reserves against the new team."""
+    if user.team_id == (team.pk if team else None):
+        return False
+    user.team = team
+    user.save(update_fields=["team"])
+    user_credentials_invalidate(user_id=user.pk)
+    return True
 
 
 def user_deactivate(*, user: User, actor: User | None = None, origin: Origin | None = None) -> None:

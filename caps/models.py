@@ -83,6 +83,88 @@ class UserCapConfig(models.Model):
         return f"{self.user_id} {self.cap_type} cap ({self.set_by})"
 
 
+class LimitsCheck:
+    """The constraints every cap row shares: limits positive when set."""
+
+    @staticmethod
+    def constraints(prefix: str) -> list[models.BaseConstraint]:
+        return [
+            models.CheckConstraint(
+                condition=Q(max_requests__isnull=True) | Q(max_requests__gt=0),
+                name=f"{prefix}_max_requests_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_tokens__isnull=True) | Q(max_tokens__gt=0),
+                name=f"{prefix}_max_tokens_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_cost_cents__isnull=True) | Q(max_cost_cents__gt=0),
+                name=f"{prefix}_max_cost_cents_positive",
+            ),
+        ]
+
+
+class TeamCapConfig(models.Model):
+    """A team's cap: the most its members may use together per UTC hour, day or month.
+
+    Checked with each member's own caps in the same reservation (caps.services). Tightening it
+    blocks only after the grace period, as for a user's cap.
+    """
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="caps")
+    cap_type = models.CharField(
+        max_length=10,
+        choices=[(t, label) for t, label in CapType.choices if t != CapType.SESSION],
+    )
+    max_requests = models.IntegerField(null=True, blank=True)
+    max_tokens = models.BigIntegerField(null=True, blank=True)
+    max_cost_cents = models.BigIntegerField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    enforce_from = models.DateTimeField(null=True, blank=True)
+    prior_limits = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "team_cap_configs"
+        ordering = ["team_id", "cap_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "cap_type"], name="teamcap_team_type_uniq"),
+            models.CheckConstraint(
+                condition=Q(cap_type__in=["hourly", "daily", "monthly"]),
+                name="teamcap_type_valid",
+            ),
+            *LimitsCheck.constraints("teamcap"),
+        ]
+
+    def __str__(self) -> str:
+        return f"team {self.team_id} {self.cap_type} cap"
+
+
+class CapPolicy(models.Model):
+    """The caps every user has unless an administrator set their own for that period: one row
+    per period, the effective limits (a value set in YAML or the environment is copied here at
+    start and wins over an edit in admin). Null = no such limit."""
+
+    cap_type = models.CharField(max_length=10, choices=CapType.choices, unique=True)
+    max_requests = models.IntegerField(null=True, blank=True)
+    max_tokens = models.BigIntegerField(null=True, blank=True)
+    max_cost_cents = models.BigIntegerField(null=True, blank=True)
+    enforce_from = models.DateTimeField(null=True, blank=True)
+    prior_limits = models.JSONField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "cap_policy"
+        ordering = ["id"]
+        verbose_name = "cap policy"
+        verbose_name_plural = "cap policy"
+        constraints = LimitsCheck.constraints("policy")
+
+    def __str__(self) -> str:
+        return f"{self.cap_type} policy"
+
+
 class UserCapDefaults(models.Model):
     """Marks that the configured default caps were installed for a user (once: an administrator
     may delete them afterwards without their coming back)."""

@@ -159,6 +159,7 @@ class ProxyCall:
                 started_at=self.started_at,
                 client_family=client_family(self.user_agent),
                 session_id=self.session_id,
+                team_id=self.principal.team_id,
             )
         )
 

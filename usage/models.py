@@ -46,6 +46,15 @@ class UsageRecord(models.Model):
         blank=True,
         related_name="usage_records",
     )
+    # The user's team when the call was made (kept when the team is deleted: billing history).
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
     auth_kind = models.CharField(max_length=16)
     model_id = models.CharField(max_length=300)
     base_model_id = models.CharField(max_length=200)
@@ -77,6 +86,7 @@ class UsageRecord(models.Model):
             models.Index(fields=["api_key", "-started_at"], name="usagerec_key_started_idx"),
             # GET /api/usage/sessions: one user's records grouped by Claude Code session.
             models.Index(fields=["user", "session_id"], name="usagerec_user_session_idx"),
+            models.Index(fields=["team", "started_at"], name="usagerec_team_started_idx"),
         ]
         constraints = [
             models.CheckConstraint(

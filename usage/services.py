@@ -144,6 +144,7 @@ class CallRecord:
     started_at: datetime
     client_family: str
     session_id: str | None
+    team_id: int | None = None  # the user's team at call time
 
 
 def _record_totals(record: UsageRecord) -> Totals:
@@ -179,6 +180,7 @@ def _record_row(call: CallRecord) -> UsageRecord:
     return UsageRecord(
         call_id=call.call_id,
         user_id=call.user_id,
+        team_id=call.team_id,
         api_key_id=call.api_key_id,
         auth_kind=call.auth_kind,
         model_id=call.model_id,
