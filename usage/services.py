@@ -460,6 +460,8 @@ SCHEDULES = {
     "usage: weekly summaries": ("usage.rollup", {"period": "weekly"}, ("5", "0", "1", "*")),
     "usage: monthly summaries": ("usage.rollup", {"period": "monthly"}, ("10", "0", "*", "1")),
     "usage: sweep expired counters": ("usage.sweep_counters", {}, ("*/15", "*", "*", "*")),
+    "usage: purge records past retention": ("usage.purge_records", {}, ("30", "2", "*", "*")),
+    "accounts: refresh identities": ("accounts.refresh_identities", {}, ("20", "*", "*", "*")),
 }
 
 
