@@ -18,7 +18,9 @@ from accounts.services import (
     Origin,
     audit_record,
     email_domain_allowed,
+    groups_of,
     user_admin_flag_apply,
+    user_team_from_groups,
     user_tokens_revoke,
 )
 
@@ -61,6 +63,22 @@ def _token(sociallogin) -> str:
     return sociallogin.token.token if sociallogin.token is not None else ""
 
 
+def _claims(sociallogin) -> dict[str, Any]:
+    """An OpenID Connect sign-in's claims: allauth keeps userinfo and the ID token; userinfo
+    wins, as in allauth."""
+    data = sociallogin.account.extra_data or {}
+    return data.get("userinfo") or data.get("id_token") or data
+
+
+def _team_sync(request: HttpRequest, sociallogin) -> None:
+    """`auth.team_groups` at an OpenID Connect sign-in that sent a `groups` claim."""
+    if sociallogin.account.get_provider(request).id != "openid_connect":
+        return
+    groups = groups_of(_claims(sociallogin))
+    if groups is not None and sociallogin.user.pk:
+        user_team_from_groups(user=sociallogin.user, groups=groups)
+
+
 def _email_verified_if_required(request: HttpRequest, sociallogin, provider_id: str) -> bool:
     """For OpenID Connect providers with `auth.oidc.<id>.require_email_verified` (the default,
     also for a provider not in the configuration, such as the demo one): whether the claims say
@@ -71,10 +89,7 @@ def _email_verified_if_required(request: HttpRequest, sociallogin, provider_id: 
     configured = settings.GATEWAY.auth.oidc.get(provider_id)
     if configured is not None and not configured.require_email_verified:
         return True
-    data = sociallogin.account.extra_data or {}
-    # allauth keeps the userinfo and ID token claims; userinfo wins, as in allauth.
-    claims = data.get("userinfo") or data.get("id_token") or data
-    verified = claims.get("email_verified")
+    verified = _claims(sociallogin).get("email_verified")
     # Some providers send the claim as a string.
     return verified is True or (isinstance(verified, str) and verified.lower() == "true")
 
@@ -178,6 +193,13 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
             raise ImmediateHttpResponse(
                 _refuse(request, email=email, reason="GitHub org not allowed", provider=provider)
             )
+        if sociallogin.is_existing:
+            _team_sync(request, sociallogin)  # a new user: in save_user, once it has an id
+
+    def save_user(self, request: HttpRequest, sociallogin, form=None) -> User:
+        user = super().save_user(request, sociallogin, form)
+        _team_sync(request, sociallogin)
+        return user
 
     def on_authentication_error(
         self,

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -5,8 +6,11 @@ from django.core.exceptions import ValidationError
 
 from accounts import throttle
 from accounts.models import ApiKey, AuditEvent, User
+from accounts.offboarding import user_offboard
 from accounts.services import (
+    ApiKeyLifetimeError,
     Origin,
+    api_key_expiry,
     api_key_revoke,
     audit_record,
     user_credentials_invalidate,
@@ -92,7 +96,7 @@ class UserAdmin(DjangoUserAdmin):
         ("Gateway", {"fields": ["admin_from_config", "token_generation"]}),
     )
     readonly_fields = ["admin_from_config", "token_generation", "last_login", "date_joined"]
-    actions = ["deactivate"]
+    actions = ["offboard", "deactivate"]
     # Other apps append theirs (caps adds the user's caps): accounts depends on none of them.
     inlines = [ApiKeyInline]
 
@@ -119,6 +123,39 @@ class UserAdmin(DjangoUserAdmin):
             user_deactivate(user=user, actor=request.user, origin=Origin.of(request))
         self.message_user(request, f"Deactivated {queryset.count()} user(s).", messages.SUCCESS)
 
+    @admin.action(description="Deactivate and revoke all credentials (offboard)")
+    def offboard(self, request, queryset) -> None:
+        keys = devices = 0
+        for user in queryset:
+            counts = user_offboard(
+                user=user, actor=request.user, origin=Origin.of(request), reason="admin"
+            )
+            keys += counts["api_keys"]
+            devices += counts["devices"]
+        self.message_user(
+            request,
+            f"Offboarded {queryset.count()} user(s): {keys} key(s) and {devices} device(s) "
+            "revoked, every session and token ended.",
+            messages.SUCCESS,
+        )
+
+
+class ApiKeyAdminForm(forms.ModelForm):
+    """An edited expiry obeys the configured lifetimes, counted from the key's creation."""
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "expires_at"]
+
+    def clean_expires_at(self):  # noqa: ANN201 - Django's cleaned value
+        expires_at = self.cleaned_data.get("expires_at")
+        if "expires_at" not in self.changed_data:
+            return expires_at  # a key older than the policy keeps its expiry when renamed
+        try:
+            return api_key_expiry(expires_at, now=self.instance.created_at)
+        except ApiKeyLifetimeError as exc:
+            raise ValidationError(str(exc)) from None
+
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
@@ -138,6 +175,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "revoked_at",
     ]
     fields = ["user", "name", "prefix", "last_four", "created_at", "last_used_at", "expires_at"]
+    form = ApiKeyAdminForm
     actions = ["revoke"]
 
     def has_add_permission(self, request) -> bool:

@@ -6,11 +6,17 @@ A real HTTP server (stdlib ``http.server``, no Django) speaking the authorizatio
     GET  /authorize                          a form: type the e-mail to sign in as
     POST /authorize                          sign in (or ``action=deny``: error=access_denied)
     POST /token                              code -> access token + RS256 id_token (code: single
-                                             use, expires after ``code_ttl`` seconds; PKCE S256)
+                                             use, expires after ``code_ttl`` seconds; PKCE S256),
+                                             and a refresh token when the scope has
+                                             ``offline_access``; ``grant_type=refresh_token``
+                                             -> fresh tokens (the refresh token rotates)
     GET  /userinfo                           Bearer access token -> claims
     GET  /jwks                               the signing key, generated at start
 
 ``GET /authorize?...&login_hint=a@b.c&prompt=none`` signs in at once (tests and scripts).
+From Python, ``set_groups(email, [...])`` sets the ``groups`` claim of an e-mail and
+``remove_user(email)`` makes the provider forget one (its refresh tokens then answer
+``invalid_grant``, and it can no longer sign in), as a directory does when someone leaves.
 Anyone can sign in as any e-mail: it is for tests and the embedded demo on loopback, never for
 a deployment that others can reach.
 
@@ -81,8 +87,17 @@ class DemoIdP:
     # The `email_verified` claim sent for every e-mail (None: the claim is left out); tests
     # set False to see an unverified e-mail refused.
     email_verified: bool | None = True
+    # A refresh grant answers with a new refresh token and retires the old one.
+    rotate_refresh_tokens: bool = True
+    # True: the token endpoint answers 503, as a provider in an outage does.
+    outage: bool = False
     codes: dict[str, _Grant] = field(default_factory=dict)
     access_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # refresh token -> (e-mail, scope)
+    refresh_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # The `groups` claim by e-mail (no claim at all for an e-mail not here).
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -112,6 +127,40 @@ class DemoIdP:
         finally:
             self.server.server_close()
 
+    # --- the directory ----------------------------------------------------------------------
+
+    def set_groups(self, email: str, groups: list[str] | None) -> None:
+        """The `groups` claim sent for `email` from now on (None: no claim)."""
+        with self.lock:
+            if groups is None:
+                self.groups.pop(email.lower(), None)
+            else:
+                self.groups[email.lower()] = list(groups)
+
+    def remove_user(self, email: str) -> None:
+        """Forget a person: their tokens stop working and they can no longer sign in."""
+        email = email.lower()
+        with self.lock:
+            self.removed.add(email)
+            self.refresh_tokens = {
+                t: grant for t, grant in self.refresh_tokens.items() if grant[0] != email
+            }
+            self.access_tokens = {
+                t: entry for t, entry in self.access_tokens.items() if entry[0] != email
+            }
+
+    def is_removed(self, email: str) -> bool:
+        with self.lock:
+            return email.lower() in self.removed
+
+    def reset(self) -> None:
+        """Back to an empty directory (tests share one provider)."""
+        with self.lock:
+            self.groups.clear()
+            self.removed.clear()
+        self.outage = False
+        self.rotate_refresh_tokens = True
+
     # --- protocol ---------------------------------------------------------------------------
 
     def discovery(self) -> dict[str, Any]:
@@ -122,13 +171,20 @@ class DemoIdP:
             "userinfo_endpoint": f"{self.url}/userinfo",
             "jwks_uri": f"{self.url}/jwks",
             "response_types_supported": ["code"],
-            "grant_types_supported": ["authorization_code"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
-            "scopes_supported": ["openid", "email", "profile"],
+            "scopes_supported": ["openid", "email", "profile", "offline_access"],
             "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
             "code_challenge_methods_supported": ["S256"],
-            "claims_supported": ["sub", "email", "email_verified", "name", "preferred_username"],
+            "claims_supported": [
+                "sub",
+                "email",
+                "email_verified",
+                "name",
+                "preferred_username",
+                "groups",
+            ],
         }
 
     def jwks(self) -> dict[str, Any]:
@@ -147,6 +203,9 @@ class DemoIdP:
         }
         if self.email_verified is None:
             del claims["email_verified"]
+        with self.lock:
+            if email in self.groups:
+                claims["groups"] = list(self.groups[email])
         return claims
 
     def issue_code(self, params: dict[str, str], email: str) -> str:
@@ -171,6 +230,8 @@ class DemoIdP:
             and secrets.compare_digest(secret, self.client_secret)
         ):
             raise _OAuthError("invalid_client", 401)
+        if form.get("grant_type") == "refresh_token":
+            return self._refresh(form.get("refresh_token", ""), client_id)
         if form.get("grant_type") != "authorization_code":
             raise _OAuthError("unsupported_grant_type")
         with self.lock:
@@ -186,30 +247,65 @@ class DemoIdP:
             challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
             if not secrets.compare_digest(challenge, grant.code_challenge):
                 raise _OAuthError("invalid_grant")
+        if self.is_removed(grant.email):
+            raise _OAuthError("invalid_grant")
+        return self._tokens(grant.email, client_id, grant.scope, grant.nonce)
+
+    def _refresh(self, refresh_token: str, client_id: str) -> dict[str, Any]:
+        """A refresh grant: invalid_grant for an unknown token or a removed person."""
+        with self.lock:
+            entry = self.refresh_tokens.get(refresh_token)
+            if entry is None or entry[0] in self.removed:
+                raise _OAuthError("invalid_grant")
+            if self.rotate_refresh_tokens:
+                del self.refresh_tokens[refresh_token]
+        email, scope = entry
+        return self._tokens(email, client_id, scope, None, reuse_refresh=refresh_token)
+
+    def _tokens(
+        self,
+        email: str,
+        client_id: str,
+        scope: str,
+        nonce: str | None,
+        reuse_refresh: str | None = None,
+    ) -> dict[str, Any]:
+        """The token endpoint's success answer for `email`."""
         access = secrets.token_urlsafe(32)
         now = int(clock.timestamp())
         with self.lock:
-            self.access_tokens[access] = (grant.email, now + self.token_ttl)
+            self.access_tokens[access] = (email, now + self.token_ttl)
         id_claims = {
-            **self.claims(grant.email),
+            **self.claims(email),
             "iss": self.url,
             "aud": client_id,
             "iat": now,
             "exp": now + self.token_ttl,
             "jti": secrets.token_hex(16),
         }
-        if grant.nonce:
-            id_claims["nonce"] = grant.nonce
+        if nonce:
+            id_claims["nonce"] = nonce
         id_token = jwt.encode(
             id_claims, self.private_key, algorithm="RS256", headers={"kid": self.kid}
         )
-        return {
+        answer = {
             "access_token": access,
             "token_type": "Bearer",
             "expires_in": self.token_ttl,
-            "scope": grant.scope,
+            "scope": scope,
             "id_token": id_token,
         }
+        if "offline_access" in scope.split():
+            # Rotating: a new refresh token each time; else the same one again.
+            refresh = (
+                secrets.token_urlsafe(32)
+                if reuse_refresh is None or self.rotate_refresh_tokens
+                else reuse_refresh
+            )
+            with self.lock:
+                self.refresh_tokens[refresh] = (email, scope)
+            answer["refresh_token"] = refresh
+        return answer
 
     def userinfo(self, authorization: str) -> dict[str, Any]:
         scheme, _, token = authorization.partition(" ")
@@ -335,6 +431,8 @@ def _handler_for(idp: DemoIdP) -> type[BaseHTTPRequestHandler]:
             if query.get("prompt") == "none":
                 if "@" not in hint:
                     self._back(query, error="login_required")
+                elif idp.is_removed(hint.strip()):
+                    self._back(query, error="access_denied")
                 else:
                     self._back(query, code=idp.issue_code(query, hint.strip().lower()))
                 return
@@ -350,7 +448,9 @@ def _handler_for(idp: DemoIdP) -> type[BaseHTTPRequestHandler]:
             path = urlparse(self.path).path
             try:
                 form = self._form()
-                if path == "/token":
+                if path == "/token" and idp.outage:
+                    self._json(503, {"error": "temporarily_unavailable"})
+                elif path == "/token":
                     self._json(200, idp.exchange(form, self._basic()), {"Pragma": "no-cache"})
                 elif path == "/authorize":
                     self._authorize_post(form)
@@ -370,6 +470,9 @@ def _handler_for(idp: DemoIdP) -> type[BaseHTTPRequestHandler]:
             email = form.get("email", "").strip().lower()
             if "@" not in email or len(email) > 254:
                 self._text(400, "type an e-mail address")
+                return
+            if idp.is_removed(email):
+                self._back(form, error="access_denied", error_description="Unknown person.")
                 return
             self._back(form, code=idp.issue_code(form, email))
 

@@ -99,6 +99,13 @@ class ApiKey(models.Model):
             return "expired"
         return "active"
 
+    @property
+    def expires_in_days(self) -> int | None:
+        """Whole days left before the key expires (0: within a day); None if it never does."""
+        if self.expires_at is None:
+            return None
+        return max(0, (self.expires_at - clock.now()).days)
+
 
 class AuthGeneration(models.Model):
     """One row whose counter moves on every revocation: per-process caches compare against it.

@@ -534,6 +534,51 @@ def user_team_set(*, user: User, team: Team | None) -> bool:
     return True
 
 
+def groups_of(claims: dict[str, Any]) -> list[str] | None:
+    """The `groups` claim as a list of names; None when the provider sent none."""
+    groups = claims.get("groups")
+    if isinstance(groups, str):
+        return [groups]  # some providers send a single group as a string
+    if isinstance(groups, list):
+        return [str(g) for g in groups if isinstance(g, str | int)]
+    return None
+
+
+def user_team_from_groups(*, user: User, groups: list[str]) -> bool:
+    """Apply `auth.team_groups` to the groups the identity provider sent at sign-in; True if
+    the user's team changed.
+
+    The first group (in the provider's order) that is listed decides the team, created by name
+    when missing. In none of the listed groups: a user whose team is one of the listed teams
+    leaves it (those teams follow the provider, which has taken them out of the group); a user
+    in another team stays there (an administrator placed them by hand).
+    """
+    mapping = settings.GATEWAY.auth.team_groups
+    if not mapping:
+        return False
+    team = None
+    for group in groups:
+        if group in mapping:
+            team, _ = Team.objects.get_or_create(name=mapping[group])
+            break
+    if team is None and (user.team is None or user.team.name not in set(mapping.values())):
+        return False
+    before = user.team.name if user.team else None
+    changed = user_team_set(user=user, team=team)
+    if changed:
+        audit_record(
+            action="user.team",
+            target=f"user:{user.pk}",
+            detail={
+                "email": user.email,
+                "from": before,
+                "to": team.name if team else None,
+                "source": "auth.team_groups",
+            },
+        )
+    return changed
+
+
 def user_deactivate(*, user: User, actor: User | None = None, origin: Origin | None = None) -> None:
     """Deactivate a user: their keys and tokens stop working at once."""
     if user.is_active:

@@ -122,6 +122,10 @@ def _helper_setup(request: HttpRequest) -> dict:
     }
 
 
+def _days(value: float | None) -> str | None:
+    return None if value is None else f"{value:g}"
+
+
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
@@ -147,8 +151,12 @@ def keys_page(request: HttpRequest) -> HttpResponse:
             status = 400
     keys = ApiKey.objects.filter(user=request.user).order_by("-created_at", "-id")
     devices = Device.objects.filter(user=request.user).order_by("-created_at", "-id")
+    auth = settings.GATEWAY.auth
     context = {
         "form": form,
+        # Shown as the error messages say them (30, not 30.0).
+        "max_lifetime_days": _days(auth.api_key_max_lifetime_days),
+        "default_lifetime_days": _days(auth.api_key_default_lifetime_days),
         "keys": keys,
         "devices": devices,
         "created": created,

@@ -79,13 +79,12 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     from accounts.models import User
-    from caps.models import UserCapConfig, UserCapDefaults
+    from caps.models import UserCapConfig
     from caps.services import cap_create, cap_store
 
     user, _ = User.objects.get_or_create(
         email="caps-bench@example.invalid", defaults={"username": "caps-bench@example.invalid"}
     )
-    UserCapDefaults.objects.get_or_create(user=user)
     UserCapConfig.objects.filter(user=user).delete()
     for cap_type in ("hourly", "daily", "monthly"):
         cap_create(

@@ -1,7 +1,6 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
 
 
 class CapType(models.TextChoices):
@@ -165,22 +164,6 @@ class CapPolicy(models.Model):
         return f"{self.cap_type} policy"
 
 
-class UserCapDefaults(models.Model):
-    """Marks that the configured default caps were installed for a user (once: an administrator
-    may delete them afterwards without their coming back)."""
-
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True
-    )
-    installed_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        db_table = "user_cap_defaults"
-
-    def __str__(self) -> str:
-        return f"defaults for {self.user_id}"
-
-
 class CapLease(models.Model):
     """An open reservation in the embedded store (Redis keeps these in a hash + sorted set).
 
@@ -189,7 +172,10 @@ class CapLease(models.Model):
     """
 
     id = models.CharField(max_length=32, primary_key=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    # The owner: a user, or a team as the negative of its id (no constraint for that reason).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_constraint=False
+    )
     started_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     requests = models.BigIntegerField()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 
@@ -52,10 +53,17 @@ class UserCaps:
 
     version: str
     rules: tuple[CapRule, ...]
+    # The cap policy's version these rules include (caps.policy); "" for a team.
+    policy_version: str = ""
 
     @property
     def has_cost_cap(self) -> bool:
-        return any(rule.max_cost_cents is not None for rule in self.rules)
+        """A cost cap of the user's own or set for them (store_failure_mode
+        closed_for_cost_caps): the policy's is a safety net for everyone, and a store outage
+        must not refuse the whole organisation (its calls are reconciled from the records)."""
+        return any(
+            rule.max_cost_cents is not None and rule.set_by != "policy" for rule in self.rules
+        )
 
 
 def _min(current: int, candidate: int | None) -> int:
@@ -88,29 +96,40 @@ def blocking_limits(rules: tuple[CapRule, ...], now: datetime) -> list[int]:
     return limits
 
 
-def caps_load(*, user_id: int, version: str) -> UserCaps:
-    """Read a user's active caps from the database."""
-    from caps.models import UserCapConfig
-
-    rules = tuple(
-        CapRule(
-            id=cap.id,
-            cap_type=cap.cap_type,
-            set_by=cap.set_by,
-            max_requests=cap.max_requests,
-            max_tokens=cap.max_tokens,
-            max_cost_cents=cap.max_cost_cents,
-            enforce_from=cap.enforce_from,
-            prior=(
-                None
-                if cap.prior_limits is None
-                else (
-                    cap.prior_limits.get("max_requests"),
-                    cap.prior_limits.get("max_tokens"),
-                    cap.prior_limits.get("max_cost_cents"),
-                )
-            ),
-        )
-        for cap in UserCapConfig.objects.filter(user_id=user_id, is_active=True)
+def rule_of(cap: Any, *, set_by: str | None = None) -> CapRule:
+    """The plain rule of a cap row (a user's, a team's or the policy's)."""
+    return CapRule(
+        id=cap.id or 0,
+        cap_type=cap.cap_type,
+        set_by=set_by or cap.set_by,
+        max_requests=cap.max_requests,
+        max_tokens=cap.max_tokens,
+        max_cost_cents=cap.max_cost_cents,
+        enforce_from=cap.enforce_from,
+        prior=(
+            None
+            if cap.prior_limits is None
+            else (
+                cap.prior_limits.get("max_requests"),
+                cap.prior_limits.get("max_tokens"),
+                cap.prior_limits.get("max_cost_cents"),
+            )
+        ),
     )
-    return UserCaps(version=version, rules=rules)
+
+
+def caps_load(*, user_id: int, version: str, policy: Any = None) -> UserCaps:
+    """Read an owner's active caps from the database: a user's own and administrator caps,
+    plus the policy's (`policy`, caps.policy.Policy) for each period where no administrator
+    cap of theirs exists; or, for a team (a negative owner id), the team's caps."""
+    from caps.models import TeamCapConfig, UserCapConfig
+
+    if user_id < 0:
+        rows = TeamCapConfig.objects.filter(team_id=-user_id, is_active=True)
+        return UserCaps(version=version, rules=tuple(rule_of(c, set_by="team") for c in rows))
+    rules = [rule_of(cap) for cap in UserCapConfig.objects.filter(user_id=user_id, is_active=True)]
+    if policy is None:
+        return UserCaps(version=version, rules=tuple(rules))
+    replaced = {rule.cap_type for rule in rules if rule.set_by == "admin"}
+    rules += [rule for rule in policy.rules if rule.cap_type not in replaced]
+    return UserCaps(version=version, rules=tuple(rules), policy_version=policy.version)

@@ -24,20 +24,23 @@ in micro-dollars (a limit of N cents is N x 10,000 micros).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 
 from caps.estimates import Estimate, estimate_usage, prefixes_remember, worst_case
-from caps.models import SetBy, UserCapConfig, UserCapDefaults
+from caps.models import SetBy, TeamCapConfig, UserCapConfig
+from caps.policy import POLICY_OWNER, RECHECK_SECONDS, Policy, policy_load
 from caps.rules import MICROS_PER_CENT, NO_LIMIT, CapRule, UserCaps, blocking_limits, caps_load
 from caps.store import (
     DatabaseCapStore,
@@ -82,7 +85,9 @@ __all__ = [
     "spend_today_cents",
     "cap_store",
     "cap_update",
-    "caps_install_defaults",
+    "team_cap_delete",
+    "team_cap_set",
+    "team_cap_status",
     "estimate_usage",
     "headroom_headers",
 ]
@@ -153,6 +158,8 @@ class CapExceeded(Exception):
             text = f"Session cost cap exceeded: {usage.removesuffix(' cost')}"
         else:
             text = f"{self.cap_type.capitalize()} usage cap exceeded: {usage}"
+        if self.set_by == "team":
+            text = f"Your team's {text[0].lower()}{text[1:]}"
         if self.current_usage < self.limit:
             # Under the limit, but this call's estimate does not fit in what is left.
             text += f" (this request needs about {need})"
@@ -242,6 +249,8 @@ class Reservation:
     session_key: str | None = None
     settled: bool = False
     store: Any = field(default=None, repr=False, compare=False)
+    # The same call's reservation in its team's counters (user_id: the team's owner id).
+    team: Reservation | None = None
 
 
 # --- Stores and the caps cache -------------------------------------------------------------------
@@ -270,12 +279,11 @@ def cap_config_changed(*, user_id: int) -> None:
     """
     embedded = cap_store(embedded=True)
     embedded.set_version(user_id)
-    for store in list(_stores.values()):
-        store.caps_cache.pop(user_id, None)
+    _forget(user_id)
 
     def publish() -> None:
+        _forget(user_id)
         for store in list(_stores.values()):
-            store.caps_cache.pop(user_id, None)
             if isinstance(store, RedisCapStore):
                 try:
                     store.set_version(user_id)
@@ -287,11 +295,79 @@ def cap_config_changed(*, user_id: int) -> None:
     transaction.on_commit(publish)
 
 
-def _load_caps(store: CapStore, user_id: int) -> UserCaps:
-    _defaults_ensure(user_id=user_id)
+def team_owner(team_id: int) -> int:
+    """A team's counters are kept like a user's, under the negative of its id."""
+    return -team_id
+
+
+def _forget(user_id: int) -> None:
+    for store in list(_stores.values()):
+        if user_id == POLICY_OWNER:
+            store.caps_cache.clear()  # every user's cached caps hold the policy's rules
+        else:
+            store.caps_cache.pop(user_id, None)
+
+
+def _load_caps(store: CapStore, user_id: int, policy: Policy | None = None) -> UserCaps:
     version = store.version(user_id)
-    caps = caps_load(user_id=user_id, version=version)
+    caps = caps_load(user_id=user_id, version=version, policy=policy)
     store.caps_cache[user_id] = caps
+    return caps
+
+
+def _policy_checked(store: CapStore) -> Policy | None:
+    """The cached policy if its version was checked within RECHECK_SECONDS."""
+    entry = store.caps_cache.get(POLICY_OWNER)
+    if entry is not None and time.monotonic() - entry[1] < RECHECK_SECONDS:
+        return entry[0]
+    return None
+
+
+def _policy_at(store: CapStore, version: str) -> Policy:
+    entry = store.caps_cache.get(POLICY_OWNER)
+    policy = entry[0] if entry is not None and entry[0].version == version else None
+    if policy is None:
+        policy = policy_load(version=version)
+    store.caps_cache[POLICY_OWNER] = (policy, time.monotonic())
+    return policy
+
+
+def _policy(store: CapStore) -> Policy:
+    policy = _policy_checked(store)
+    if policy is not None:
+        return policy
+    try:
+        version = store.version(POLICY_OWNER)
+    except StoreDown:
+        return _policy_unchecked(store)
+    return _policy_at(store, version)
+
+
+def _policy_unchecked(store: CapStore) -> Policy:
+    # The store is down: the last policy seen, else the database's (not cached: unversioned).
+    entry = store.caps_cache.get(POLICY_OWNER)
+    return entry[0] if entry is not None else policy_load(version="")
+
+
+async def _apolicy(store: CapStore) -> Policy:
+    policy = _policy_checked(store)
+    if policy is not None:
+        return policy
+    try:
+        version = await store.aversion(POLICY_OWNER)
+    except StoreDown:
+        return await run_in_db_thread(_policy_unchecked, store)
+    entry = store.caps_cache.get(POLICY_OWNER)
+    if entry is not None and entry[0].version == version:
+        store.caps_cache[POLICY_OWNER] = (entry[0], time.monotonic())
+        return entry[0]
+    return await run_in_db_thread(_policy_at, store, version)
+
+
+def _cached_caps(store: CapStore, owner: int, policy: Policy) -> UserCaps | None:
+    caps = store.caps_cache.get(owner)
+    if caps is None or (owner > 0 and caps.policy_version != policy.version):
+        return None
     return caps
 
 
@@ -415,7 +491,8 @@ def _reserve_kwargs(*, user_id, caps, rid, now, amounts, worst, session_window) 
         "limits": blocking_limits(caps.rules, now),
         "lease_seconds": lease,
         "worst": worst,
-        "max_in_flight": _limit_or_none(conf.max_in_flight_per_user),
+        # A team's calls in flight are limited per member, by each member's reservation.
+        "max_in_flight": NO_LIMIT if user_id < 0 else _limit_or_none(conf.max_in_flight_per_user),
         "max_uncovered": _limit_or_none(conf.max_uncovered_in_flight),
         "session_key": session_window,
     }
@@ -471,12 +548,20 @@ class _Attempt:
             session_window=self.session_window,
         )  # fmt: skip
 
-    def unreserved(self, exc: Exception) -> Reservation:
+    def for_team(self, team_id: int) -> _Attempt:
+        """The same call's reservation in its team's counters (no session window)."""
+        return dataclasses.replace(
+            self, user_id=team_owner(team_id), rid=new_reservation_id(), session_window=None
+        )
+
+    def unreserved(self, exc: Exception, team_id: int | None) -> Reservation:
         """The store is down and the policy lets the call through: nothing is reserved. The
-        call is counted by a rebuild of the user's counters from the usage records, before
-        this process's next reservation for the user that reaches the store."""
+        call is counted by a rebuild of the user's (and team's) counters from the usage
+        records, before this process's next reservation for them that reaches the store."""
         logger.warning("cap store unavailable for user %s: %s", self.user_id, exc)
         self.store.rebuild_pending.add(self.user_id)
+        if team_id is not None:
+            self.store.rebuild_pending.add(team_owner(team_id))
         return self._reservation(headroom=[], reserved=False)
 
     def outcome(self, caps: UserCaps, result: Any) -> Reservation:
@@ -550,12 +635,14 @@ async def cap_reserve(
     region: str | None = None,
     store: CapStore | None = None,
     session_id: str | None = None,
+    team_id: int | None = None,
 ) -> Reservation:
     """Check every active cap of the user and reserve the estimate, in one atomic step.
 
     Raises CapExceeded (429) or CapStoreUnavailable (503, per `store_failure_mode`).
     `session_id` (Claude Code's x-claude-code-session-id): the call also counts in, and is
-    checked against, its session's window (the per-session cost cap).
+    checked against, its session's window (the per-session cost cap). `team_id` (the user's
+    team): the call is reserved in the team's counters too, against the team's caps.
     """
     now = now or clock.now()
     cost = await aestimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
@@ -570,25 +657,97 @@ async def cap_reserve(
         region=region, cost=cost, worst_cost=worst_cost, session_id=session_id,
     )  # fmt: skip
     store = attempt.store
+    team: Reservation | None = None
     try:
-        retries = _Retries(store, user_id)
-        if user_id in store.rebuild_pending:
-            await run_in_db_thread(_rebuild_user, store, user_id, now)
-        while True:
-            caps = store.caps_cache.get(user_id)
-            if caps is None:
-                caps = await run_in_db_thread(_load_caps, store, user_id)
-            result = await store.areserve(**attempt.reserve_kwargs(caps))
-            step = retries.next(result)
-            if step == _REBUILD:
-                await run_in_db_thread(_rebuild_user, store, user_id, now, lost=True)
-            elif step == _DONE:
-                break
+        policy = await _apolicy(store)
+        if team_id is not None:
+            # The team first, then the user (one slot each on a Redis Cluster): the team's
+            # reservation is released if the user's fails, so a team cap is never overshot.
+            team_attempt = attempt.for_team(team_id)
+            team = team_attempt.outcome(*await _areserve_owner(team_attempt, policy))
+        caps, result = await _areserve_owner(attempt, policy)
+        reservation = attempt.outcome(caps, result)
     except (StoreDown, DatabaseError) as exc:
+        if team is not None:
+            await _arelease(team)
         if _fail_closed(await run_in_db_thread(_has_cost_cap, store, user_id)):
             raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
-        return attempt.unreserved(exc)
-    return attempt.outcome(caps, result)
+        return attempt.unreserved(exc, team_id)
+    except BaseException:
+        if team is not None:
+            await _arelease(team)
+        raise
+    return _with_team(reservation, team)
+
+
+async def _areserve_owner(attempt: _Attempt, policy: Policy) -> tuple[UserCaps, ReserveResult]:
+    store, owner = attempt.store, attempt.user_id
+    retries = _Retries(store, owner)
+    if owner in store.rebuild_pending:
+        await run_in_db_thread(_rebuild_user, store, owner, attempt.now)
+    while True:
+        caps = _cached_caps(store, owner, policy)
+        if caps is None:
+            caps = await run_in_db_thread(_load_caps, store, owner, policy)
+        result = await store.areserve(**attempt.reserve_kwargs(caps))
+        step = retries.next(result)
+        if step == _REBUILD:
+            await run_in_db_thread(_rebuild_user, store, owner, attempt.now, lost=True)
+        elif step == _DONE:
+            return caps, result
+
+
+def _reserve_owner(attempt: _Attempt, policy: Policy) -> tuple[UserCaps, ReserveResult]:
+    store, owner = attempt.store, attempt.user_id
+    retries = _Retries(store, owner)
+    if owner in store.rebuild_pending:
+        _rebuild_user(store, owner, attempt.now)
+    while True:
+        caps = _cached_caps(store, owner, policy) or _load_caps(store, owner, policy)
+        result = store.reserve(**attempt.reserve_kwargs(caps))
+        step = retries.next(result)
+        if step == _REBUILD:
+            _rebuild_user(store, owner, attempt.now, lost=True)
+        elif step == _DONE:
+            return caps, result
+
+
+def _with_team(reservation: Reservation, team: Reservation | None) -> Reservation:
+    """The user's reservation carrying its team's; the headroom is the tighter of the two."""
+    if team is None:
+        return reservation
+    reservation.team = team
+    merged: dict[str, CapHeadroom] = {room.cap_type: room for room in reservation.headroom}
+    for room in team.headroom:
+        mine = merged.get(room.cap_type)
+        if mine is None:
+            merged[room.cap_type] = room
+            continue
+        merged[room.cap_type] = CapHeadroom(
+            room.cap_type,
+            *(_tighter(a, b) for a, b in zip(_room(mine), _room(room), strict=True)),
+            reset_time=mine.reset_time,
+        )
+    reservation.headroom = [merged[t] for t in WINDOW_TYPES if t in merged]
+    return reservation
+
+
+def _room(room: CapHeadroom) -> tuple[int | None, int | None, int | None]:
+    return (room.requests_remaining, room.tokens_remaining, room.cost_micros_remaining)
+
+
+def _tighter(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+async def _arelease(team: Reservation) -> None:
+    with contextlib.suppress(StoreDown, DatabaseError):
+        await _asettle_store(team, None, None)
+
+
+def _release(team: Reservation) -> None:
+    with contextlib.suppress(StoreDown, DatabaseError):
+        _settle_store(team, None, None)
 
 
 def cap_reserve_sync(
@@ -600,6 +759,7 @@ def cap_reserve_sync(
     region: str | None = None,
     store: CapStore | None = None,
     session_id: str | None = None,
+    team_id: int | None = None,
 ) -> Reservation:
     """cap_reserve for synchronous callers (jobs, scripts, threads)."""
     now = now or clock.now()
@@ -613,23 +773,25 @@ def cap_reserve_sync(
         region=region, cost=cost, worst_cost=worst_cost, session_id=session_id,
     )  # fmt: skip
     store = attempt.store
+    team: Reservation | None = None
     try:
-        retries = _Retries(store, user_id)
-        if user_id in store.rebuild_pending:
-            _rebuild_user(store, user_id, now)
-        while True:
-            caps = store.caps_cache.get(user_id) or _load_caps(store, user_id)
-            result = store.reserve(**attempt.reserve_kwargs(caps))
-            step = retries.next(result)
-            if step == _REBUILD:
-                _rebuild_user(store, user_id, now, lost=True)
-            elif step == _DONE:
-                break
+        policy = _policy(store)
+        if team_id is not None:
+            team_attempt = attempt.for_team(team_id)
+            team = team_attempt.outcome(*_reserve_owner(team_attempt, policy))
+        caps, result = _reserve_owner(attempt, policy)
+        reservation = attempt.outcome(caps, result)
     except (StoreDown, DatabaseError) as exc:
+        if team is not None:
+            _release(team)
         if _fail_closed(_has_cost_cap(store, user_id)):
             raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
-        return attempt.unreserved(exc)
-    return attempt.outcome(caps, result)
+        return attempt.unreserved(exc, team_id)
+    except BaseException:
+        if team is not None:
+            _release(team)
+        raise
+    return _with_team(reservation, team)
 
 
 def _settle_amounts(
@@ -655,16 +817,12 @@ async def cap_settle(
     now: datetime | None = None,
 ) -> None:
     """Count the call's actual usage in the windows where it started and release its
-    reservation, in one step. `actual=None`: the call never reached the upstream — release
-    only. `cost_micros`: the recorded cost when the caller has it (else priced here, unknown
-    models at their family's dearest price). Settling twice is a no-op."""
-    if reservation.settled:
+    reservation, in one step (then the same in its team's). `actual=None`: the call never
+    reached the upstream — release only. `cost_micros`: the recorded cost when the caller has
+    it (else priced here, unknown models at their family's dearest price). Settling twice is a
+    no-op."""
+    if not _settling(reservation, actual):
         return
-    reservation.settled = True
-    if actual is not None:
-        prefixes_remember(user_id=reservation.user_id, prefixes=reservation.prefixes)
-    if not reservation.reserved:
-        return  # fail-open: the usage records reconcile the counters later
     if actual is not None and cost_micros is None:
         cost_micros = await aestimate_cost_micros(
             model_id=reservation.model_id,
@@ -673,19 +831,14 @@ async def cap_settle(
             region=reservation.region,
         )
     amounts = _settle_amounts(reservation, actual, cost_micros)
-    store = reservation.store or cap_store()
-    try:
-        await store.asettle(
-            user_id=reservation.user_id,
-            rid=reservation.id,
-            keys=reservation.keys,
-            actual=amounts,
-            now=now or clock.now(),
-            session_key=reservation.session_key,
-        )
-    except StoreDown as exc:
-        # The lease releases the reservation; the usage rebuild restores `used`.
-        logger.warning("cap settle failed for user %s: %s", reservation.user_id, exc)
+    for held in (reservation, reservation.team):
+        if held is None:
+            continue
+        try:
+            await _asettle_store(held, amounts, now)
+        except StoreDown as exc:
+            # The lease releases the reservation; the usage rebuild restores `used`.
+            logger.warning("cap settle failed for owner %s: %s", held.user_id, exc)
 
 
 def cap_settle_sync(
@@ -696,67 +849,99 @@ def cap_settle_sync(
     now: datetime | None = None,
 ) -> None:
     """cap_settle for synchronous callers."""
-    if reservation.settled:
+    if not _settling(reservation, actual):
         return
+    amounts = _settle_amounts(reservation, actual, cost_micros)
+    for held in (reservation, reservation.team):
+        if held is None:
+            continue
+        try:
+            _settle_store(held, amounts, now)
+        except StoreDown as exc:
+            logger.warning("cap settle failed for owner %s: %s", held.user_id, exc)
+
+
+def _settling(reservation: Reservation, actual: Usage | None) -> bool:
+    """Mark the reservation settled; False if there is nothing (more) to do in the store."""
+    if reservation.settled:
+        return False
     reservation.settled = True
     if actual is not None:
         prefixes_remember(user_id=reservation.user_id, prefixes=reservation.prefixes)
-    if not reservation.reserved:
-        return
-    amounts = _settle_amounts(reservation, actual, cost_micros)
-    store = reservation.store or cap_store()
-    try:
-        store.settle(
-            user_id=reservation.user_id,
-            rid=reservation.id,
-            keys=reservation.keys,
-            actual=amounts,
-            now=now or clock.now(),
-            session_key=reservation.session_key,
-        )
-    except StoreDown as exc:
-        logger.warning("cap settle failed for user %s: %s", reservation.user_id, exc)
+    # Not reserved (fail-open): the usage records reconcile the counters later.
+    return reservation.reserved
 
 
-def _renew_kwargs(reservation: Reservation, now: datetime | None) -> dict[str, Any] | None:
+def _settle_kwargs(
+    held: Reservation, amounts: tuple[int, int, int] | None, now: datetime | None
+) -> dict[str, Any]:
+    return {
+        "user_id": held.user_id,
+        "rid": held.id,
+        "keys": held.keys,
+        "actual": amounts,
+        "now": now or clock.now(),
+        "session_key": held.session_key,
+    }
+
+
+async def _asettle_store(
+    held: Reservation, amounts: tuple[int, int, int] | None, now: datetime | None
+) -> None:
+    await (held.store or cap_store()).asettle(**_settle_kwargs(held, amounts, now))
+
+
+def _settle_store(
+    held: Reservation, amounts: tuple[int, int, int] | None, now: datetime | None
+) -> None:
+    (held.store or cap_store()).settle(**_settle_kwargs(held, amounts, now))
+
+
+def _renew_kwargs(
+    reservation: Reservation, held: Reservation, now: datetime | None
+) -> dict[str, Any] | None:
+    # The call's own reservation decides: a settled call renews neither.
     if reservation.settled or not reservation.reserved:
         return None
     lease = settings.GATEWAY.usage_caps.reservation_lease_seconds
-    reservation.lease_expires_at = (now or clock.now()) + timedelta(seconds=lease)
+    held.lease_expires_at = (now or clock.now()) + timedelta(seconds=lease)
     return {
-        "user_id": reservation.user_id,
-        "rid": reservation.id,
-        "lease_expires_at": reservation.lease_expires_at,
+        "user_id": held.user_id,
+        "rid": held.id,
+        "lease_expires_at": held.lease_expires_at,
         "lease_seconds": lease,
     }
 
 
 async def acap_renew(*, reservation: Reservation, now: datetime | None = None) -> bool:
-    """Extend a live call's reservation by a lease from `now` (the heartbeat of a long call:
-    only a dead worker's reservation expires). False when there is nothing to renew: settled,
-    never reserved, already released, or the store unreachable (the lease runs on)."""
-    kwargs = _renew_kwargs(reservation, now)
-    if kwargs is None:
-        return False
-    store = reservation.store or cap_store()
-    try:
-        return await store.arenew(**kwargs)
-    except StoreDown as exc:
-        logger.warning("cap lease renewal failed for user %s: %s", reservation.user_id, exc)
-        return False
+    """Extend a live call's reservation (and its team's) by a lease from `now` (the heartbeat
+    of a long call: only a dead worker's reservation expires). False when there is nothing to
+    renew: settled, never reserved, already released, or the store unreachable (the lease runs
+    on)."""
+    renewed = False
+    for held in (reservation, reservation.team):
+        kwargs = None if held is None else _renew_kwargs(reservation, held, now)
+        if kwargs is None:
+            continue
+        try:
+            renewed = await (held.store or cap_store()).arenew(**kwargs) or renewed
+        except StoreDown as exc:
+            logger.warning("cap lease renewal failed for owner %s: %s", held.user_id, exc)
+    return renewed
 
 
 def cap_renew(*, reservation: Reservation, now: datetime | None = None) -> bool:
     """acap_renew for synchronous callers."""
-    kwargs = _renew_kwargs(reservation, now)
-    if kwargs is None:
-        return False
-    store = reservation.store or cap_store()
-    try:
-        return store.renew(**kwargs)
-    except StoreDown as exc:
-        logger.warning("cap lease renewal failed for user %s: %s", reservation.user_id, exc)
-        return False
+    renewed = False
+    for held in (reservation, reservation.team):
+        kwargs = None if held is None else _renew_kwargs(reservation, held, now)
+        if kwargs is None:
+            continue
+        try:
+            renewed = (held.store or cap_store()).renew(**kwargs) or renewed
+        except StoreDown as exc:
+            logger.warning("cap lease renewal failed for owner %s: %s", held.user_id, exc)
+    return renewed
 
 
 def headroom_headers(reservation: Reservation) -> dict[str, str]:
@@ -783,18 +968,41 @@ def headroom_headers(reservation: Reservation) -> dict[str, str]:
 def cap_status(
     *, user_id: int, now: datetime | None = None, store: CapStore | None = None
 ) -> list[dict[str, Any]]:
-    """Per active cap: usage of its current window against its limits (settled usage; calls
-    in flight are shown apart), whether it is exceeded and whether it blocks yet (grace)."""
+    """Per cap that applies to the user (their own, an administrator's, the policy's, their
+    team's): usage of its current window against its limits (settled usage; calls in flight
+    are shown apart; a team cap shows the team's), whether it is exceeded and whether it blocks
+    yet (grace)."""
+    from accounts.models import User
+
     store = store or cap_store()
     now = now or clock.now()
-    _defaults_ensure(user_id=user_id)
-    rules = caps_load(user_id=user_id, version="").rules
+    rules = caps_load(user_id=user_id, version="", policy=_policy(store)).rules
+    status = _owner_status(store, user_id, rules, now)
+    team_id = User.objects.filter(pk=user_id).values_list("team_id", flat=True).first()
+    if team_id is not None:
+        status += team_cap_status(team_id=team_id, now=now, store=store)
+    return status
+
+
+def team_cap_status(
+    *, team_id: int, now: datetime | None = None, store: CapStore | None = None
+) -> list[dict[str, Any]]:
+    """cap_status of a team's caps (set_by "team"): the members' use together."""
+    store = store or cap_store()
+    now = now or clock.now()
+    owner = team_owner(team_id)
+    return _owner_status(store, owner, caps_load(user_id=owner, version="").rules, now)
+
+
+def _owner_status(
+    store: CapStore, owner: int, rules: tuple[CapRule, ...], now: datetime
+) -> list[dict[str, Any]]:
     try:
-        if user_id in store.rebuild_pending:
-            _rebuild_user(store, user_id, now)
-        elif store.needs_rebuild(user_id):
-            _rebuild_user(store, user_id, now, lost=True)
-        windows = store.read(list(window_keys(user_id, now)), now)
+        if owner in store.rebuild_pending:
+            _rebuild_user(store, owner, now)
+        elif store.needs_rebuild(owner):
+            _rebuild_user(store, owner, now, lost=True)
+        windows = store.read(list(window_keys(owner, now)), now)
     except StoreDown as exc:
         raise CapStoreUnavailable(CapStoreUnavailable.message) from exc
     status = []
@@ -861,18 +1069,21 @@ def _stricter(new: int | None, old: int | None) -> bool:
     return new is not None and (old is None or new < old)
 
 
-def _apply_grace(cap: UserCapConfig, was_enforced: tuple | None, now: datetime) -> None:
-    """Set `enforce_from`/`prior_limits` after a change by an administrator or the defaults.
+def grace_apply(cap: Any, was_enforced: tuple | None, now: datetime, *, by_admin: bool) -> None:
+    """Set `enforce_from`/`prior_limits` of a cap row (a user's, a team's or the policy's)
+    after a change.
 
-    A change that makes any limit stricter than what blocks today starts blocking after the
-    grace period, and until then the limits that blocked before keep blocking. A user's own
-    caps, and changes that only loosen, apply at once.
+    A change by an administrator (or to the policy) that makes any limit stricter than what
+    blocks today starts blocking after the grace period, and until then the limits that
+    blocked before keep blocking. A user's own caps, and changes that only loosen, apply at
+    once.
     """
-    new = (cap.max_requests, cap.max_tokens, cap.max_cost_cents) if cap.is_active else None
+    active = getattr(cap, "is_active", True)
+    new = (cap.max_requests, cap.max_tokens, cap.max_cost_cents) if active else None
     tightened = new is not None and (
         was_enforced is None or any(_stricter(n, o) for n, o in zip(new, was_enforced, strict=True))
     )
-    if cap.set_by == SetBy.ADMIN and tightened and _grace():
+    if by_admin and tightened and _grace():
         cap.enforce_from = now + _grace()
         cap.prior_limits = (
             None if was_enforced is None else dict(zip(LIMIT_FIELDS, was_enforced, strict=True))
@@ -882,7 +1093,20 @@ def _apply_grace(cap: UserCapConfig, was_enforced: tuple | None, now: datetime) 
         cap.prior_limits = None
 
 
-def _enforced_now(cap: UserCapConfig, now: datetime) -> tuple | None:
+def _apply_grace(cap: UserCapConfig, was_enforced: tuple | None, now: datetime) -> None:
+    if was_enforced is None and cap.set_by == SetBy.ADMIN:
+        # A user's first administrator cap of a period replaces the policy's: what blocked
+        # until now is the policy's limit.
+        was_enforced = _policy_enforced(cap.cap_type, now)
+    grace_apply(cap, was_enforced, now, by_admin=cap.set_by == SetBy.ADMIN)
+
+
+def _policy_enforced(cap_type: str, now: datetime) -> tuple | None:
+    rule = policy_load(version="").rule(cap_type)
+    return None if rule is None else rule.enforced_limits(now)
+
+
+def _enforced_now(cap: Any, now: datetime) -> tuple | None:
     if not cap.is_active or cap.pk is None:
         return None
     if cap.enforce_from is None or now >= cap.enforce_from:
@@ -896,6 +1120,11 @@ def _validate(cap: UserCapConfig) -> None:
     errors: dict[str, list[str]] = {}
     if cap.cap_type not in WINDOW_TYPES:
         errors["cap_type"] = [f'"{cap.cap_type}" is not a valid choice.']
+    _validate_limits(cap, errors)
+
+
+def _validate_limits(cap: Any, errors: dict[str, list[str]] | None = None) -> None:
+    errors = {} if errors is None else errors
     if cap.cap_type == SESSION:
         for name in ("max_requests", "max_tokens"):
             if getattr(cap, name) is not None:
@@ -987,55 +1216,6 @@ def caps_set_active(*, caps: list[UserCapConfig], active: bool) -> int:
     return changed
 
 
-def caps_install_defaults(
-    *, user: Any = None, user_id: int | None = None, new_user: bool = True, now=None
-) -> list[UserCapConfig]:
-    """Install the configured default caps (usage_caps.default_daily_*, and
-    default_session_cost_cents; null = no such limit) for a user, once. They are administrator
-    caps: the user cannot raise or remove them. For a new user (the account creation path)
-    they apply at once; installed later for an existing user (lazily, on first use) they start
-    blocking after the grace period."""
-    user_id = user_id if user_id is not None else user.pk
-    now = now or clock.now()
-    conf = settings.GATEWAY.usage_caps
-    defaults = {
-        "daily": {
-            "max_requests": conf.default_daily_requests,
-            "max_tokens": conf.default_daily_tokens,
-            "max_cost_cents": conf.default_daily_cost_cents,
-        },
-        SESSION: {"max_cost_cents": conf.default_session_cost_cents},
-    }
-    installed = []
-    with transaction.atomic():
-        _, created = UserCapDefaults.objects.get_or_create(user_id=user_id)
-        if not created:
-            return []
-        for cap_type, limits in defaults.items():
-            if all(v is None for v in limits.values()):
-                continue
-            if UserCapConfig.objects.filter(
-                user_id=user_id, cap_type=cap_type, set_by="admin"
-            ).exists():
-                continue
-            cap = UserCapConfig(user_id=user_id, cap_type=cap_type, set_by=SetBy.ADMIN, **limits)
-            if not new_user:
-                _apply_grace(cap, None, now)
-            installed.append(_save(cap))
-    return installed
-
-
-def _defaults_ensure(*, user_id: int) -> None:
-    # The lazy path for users created before caps existed or by a path that did not call
-    # caps_install_defaults: one indexed lookup, on a cold cache only.
-    if not UserCapDefaults.objects.filter(user_id=user_id).exists():
-        # A user who joined within the grace period has nothing to be warned about: their
-        # defaults apply at once, as if installed at sign-up.
-        joined = get_user_model().objects.filter(pk=user_id).values_list("date_joined", flat=True)
-        new_user = bool(joined) and joined[0] > clock.now() - _grace()
-        caps_install_defaults(user_id=user_id, new_user=new_user)
-
-
 def cap_save(*, cap: UserCapConfig, now: datetime | None = None) -> UserCapConfig:
     """Save a cap edited as a whole by an administrator (Django admin), with the grace rules."""
     now = now or clock.now()
@@ -1051,6 +1231,46 @@ def cap_delete_many(*, caps: list[UserCapConfig]) -> None:
     """Remove caps as an administrator (Django admin's bulk delete)."""
     for cap in caps:
         cap_delete(cap=cap, by_admin=True)
+
+
+def team_cap_set(
+    *,
+    team_id: int,
+    cap_type: str,
+    max_requests: int | None = None,
+    max_tokens: int | None = None,
+    max_cost_cents: int | None = None,
+    is_active: bool = True,
+    now: datetime | None = None,
+) -> TeamCapConfig:
+    """Create or change a team's cap of one period; a tightening blocks after the grace
+    period (until then the limits that blocked before keep blocking)."""
+    now = now or clock.now()
+    if cap_type not in CAP_TYPES:
+        raise ValidationError({"cap_type": [f'"{cap_type}" is not hourly, daily or monthly.']})
+    with transaction.atomic():
+        cap = (
+            TeamCapConfig.objects.select_for_update().filter(team_id=team_id, cap_type=cap_type)
+        ).first() or TeamCapConfig(team_id=team_id, cap_type=cap_type)
+        was_enforced = _enforced_now(cap, now)
+        cap.max_requests, cap.max_tokens, cap.max_cost_cents = (
+            max_requests,
+            max_tokens,
+            max_cost_cents,
+        )
+        cap.is_active = is_active
+        _validate_limits(cap)
+        grace_apply(cap, was_enforced, now, by_admin=True)
+        cap.save()
+        cap_config_changed(user_id=team_owner(team_id))
+    return cap
+
+
+def team_cap_delete(*, cap: TeamCapConfig) -> None:
+    """Remove a team's cap (at once: removing only loosens)."""
+    with transaction.atomic():
+        cap.delete()
+        cap_config_changed(user_id=team_owner(cap.team_id))
 
 
 # --- Rebuild ------------------------------------------------------------------------------------
@@ -1110,7 +1330,8 @@ def caps_rebuild(
 ) -> int:
     """Recompute settled use in the current hourly, daily and monthly windows from the usage
     records (the source of truth), e.g. after the counter store was lost: of every user with
-    records this month, or of `user_id` only (its three windows, zeros included); and the
+    records this month and of their teams, or of `user_id` only (a user, or a team as
+    team_owner(team_id): its three windows, zeros included); and the
     session windows of the sessions with a call within `redis.session_cap_ttl` (all their
     calls). Calls in
     flight keep their reservations; the rebuilt users' sentinels are written in the same step
@@ -1125,19 +1346,30 @@ def caps_rebuild(
         started_at__gte=min(start for start, _ in bounds),
         started_at__lt=max(end for _, end in bounds),
     )
-    if user_id is not None:
+    if user_id is not None and user_id < 0:
+        records = records.filter(team_id=-user_id)
+    elif user_id is not None:
         records = records.filter(user_id=user_id)
     used: dict[tuple[int, int], list[int]] = {}
     users: set[int] = set() if user_id is None else {user_id}
     for record in records.iterator():
         amounts = _record_amounts(record)
-        users.add(record.user_id)
-        for i, (start, end) in enumerate(bounds):
-            if start <= record.started_at < end:
-                totals = used.setdefault((record.user_id, i), [0, 0, 0])
-                for j in range(3):
-                    totals[j] += amounts[j]
-    sessions = _sessions_used(now=now, user_id=user_id)
+        # A call counts for its user and for the team the user was in when it was made.
+        owners = [record.user_id]
+        if record.team_id is not None:
+            owners.append(team_owner(record.team_id))
+        for owner in owners:
+            if user_id is not None and owner != user_id:
+                continue
+            users.add(owner)
+            for i, (start, end) in enumerate(bounds):
+                if start <= record.started_at < end:
+                    totals = used.setdefault((owner, i), [0, 0, 0])
+                    for j in range(3):
+                        totals[j] += amounts[j]
+    sessions = (
+        {} if user_id is not None and user_id < 0 else _sessions_used(now=now, user_id=user_id)
+    )
     users.update(user for user, _ in sessions)
     entries = [
         (window_key(user, cap_type, now), tuple(used.get((user, i), (0, 0, 0))), ttl)

@@ -64,6 +64,17 @@ def _comma_list(value: Any) -> Any:
 StrList = Annotated[list[str], BeforeValidator(_comma_list)]
 
 
+def _json_mapping(value: Any) -> Any:
+    """A mapping given in the environment as JSON (`{"eng": "Engineering"}`)."""
+    if isinstance(value, str):
+        text = value.strip()
+        return json.loads(text) if text else {}
+    return value
+
+
+StrMap = Annotated[dict[str, str], BeforeValidator(_json_mapping)]
+
+
 def _unset_if_blank(value: Any) -> Any:
     """An optional setting given as "" or "none" (any case) in the environment is unset."""
     if isinstance(value, str) and value.strip().lower() in {"", "none", "null"}:
@@ -253,12 +264,29 @@ class RedisConfig(Section):
         return self
 
 
+OptionalLimit = Annotated[Annotated[int, Field(gt=0)] | None, BeforeValidator(_unset_if_blank)]
+
+
 class UsageCapsConfig(Section):
-    default_daily_requests: int | None = Field(1000, gt=0)
-    default_daily_tokens: int | None = Field(100000, gt=0)
-    default_daily_cost_cents: int | None = Field(1000, gt=0)
+    """The cap policy (`default_<period>_<limit>`) applies live to every user who has no
+    administrator cap of that period; `none` unsets a limit. A value set here (YAML or the
+    environment) wins over an edit in admin; the others are edited in admin (caps.CapPolicy).
+
+    The built-in policy lets a day of Claude Code work and stops a runaway (README, "Caps"):
+    cost is what limits, so no token limit (tokens do not map to dollars across models, and a
+    token limit below Claude Code's max_tokens makes every call "uncovered")."""
+
+    default_hourly_requests: OptionalLimit = None
+    default_hourly_tokens: OptionalLimit = None
+    default_hourly_cost_cents: OptionalLimit = 2000
+    default_daily_requests: OptionalLimit = 5000
+    default_daily_tokens: OptionalLimit = None
+    default_daily_cost_cents: OptionalLimit = 5000
+    default_monthly_requests: OptionalLimit = None
+    default_monthly_tokens: OptionalLimit = None
+    default_monthly_cost_cents: OptionalLimit = 50000
     # An administrator cap on each Claude Code session's cost (x-claude-code-session-id).
-    default_session_cost_cents: int | None = Field(None, gt=0)
+    default_session_cost_cents: OptionalLimit = None
     enforce_caps: bool = True
     grace_period_minutes: float = Field(5, ge=0)
     # Output estimate = min(max_tokens, this): Claude Code asks for 128k on every call.
@@ -338,6 +366,10 @@ class OidcProviderConfig(OAuthProviderConfig):
     # Refuse a sign-in unless the provider vouches for the e-mail (`email_verified: true`):
     # the e-mail decides the allowed domains, the admin list and which account is signed in.
     require_email_verified: bool = True
+    # Ask for `offline_access`, so that the provider issues a refresh token: the hourly
+    # identity refresh (accounts.offboarding) deactivates whoever the provider no longer
+    # knows. Turn off for a provider that refuses the scope (it then refreshes nobody).
+    offline_access: bool = True
 
 
 class AuthConfig(Section):
@@ -377,6 +409,10 @@ class AuthConfig(Section):
     # Django admin's password sign-in: failures per user and per address within the window.
     admin_login_failure_limit: int = Field(5, gt=0)
     admin_login_window_seconds: int = Field(900, gt=0)
+    # Identity provider groups -> team names ({"eng": "Engineering"}): at each OpenID Connect
+    # sign-in the first group of the `groups` claim that is listed here decides the user's team
+    # (created when missing). Empty: teams are set by hand only.
+    team_groups: StrMap = {}
 
     @model_validator(mode="after")
     def _known_providers(self) -> AuthConfig:
@@ -409,11 +445,20 @@ class JwtConfig(Section):
     refresh_token_lifetime_days: float = Field(90, gt=0)
 
 
+class UsageConfig(Section):
+    # Usage records older than this many days are deleted by the nightly purge once their hour
+    # is rolled up (summaries are kept forever); `none` keeps every record.
+    retention_days: Annotated[
+        Annotated[int, Field(gt=0)] | None, BeforeValidator(_unset_if_blank)
+    ] = 400
+
+
 class GatewayConfig(Section):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     redis: RedisConfig = RedisConfig()
     usage_caps: UsageCapsConfig = UsageCapsConfig()
+    usage: UsageConfig = UsageConfig()
     celery: CeleryConfig = CeleryConfig()
     aws: AwsConfig = AwsConfig()
     auth: AuthConfig = AuthConfig()

@@ -196,8 +196,18 @@ SOCIALACCOUNT_ONLY = not GATEWAY.auth.local_passwords
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
 SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
 SOCIALACCOUNT_LOGIN_ON_GET = False
-SOCIALACCOUNT_STORE_TOKENS = False
+# The OpenID Connect refresh token (SocialToken.token_secret) is what the hourly identity
+# refresh (accounts.offboarding) presents to the provider to learn who has left.
+SOCIALACCOUNT_STORE_TOKENS = True
 SOCIALACCOUNT_REQUESTS_TIMEOUT = 10
+
+
+def _oidc_app_settings(server_url: str, offline_access: bool) -> dict:
+    """An OpenID Connect app's allauth settings; `offline_access` asks for a refresh token."""
+    app_settings = {"server_url": server_url, "oauth_pkce_enabled": True}
+    if offline_access:
+        app_settings["scope"] = ["openid", "profile", "email", "offline_access"]
+    return app_settings
 
 
 def _social_providers(auth) -> dict:
@@ -225,13 +235,15 @@ def _social_providers(auth) -> dict:
             entry["AUTH0_URL"] = server if "://" in server else f"https://{server}"
         providers[provider_id] = entry
     oidc = {
-        key: (cfg.name or key, cfg.client_id, cfg.secret, cfg.server_url)
+        key: (cfg.name or key, cfg.client_id, cfg.secret, cfg.server_url, cfg.offline_access)
         for key, cfg in auth.oidc.items()
     }
     if auth.demo_provider and "demo" not in oidc:
         # accounts.demo_idp, started by the serve command with client id/secret "demo".
         demo_url = f"http://127.0.0.1:{auth.demo_provider_port}"
-        oidc["demo"] = ("Demo sign-in (any e-mail)", "demo", "demo", demo_url)
+        # No offline_access: the demo provider forgets its refresh tokens when it restarts,
+        # and the hourly identity refresh would then deactivate every demo account.
+        oidc["demo"] = ("Demo sign-in (any e-mail)", "demo", "demo", demo_url, False)
     if oidc:
         providers["openid_connect"] = {
             "APPS": [
@@ -240,9 +252,9 @@ def _social_providers(auth) -> dict:
                     "name": name,
                     "client_id": client_id,
                     "secret": secret,
-                    "settings": {"server_url": server_url, "oauth_pkce_enabled": True},
+                    "settings": _oidc_app_settings(server_url, offline_access),
                 }
-                for key, (name, client_id, secret, server_url) in oidc.items()
+                for key, (name, client_id, secret, server_url, offline_access) in oidc.items()
             ]
         }
     return providers

@@ -279,6 +279,7 @@ async def call_begin(
             estimate=estimate,
             now=call.started_at,
             session_id=call.session_id,
+            team_id=principal.team_id,
         )
     except CapExceeded as exc:
         metrics.CAP_REJECTIONS.labels(exc.cap_type, exc.limit_type).inc()

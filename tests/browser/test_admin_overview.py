@@ -49,3 +49,64 @@ def test_the_admin_overview_draws_its_chart(live, reference_data, page: Page, sc
     stats = page.locator(".overview-stats")
     assert stats.evaluate("node => getComputedStyle(node).display") == "flex"  # our stylesheet
     assert [p for p in problems if "Content Security Policy" in p or "Error" in p] == []
+
+
+def test_the_admin_overview_ranks_teams_by_spend(live, reference_data, page: Page, screenshots):
+    from django.db.models import Sum
+
+    from accounts.models import Team
+    from accounts.services import user_get_or_create, user_team_set
+    from caps.services import cap_reserve_sync, cap_settle_sync, team_cap_set
+    from config import clock
+    from costs.money import micros_usd
+    from costs.pricing import Usage
+    from usage.models import UsageRecord
+    from usage.services import CallRecord, usage_record
+
+    model = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    small, big = Team.objects.create(name="Small team"), Team.objects.create(name="Big team")
+    team_cap_set(team_id=big.pk, cap_type="monthly", max_cost_cents=100_000)
+    calls = [
+        ("small-1@example.com", small, 20_000),
+        ("big-1@example.com", big, 150_000),
+        ("big-2@example.com", big, 90_000),
+        ("small-2@example.com", small, 10_000),
+    ]
+    for email, team, tokens in calls:
+        user = user_get_or_create(email=email)
+        user_team_set(user=user, team=team)
+        usage = Usage(input_tokens=tokens)
+        # As the proxy does: reserved under the caps (the team's too), recorded, settled.
+        reservation = cap_reserve_sync(
+            user_id=user.pk, model_id=model, estimate=usage, team_id=team.pk
+        )
+        row = usage_record(
+            call=CallRecord(
+                call_id=uuid.uuid4(), user_id=user.pk, api_key_id=None, auth_kind="jwt",
+                model_id=model, route="anthropic", streaming=False, usage=usage,
+                upstream_status=200, error_type=None, latency_ms=300, ttfb_ms=None,
+                request_id="", started_at=clock.now(), client_family="claude-cli",
+                session_id=None, team_id=team.pk,
+            )
+        )  # fmt: skip
+        cap_settle_sync(reservation=reservation, actual=usage, cost_micros=row.cost_micros)
+    spend = dict(
+        UsageRecord.objects.values("team_id")
+        .annotate(c=Sum("cost_micros"))
+        .values_list("team_id", "c")
+    )
+    assert spend[big.pk] > spend[small.pk] > 0
+
+    sign_in(page, live, ADMIN_EMAIL)
+    page.goto(f"{live.url}/admin/")
+    rows = page.locator("#top-teams tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("Big team")
+    expect(rows.nth(0)).to_contain_text(micros_usd(spend[big.pk]))
+    expect(rows.nth(0)).to_contain_text("of $1,000.00 monthly")
+    expect(rows.nth(1)).to_contain_text("Small team")
+    expect(rows.nth(1)).to_contain_text(micros_usd(spend[small.pk]))
+    expect(rows.nth(1)).to_contain_text("no team cap")
+    shot(page, screenshots, "15-admin-top-teams")
+    rows.nth(0).get_by_role("link", name="Big team").click()
+    expect(page.locator("#content")).to_contain_text("big-1@example.com")

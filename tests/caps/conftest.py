@@ -15,6 +15,7 @@ from caps.services import _stores, cap_store
 from caps.store import close_db_thread_connections
 from costs.pricing import price_table_reset
 from costs.services import price_defaults_install
+from tests.fixtures.personas import policy_clear
 
 # The caps engineer's Redis database; CI's Redis pass sets REDIS_URL to its own.
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/5"
@@ -88,10 +89,7 @@ def make_user(django_user_model):
         )
         wipe_redis_user(user.pk)
         if not defaults:
-            # Mark defaults as installed so that only the test's own caps apply.
-            from caps.models import UserCapDefaults
-
-            UserCapDefaults.objects.create(user=user)
+            policy_clear()  # only the test's own caps apply
         created.append(user)
         return user
 

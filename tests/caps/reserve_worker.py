@@ -1,6 +1,9 @@
 """Run by the two-process tests: reserve (and settle) from a separate process.
 
     python tests/caps/reserve_worker.py <redis-url|embedded> <user_id> <calls> <start_epoch>
+        [<team_id>]
+
+`user_id` may be a comma-separated list: the calls go round the users (members of `team_id`).
 
 Prints how many reservations succeeded. The environment names the test database.
 """
@@ -21,15 +24,18 @@ from costs.pricing import Usage  # noqa: E402
 
 
 def main() -> None:
-    where, user_id, calls, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    where, calls, start = sys.argv[1], int(sys.argv[3]), sys.argv[4]
+    users = [int(user) for user in sys.argv[2].split(",")]
+    team_id = int(sys.argv[5]) if len(sys.argv) > 5 else None
     store = cap_store(embedded=True) if where == "embedded" else cap_store(url=where)
     time.sleep(max(0.0, float(start) - time.time()))  # start together with the other process
     ok = 0
     usage = Usage(input_tokens=10, output_tokens=10)
-    for _ in range(calls):
+    for call in range(calls):
         try:
             reservation = cap_reserve_sync(
-                user_id=user_id,
+                user_id=users[call % len(users)],
+                team_id=team_id,
                 model_id="us.anthropic.claude-sonnet-4-6",
                 estimate=usage,
                 store=store,

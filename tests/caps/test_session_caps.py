@@ -8,14 +8,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
 
-from caps.models import UserCapConfig
 from caps.services import (
     CapExceeded,
     cap_create,
     cap_reserve_sync,
     cap_settle_sync,
     cap_status,
-    caps_install_defaults,
     caps_rebuild,
     headroom_headers,
 )
@@ -205,17 +203,3 @@ def test_session_caps_limit_cost_only(make_user, db):
     )
     assert good.status_code == 201, good.content
     assert good.json()["cap_type"] == "session"
-
-
-def test_the_session_default_is_an_administrator_cap(make_user, db, settings):
-    caps = settings.GATEWAY.usage_caps.model_copy(update={"default_session_cost_cents": 500})
-    settings.GATEWAY = settings.GATEWAY.model_copy(update={"usage_caps": caps})
-    user = make_user()
-    UserCapConfig.objects.filter(user=user).delete()
-    user.usercapdefaults.delete()
-    installed = caps_install_defaults(user_id=user.pk)
-    session = next(cap for cap in installed if cap.cap_type == "session")
-    assert session.set_by == "admin"
-    assert session.max_cost_cents == 500
-    assert session.max_requests is None
-    assert {cap.cap_type for cap in installed} == {"daily", "session"}

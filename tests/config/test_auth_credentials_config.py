@@ -68,3 +68,38 @@ def test_oidc_providers_require_a_verified_email_unless_told_otherwise():
 def test_hash_keys_never_appear_in_a_repr():
     auth = load_config({"GATEWAY_AUTH__API_KEY_HASH_KEYS": "s" * 40}).auth
     assert "s" * 40 not in repr(auth)
+
+
+# --- #15: team groups, offline_access ------------------------------------------------------------
+
+
+def test_team_groups_default_to_none():
+    assert load_config({}).auth.team_groups == {}
+
+
+def test_team_groups_from_the_environment_as_json():
+    auth = load_config({"GATEWAY_AUTH__TEAM_GROUPS": '{"eng": "Engineering", "ops": "Ops"}'}).auth
+    assert auth.team_groups == {"eng": "Engineering", "ops": "Ops"}
+
+
+def test_team_groups_that_are_not_json_name_the_key():
+    with pytest.raises(ConfigError, match="team_groups"):
+        load_config({"GATEWAY_AUTH__TEAM_GROUPS": "eng=Engineering"})
+
+
+def test_oidc_apps_ask_for_offline_access_unless_turned_off():
+    from config.settings import _social_providers
+
+    env = {
+        "GATEWAY_AUTH__OIDC__CORP__CLIENT_ID": "x",
+        "GATEWAY_AUTH__OIDC__CORP__SERVER_URL": "https://idp.test",
+        "GATEWAY_AUTH__OIDC__OLD__CLIENT_ID": "y",
+        "GATEWAY_AUTH__OIDC__OLD__SERVER_URL": "https://old.test",
+        "GATEWAY_AUTH__OIDC__OLD__OFFLINE_ACCESS": "false",
+    }
+    apps = {
+        app["provider_id"]: app["settings"]
+        for app in _social_providers(load_config(env).auth)["openid_connect"]["APPS"]
+    }
+    assert "offline_access" in apps["corp"]["scope"]
+    assert "scope" not in apps["old"]  # allauth's default: openid, profile, email

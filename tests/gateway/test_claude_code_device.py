@@ -401,10 +401,11 @@ def test_the_status_line_warns_from_80_percent(stack, reference_data, tmp_path):
 
 
 def test_the_status_line_shows_spend_without_any_cap(stack, reference_data, tmp_path):
-    from caps.models import UserCapDefaults
+    from tests.fixtures.personas import policy_clear
 
     user, tokens = signed_in_device("status-no-cap@example.com")
-    UserCapDefaults.objects.create(user=user)  # defaults already handled: no cap at all
+    policy_clear()  # no cap at all (the gateway reads the policy again within a second)
+    time.sleep(1.1)
     assert messages_call(stack.gateway, {"x-api-key": tokens["access_token"]}).status_code == 200
     assert gateway_idle(stack.gateway)
     records = wait_for(lambda: list(UsageRecord.objects.filter(user=user)))

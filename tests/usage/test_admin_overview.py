@@ -159,7 +159,7 @@ def test_the_overview_is_for_gateway_administrators_only(org):
 def test_a_live_counter_that_outlived_its_user_is_no_500(admin):
     """A user deleted this hour leaves a live counter: shown, without caps to read (reading them
     used to create that user's default caps: a foreign-key error, the admin index a 500)."""
-    from caps.models import UserCapDefaults
+    from caps.models import UserCapConfig
     from usage.store import Increment, get_store
     from usage.windows import summary_key
 
@@ -171,7 +171,7 @@ def test_a_live_counter_that_outlived_its_user_is_no_500(admin):
     finally:
         get_store().delete([key])
     # Nothing written for a user who is not there (a foreign-key error at commit).
-    assert not UserCapDefaults.objects.filter(user_id=987654).exists()
+    assert not UserCapConfig.objects.filter(user_id=987654).exists()
 
 
 def test_an_empty_gateway_has_an_overview_too(admin):
