@@ -28,7 +28,8 @@ from caps.bulk import (
     teams_cap_apply,
     users_cap_apply,
 )
-from caps.models import CapType, TeamCapConfig, UserCapConfig
+from caps.models import CapPolicy, CapType, TeamCapConfig, UserCapConfig
+from caps.policy import LIMIT_FIELDS, locked_fields, policy_rows, policy_update
 from caps.services import (
     cap_delete,
     cap_delete_many,
@@ -504,3 +505,33 @@ class TeamAdmin(admin.ModelAdmin):
             self, request, queryset, action="set_team_cap", form=form,
             title="Set a cap on the selected teams", submit="Set the cap",
         )  # fmt: skip
+
+
+@admin.register(CapPolicy)
+class CapPolicyAdmin(MaxCostInDollars, admin.ModelAdmin):
+    """The caps everyone has without an administrator cap of that period: one row per period,
+    live for every user. A limit set in YAML or the environment shows read-only here."""
+
+    list_display = ["cap_type", "max_requests", "max_tokens", "max_cost", "enforce_from"]
+    fields = ["cap_type", "max_requests", "max_tokens", "max_cost_cents", "enforce_from"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        policy_rows()  # created from the configuration on first sight
+        return super().get_queryset(request)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: CapPolicy | None = None) -> list:
+        locked = sorted(locked_fields(obj.cap_type)) if obj is not None else []
+        return ["cap_type", "enforce_from", *locked]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: CapPolicy | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: CapPolicy, form, change: bool) -> None:
+        limits = {f: getattr(obj, f) for f in form.changed_data if f in LIMIT_FIELDS}
+        try:
+            policy_update(cap_type=obj.cap_type, **limits)
+        except ValidationError as exc:
+            self.message_user(request, "; ".join(exc.messages), messages.ERROR)

@@ -180,3 +180,28 @@ def test_policy_values_are_checked(policy):
     assert not CapPolicy.objects.exclude(
         max_requests=None, max_tokens=None, max_cost_cents=None
     ).exists()
+
+
+def test_admins_edit_the_policy_in_admin_except_what_the_configuration_sets(
+    admin_client, settings, policy
+):
+    caps = settings.GATEWAY.usage_caps.model_copy(update={"default_monthly_cost_cents": 70000})
+    settings.GATEWAY = settings.GATEWAY.model_copy(update={"usage_caps": caps})
+    listing = admin_client.get("/admin/caps/cappolicy/")
+    assert listing.status_code == 200
+    assert CapPolicy.objects.count() == 4
+    daily = CapPolicy.objects.get(cap_type="daily")
+    page = admin_client.get(f"/admin/caps/cappolicy/{daily.pk}/change/")
+    assert 'name="max_requests"' in page.content.decode()
+    saved = admin_client.post(
+        f"/admin/caps/cappolicy/{daily.pk}/change/",
+        {"max_requests": "700", "max_tokens": "", "max_cost_cents": "2500"},
+    )
+    assert saved.status_code == 302
+    daily.refresh_from_db()
+    assert (daily.max_requests, daily.max_cost_cents) == (700, 2500)
+    monthly = CapPolicy.objects.get(cap_type="monthly")
+    assert monthly.max_cost_cents == 70000
+    page = admin_client.get(f"/admin/caps/cappolicy/{monthly.pk}/change/").content.decode()
+    assert 'name="max_cost_cents"' not in page  # read-only: set by the configuration
+    assert 'name="max_requests"' in page
