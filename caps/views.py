@@ -140,13 +140,17 @@ def cap_cards(*, user_id: int, now: datetime | None = None) -> tuple[list[dict],
         rows, live = [], False
     cards = []
     for row in rows:
-        cap = caps.pop(row["id"], None)
+        # The policy's and the team's caps are not the user's rows (their ids are another
+        # table's): read-only, labelled by where they come from.
+        own_row = row["set_by"] in (SetBy.ADMIN, SetBy.USER)
+        cap = caps.pop(row["id"], None) if own_row else None
         cards.append(
             {
-                "id": row["id"],
+                "id": row["id"] if own_row else f"{row['set_by']}-{row['id']}",
                 "cap_type": row["cap_type"],
                 "period": CapType(row["cap_type"]).label,
-                "by_admin": row["set_by"] == SetBy.ADMIN,
+                "by_admin": row["set_by"] != SetBy.USER,
+                "source": row["set_by"],
                 "active": True,
                 "meters": _meters(row),
                 "percent": row["percentage_used"],

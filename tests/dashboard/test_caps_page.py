@@ -159,3 +159,17 @@ def test_a_session_cap_is_shown_in_words(owner, owner_client):
     assert card(response, cap)["session_limit"] == "$2.50"
     html = response.content.decode()
     assert "Each Claude Code session may cost at most <strong>$2.50</strong>" in html
+
+
+def test_policy_and_team_caps_show_read_only_with_their_source(owner, owner_client):
+    from accounts.models import Team
+    from caps.services import team_cap_set
+
+    team = Team.objects.create(name="Research")
+    owner.team = team
+    owner.save(update_fields=["team"])
+    team_cap_set(team_id=team.pk, cap_type="monthly", max_cost_cents=90000)
+    html = owner_client.get("/caps").content.decode()
+    assert "Your team&#x27;s cap, shared · read-only" in html or "Your team's cap" in html
+    assert "Policy for everyone · read-only" in html  # the built-in policy: $50.00 a day
+    assert "/edit" not in html  # none of them is the user's to edit
