@@ -222,3 +222,35 @@ def test_a_session_cost_cap_stops_that_session_only(stack, reference_data):
     calls = len(replies) - 1 + 2
     assert wait_for(lambda: UsageRecord.objects.filter(user=user).count() == calls)
     assert UsageRecord.objects.filter(user=user, session_id="session-one").count() == calls - 2
+
+
+def test_a_team_cap_is_shared_across_members_and_two_gateways(stack, reference_data):
+    """Three members of one team, two gateway processes, 5N calls: exactly N pass; each
+    record carries the team; the refusal names the team's cap."""
+    from datetime import timedelta
+
+    from accounts.models import Team
+    from caps.services import team_cap_set
+    from config import clock
+
+    n = 6
+    team = Team.objects.create(name="Mobile")
+    keys = []
+    for i in range(3):
+        user = user_get_or_create(email=f"mobile{i}@example.com")
+        user.team = team
+        user.save(update_fields=["team"])
+        keys.append(api_key_create(user=user, name="team").raw)
+    # Set an hour ago: a new cap waits for the grace period.
+    team_cap_set(
+        team_id=team.pk, cap_type="daily", max_requests=n, now=clock.now() - timedelta(hours=1)
+    )
+    with start_gateway(upstream_url=stack.emulator_url, env=GATEWAY_ENV) as second:
+        calls = [(url, keys[i % 3]) for i, url in enumerate([stack.gateway.url, second.url] * 15)]
+        with ThreadPoolExecutor(max_workers=15) as pool:
+            replies = list(pool.map(lambda c: post_messages(*c), calls))
+    assert sorted(r.status_code for r in replies) == [200] * n + [429] * (30 - n)
+    refused = next(r for r in replies if r.status_code == 429)
+    assert refused.json()["error"]["message"].startswith("Your team's daily usage cap exceeded")
+    assert wait_for(lambda: UsageRecord.objects.count() == n)
+    assert set(UsageRecord.objects.values_list("team_id", flat=True)) == {team.pk}
