@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-clock lint format bench install install-dev chromium nginx faketime migrate clean
+.PHONY: run test test-clock lint format bench bench-summary install install-dev chromium nginx faketime migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,10 @@ test-clock: install-dev faketime
 
 bench: install-dev
 	$(BIN)/python -m bench
+
+# The admin summary over 5M records (issue #15): loads once into its own PostgreSQL database.
+bench-summary: install-dev
+	$(BIN)/python -m bench.admin_summary
 
 clean:
 	rm -rf var/test.sqlite3* var/celery

@@ -156,10 +156,12 @@ class SummaryQuerySerializer(RangeSerializer):
 
 class AdminSummaryQuerySerializer(SummaryQuerySerializer):
     group_by = serializers.ChoiceField(
-        choices=["hour", "day", "week", "month", "user"],
+        choices=["hour", "day", "week", "month", "user", "team"],
         required=False,
         default="day",
-        help_text="`user`: one row per user (`by_user`), dearest first, instead of periods.",
+        help_text="`user`: one row per user (`by_user`), dearest first, instead of periods; "
+        "`team`: one row per team (`by_team`, the team at call time; `team_id` null for users "
+        "in no team), dearest first.",
     )
     user = serializers.IntegerField(required=False, min_value=1, max_value=INT64_MAX)
 
@@ -167,7 +169,12 @@ class AdminSummaryQuerySerializer(SummaryQuerySerializer):
 class ChargebackQuerySerializer(SummaryQuerySerializer):
     """`from` (default: the first day of last month) and `to` (default: now)."""
 
-    group_by = None
+    group_by = serializers.ChoiceField(
+        choices=["user", "team"],
+        required=False,
+        default="user",
+        help_text="`user`: a row per user, team and month; `team`: a row per team and month.",
+    )
 
     def validate(self, attrs: dict) -> dict:
         if "from" not in attrs:
@@ -264,8 +271,14 @@ class UserTotalsOut(TotalsOut):
     cost_cents = serializers.CharField(help_text="cost_micros in cents, four decimals.")
 
 
+class TeamTotalsOut(TotalsOut):
+    team_id = serializers.IntegerField(allow_null=True, help_text="Null: users in no team.")
+    name = serializers.CharField()
+    cost_cents = serializers.CharField(help_text="cost_micros in cents, four decimals.")
+
+
 class AdminSummaryOut(serializers.Serializer):
-    """By period, model and client; or, with `group_by=user`, by user alone."""
+    """By period, model and client; or, with `group_by=user` / `team`, by user / team alone."""
 
     group_by = serializers.CharField()
     totals = TotalsOut()
@@ -273,12 +286,22 @@ class AdminSummaryOut(serializers.Serializer):
     by_model = ModelTotalsOut(many=True, required=False)
     by_client = ClientTotalsOut(many=True, required=False)
     by_user = UserTotalsOut(many=True, required=False, help_text="Dearest first.")
+    by_team = TeamTotalsOut(many=True, required=False, help_text="Dearest first.")
 
     def get_fields(self) -> dict:
         fields = super().get_fields()
         fields["from"] = serializers.DateTimeField()
         fields["to"] = serializers.DateTimeField()
         return fields
+
+
+def team_totals_out(row: selectors.TeamTotals) -> dict:
+    return {
+        "team_id": row.team_id,
+        "name": row.name,
+        **totals_out(row.totals),
+        "cost_cents": cost_cents(row.totals.cost_micros),
+    }
 
 
 def user_totals_out(row: selectors.UserTotals) -> dict:
@@ -475,6 +498,17 @@ class AdminSummaryView(SummaryView):
         params = self.query_serializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
+        if data["group_by"] == "team":
+            teams = selectors.summary_by_team(start=data["start"], end=data["end"])
+            return Response(
+                {
+                    "from": data["start"].isoformat(),
+                    "to": data["end"].isoformat(),
+                    "group_by": "team",
+                    "totals": totals_out(sum((row.totals for row in teams), Totals())),
+                    "by_team": [team_totals_out(row) for row in teams],
+                }
+            )
         if data["group_by"] != "user":
             return super().get(request)
         rows = selectors.summary_by_user(
@@ -505,6 +539,7 @@ CHARGEBACK_HEADER = [
     "month",
     "user_id",
     "email",
+    "team",
     "requests",
     "input_tokens",
     "output_tokens",
@@ -513,6 +548,9 @@ CHARGEBACK_HEADER = [
     "cost_usd",
     "unknown_cost_requests",
 ]
+
+
+CHARGEBACK_TEAM_HEADER = ["month", "team_id", "team", *CHARGEBACK_HEADER[4:]]
 
 
 class ChargebackCsvView(APIView):
@@ -528,8 +566,11 @@ class ChargebackCsvView(APIView):
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
-                description="One row per user and month (`YYYY-MM`), months in order, dearest "
-                "first; a month cut by the range counts only the part inside it.",
+                description="One row per user, team and month (`YYYY-MM`), months in order, "
+                "dearest first; a month cut by the range counts only the part inside it. A "
+                "call counts for the user's team at call time (`(no team)`: none), so a user "
+                "who changed team has a row per team. `group_by=team`: one row per team and "
+                "month.",
             )
         },
     )
@@ -537,16 +578,22 @@ class ChargebackCsvView(APIView):
         params = ChargebackQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        rows = selectors.summary_by_user(start=data["start"], end=data["end"], by_month=True)
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(CHARGEBACK_HEADER)
-        for row in rows:
+        if data["group_by"] == "team":
+            writer.writerow(CHARGEBACK_TEAM_HEADER)
+            rows = selectors.summary_by_team(start=data["start"], end=data["end"], by_month=True)
+            heads = [[f"{row.month:%Y-%m}", row.team_id, row.name] for row in rows]
+        else:
+            writer.writerow(CHARGEBACK_HEADER)
+            rows = selectors.summary_by_user(
+                start=data["start"], end=data["end"], by_month=True, by_team=True
+            )
+            heads = [[f"{row.month:%Y-%m}", row.user_id, row.email, row.team_name] for row in rows]
+        for head, row in zip(heads, rows, strict=True):
             t = row.totals
             cells = [
-                f"{row.month:%Y-%m}",
-                row.user_id,
-                row.email,
+                *head,
                 t.requests,
                 t.input_tokens,
                 t.output_tokens,

@@ -130,6 +130,17 @@ class UsageSummary(models.Model):
     )
     period = models.CharField(max_length=8, choices=Period.choices)
     period_start = models.DateTimeField()
+    # The team of the user's calls in the period (UsageRecord.team: the team at call time), so
+    # that team reports hold after the records are purged. A user who changed team within one
+    # period counts whole for the team of most of that period's calls (ties: the latest).
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
     requests = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)

@@ -26,6 +26,7 @@ from usage.services import (
     Totals,
     live_heal,
     live_sentinel_key,
+    record_hourly_teams,
     record_hourly_totals,
 )
 from usage.store import StoreUnavailable, get_store
@@ -230,12 +231,119 @@ def usage_summary(
 
 @dataclass(frozen=True)
 class UserTotals:
-    """One user's totals over a range (and a month of it, for chargeback)."""
+    """One user's totals over a range (and a month of it, for chargeback; and a team, when
+    split by team)."""
 
     user_id: int
     email: str
     totals: Totals
     month: datetime | None = None
+    team_id: int | None = None
+    team_name: str = ""
+
+
+@dataclass(frozen=True)
+class TeamTotals:
+    """One team's totals over a range; `team_id` None: the calls of users in no team."""
+
+    team_id: int | None
+    name: str
+    totals: Totals
+    month: datetime | None = None
+
+
+NO_TEAM = "(no team)"
+
+# A grouping key: (user id or None, team id or None, month or None).
+_Key = tuple[int | None, int | None, datetime | None]
+
+
+def _slot_teams(
+    *, slots: Iterable[tuple[int, datetime]], end: datetime
+) -> dict[tuple[int, datetime], int | None]:
+    """The team of each (user, hour) slot of the live window: the persisted row's, else the
+    records' (a live counter does not know the team). Only the hours not persisted yet (the
+    last one or two) are read from the records."""
+    slots = set(slots)
+    if not slots:
+        return {}
+    teams = {
+        (user, hour): team
+        for user, hour, team in UsageSummary.objects.filter(
+            period="hourly",
+            period_start__gte=min(hour for _user, hour in slots),
+            period_start__lt=end,
+        ).values_list("user_id", "period_start", "team_id")
+    }
+    missing = slots - teams.keys()
+    if missing:
+        first = min(hour for _user, hour in missing)
+        for slot, (_totals, team) in record_hourly_teams(start=first, end=end).items():
+            teams.setdefault(slot, team)
+    return teams
+
+
+def _grouped_totals(
+    *,
+    start: datetime,
+    end: datetime,
+    by_user: bool,
+    by_team: bool,
+    by_month: bool,
+    user_id: int | None,
+    now: datetime,
+) -> dict[_Key, Totals]:
+    """Totals over [start, end) (hour-aligned) grouped by user and/or team (at call time)
+    and/or month: persisted hourly rows before the live window grouped in the database, plus
+    the merged live window (the figures of `summary_buckets`, so groupings add up alike).
+
+    Hourly rows, not daily ones: they are exact (a call recorded after its day was rolled up
+    can miss the daily row), never purged, and a month of them groups in tens of
+    milliseconds on the (period, period_start) index (bench/admin_summary.py).
+    """
+    cut = max(start, min(end, live_window_start(now)))
+    totals: dict[_Key, Totals] = defaultdict(Totals)
+    if start < cut:
+        rows = UsageSummary.objects.filter(
+            period="hourly", period_start__gte=start, period_start__lt=cut
+        )
+        if user_id is not None:
+            rows = rows.filter(user_id=user_id)
+        group = [name for name, on in (("user_id", by_user), ("team_id", by_team)) if on]
+        if by_month:
+            rows = rows.annotate(month=TruncMonth("period_start", tzinfo=UTC))
+            group.append("month")
+        for row in rows.values(*group).annotate(**SUMMARY_AGGREGATES).order_by():
+            key = (
+                row.get("user_id"),
+                row.get("team_id"),
+                period_start("monthly", row["month"]) if by_month else None,
+            )
+            totals[key] = totals[key] + Totals.from_mapping(row, AGG)
+    merged = hourly_totals_merged(start=cut, end=end, user_id=user_id, now=now)
+    teams = _slot_teams(slots=merged, end=end) if by_team else {}
+    for (owner, hour), hour_totals in merged.items():
+        key = (
+            owner if by_user else None,
+            teams.get((owner, hour)) if by_team else None,
+            period_start("monthly", hour) if by_month else None,
+        )
+        totals[key] = totals[key] + hour_totals
+    return totals
+
+
+def _team_names(team_ids: Iterable[int | None]) -> dict[int, str]:
+    from accounts.models import Team
+
+    ids = {team for team in team_ids if team is not None}
+    return dict(Team.objects.filter(pk__in=ids).values_list("pk", "name")) if ids else {}
+
+
+def _team_name(names: Mapping[int, str], team_id: int | None) -> str:
+    if team_id is None:
+        return NO_TEAM
+    # A team deleted since keeps its rows (billing history) under its id.
+    return names.get(team_id, f"(deleted team {team_id})")
 
 
 def summary_by_user(
@@ -245,45 +353,80 @@ def summary_by_user(
     by_month: bool = False,
     user_id: int | None = None,
     now: datetime | None = None,
+    by_team: bool = False,
 ) -> list[UserTotals]:
     """Totals per user (per user and month with `by_month`) over [start, end), hour-aligned.
 
     The figures of `summary_buckets`, split by user: persisted hourly rows before the live
-    window grouped in the database, plus the merged live window. Sorted by month, then by
-    cost (dearest first), then by user id.
+    window grouped in the database, plus the merged live window. With `by_team`, a user's
+    calls are split further by their team at call time (`team_id`, `team_name`). Sorted by
+    month, then by cost (dearest first), then by user id.
     """
     now = now or clock.now()
-    cut = max(start, min(end, live_window_start(now)))
-    totals: dict[tuple[int, datetime | None], Totals] = defaultdict(Totals)
-    if start < cut:
-        rows = UsageSummary.objects.filter(
-            period="hourly", period_start__gte=start, period_start__lt=cut
-        )
-        if user_id is not None:
-            rows = rows.filter(user_id=user_id)
-        group = ["user_id"]
-        if by_month:
-            rows = rows.annotate(month=TruncMonth("period_start", tzinfo=UTC))
-            group.append("month")
-        for row in rows.values(*group).annotate(**SUMMARY_AGGREGATES).order_by():
-            month = period_start("monthly", row["month"]) if by_month else None
-            key = (row["user_id"], month)
-            totals[key] = totals[key] + Totals.from_mapping(row, AGG)
-    for (owner, hour), hour_totals in hourly_totals_merged(
-        start=cut, end=end, user_id=user_id, now=now
-    ).items():
-        key = (owner, period_start("monthly", hour) if by_month else None)
-        totals[key] = totals[key] + hour_totals
+    totals = _grouped_totals(
+        start=start,
+        end=end,
+        by_user=True,
+        by_team=by_team,
+        by_month=by_month,
+        user_id=user_id,
+        now=now,
+    )
     emails = dict(
         get_user_model()
-        .objects.filter(pk__in={owner for owner, _ in totals})
+        .objects.filter(pk__in={owner for owner, _team, _month in totals})
         .values_list("pk", "email")
     )
+    names = _team_names(team for _owner, team, _month in totals) if by_team else {}
     rows = [
-        UserTotals(user_id=owner, email=emails.get(owner, ""), totals=t, month=month)
-        for (owner, month), t in totals.items()
+        UserTotals(
+            user_id=owner,
+            email=emails.get(owner, ""),
+            totals=t,
+            month=month,
+            team_id=team,
+            team_name=_team_name(names, team) if by_team else "",
+        )
+        for (owner, team, month), t in totals.items()
     ]
-    rows.sort(key=lambda r: (r.month or start, -r.totals.cost_micros, r.user_id))
+    rows.sort(key=lambda r: (r.month or start, -r.totals.cost_micros, r.user_id, r.team_id or 0))
+    return rows
+
+
+def summary_by_team(
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime | None = None,
+    by_month: bool = False,
+) -> list[TeamTotals]:
+    """Totals per team over [start, end), hour-aligned: each call counts for the user's team
+    at call time (kept in the summaries, so this holds after the records are purged); calls
+    of users in no team make one row with `team_id` None. Sorted by month, then by cost
+    (dearest first), then by team id (no team last on a tie)."""
+    now = now or clock.now()
+    totals = _grouped_totals(
+        start=start,
+        end=end,
+        by_user=False,
+        by_team=True,
+        by_month=by_month,
+        user_id=None,
+        now=now,
+    )
+    names = _team_names(team for _owner, team, _month in totals)
+    rows = [
+        TeamTotals(team_id=team, name=_team_name(names, team), totals=t, month=month)
+        for (_owner, team, month), t in totals.items()
+    ]
+    rows.sort(
+        key=lambda r: (
+            r.month or start,
+            -r.totals.cost_micros,
+            r.team_id is None,
+            r.team_id or 0,
+        )
+    )
     return rows
 
 

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Max, Min, Q, Sum
 from django.db.models.functions import TruncHour
 
 from config import clock
@@ -329,18 +329,43 @@ def record_hourly_totals(
     *, start: datetime, end: datetime, user_id: int | None = None
 ) -> dict[tuple[int, datetime], Totals]:
     """Per (user, hour) totals of the records that started in [start, end)."""
+    return {
+        slot: totals
+        for slot, (totals, _team) in record_hourly_teams(
+            start=start, end=end, user_id=user_id
+        ).items()
+    }
+
+
+def record_hourly_teams(
+    *, start: datetime, end: datetime, user_id: int | None = None
+) -> dict[tuple[int, datetime], tuple[Totals, int | None]]:
+    """Per (user, hour) totals of the records in [start, end) and the hour's team: the team
+    (at call time) of most of the hour's calls, the latest call's on a tie. One row per user
+    and hour, as the summaries: a team change within an hour moves the whole hour."""
     rows = UsageRecord.objects.filter(started_at__gte=start, started_at__lt=end)
     if user_id is not None:
         rows = rows.filter(user_id=user_id)
     rows = (
         rows.annotate(hour=TruncHour("started_at"))
-        .values("user_id", "hour")
-        .annotate(**RECORD_AGGREGATES)
-        .order_by("user_id", "hour")
+        .values("user_id", "hour", "team_id")
+        .annotate(**RECORD_AGGREGATES, last_call=Max("started_at"))
+        .order_by()
     )
-    return {
-        (row["user_id"], floor_hour(row["hour"])): Totals.from_mapping(row, AGG) for row in rows
-    }
+    out: dict[tuple[int, datetime], tuple[Totals, int | None]] = {}
+    rank: dict[tuple[int, datetime], tuple[int, datetime]] = {}
+    for row in rows:
+        slot = (row["user_id"], floor_hour(row["hour"]))
+        totals = Totals.from_mapping(row, AGG)
+        weight = (totals.requests, row["last_call"])
+        if slot not in out:
+            out[slot], rank[slot] = (totals, row["team_id"]), weight
+            continue
+        previous, team = out[slot]
+        if weight > rank[slot]:
+            team, rank[slot] = row["team_id"], weight
+        out[slot] = (previous + totals, team)
+    return out
 
 
 def usage_totals(*, user_id: int, start: datetime, end: datetime) -> Totals:
@@ -352,11 +377,22 @@ def usage_totals(*, user_id: int, start: datetime, end: datetime) -> Totals:
 
 
 def _summaries_upsert(
-    *, period: str, totals: Mapping[tuple[int, datetime], Totals], exact_range: tuple | None
+    *,
+    period: str,
+    totals: Mapping[tuple[int, datetime], Totals],
+    exact_range: tuple | None,
+    teams: Mapping[tuple[int, datetime], int | None],
 ) -> int:
-    """Write absolute totals per (user, period start); with `exact_range`, drop rows outside."""
+    """Write absolute totals (and the team) per (user, period start); with `exact_range`,
+    drop rows outside."""
     rows = [
-        UsageSummary(user_id=user_id, period=period, period_start=start, **t.as_dict())
+        UsageSummary(
+            user_id=user_id,
+            period=period,
+            period_start=start,
+            team_id=teams.get((user_id, start)),
+            **t.as_dict(),
+        )
         for (user_id, start), t in sorted(totals.items())
     ]
     with transaction.atomic():
@@ -365,7 +401,7 @@ def _summaries_upsert(
                 rows,
                 update_conflicts=True,
                 unique_fields=["user", "period", "period_start"],
-                update_fields=[*TOTAL_FIELDS, "updated_at"],
+                update_fields=[*TOTAL_FIELDS, "team", "updated_at"],
             )
         if exact_range is not None:
             stale = [
@@ -386,9 +422,12 @@ def summary_hours_write(*, start: datetime, end: datetime, exact: bool = False) 
 
     `exact` also removes hourly rows in the range that no record supports (for rebuilds).
     """
-    totals = record_hourly_totals(start=start, end=end)
+    hours = record_hourly_teams(start=start, end=end)
     return _summaries_upsert(
-        period="hourly", totals=totals, exact_range=(start, end) if exact else None
+        period="hourly",
+        totals={slot: totals for slot, (totals, _team) in hours.items()},
+        teams={slot: team for slot, (_totals, team) in hours.items()},
+        exact_range=(start, end) if exact else None,
     )
 
 
@@ -429,14 +468,33 @@ def summary_rollup(*, period: str, start: datetime, now: datetime | None = None)
     start = period_start(period, start)
     end = period_end(period, start)
     summary_hours_write(start=start, end=min(end, floor_hour(now)))
+    return _rollup_from_hours(period=period, start=start)
+
+
+def _rollup_from_hours(*, period: str, start: datetime) -> int:
+    """Write the `period` rows of the window at `start` from the hourly rows alone; the team of
+    a user's row is the team of most of the window's calls (the latest hour's on a tie)."""
     rows = (
-        UsageSummary.objects.filter(period="hourly", period_start__gte=start, period_start__lt=end)
-        .values("user_id")
-        .annotate(**SUMMARY_AGGREGATES)
-        .order_by("user_id")
+        UsageSummary.objects.filter(
+            period="hourly", period_start__gte=start, period_start__lt=period_end(period, start)
+        )
+        .values("user_id", "team_id")
+        .annotate(**SUMMARY_AGGREGATES, last_hour=Max("period_start"))
+        .order_by()
     )
-    totals = {(row["user_id"], start): Totals.from_mapping(row, AGG) for row in rows}
-    return _summaries_upsert(period=period, totals=totals, exact_range=(start, start + HOUR))
+    totals: dict[tuple[int, datetime], Totals] = {}
+    teams: dict[tuple[int, datetime], int | None] = {}
+    rank: dict[tuple[int, datetime], tuple[int, datetime]] = {}
+    for row in rows:
+        slot = (row["user_id"], start)
+        part = Totals.from_mapping(row, AGG)
+        weight = (part.requests, row["last_hour"])
+        totals[slot] = totals.get(slot, Totals()) + part
+        if slot not in rank or weight > rank[slot]:
+            teams[slot], rank[slot] = row["team_id"], weight
+    return _summaries_upsert(
+        period=period, totals=totals, teams=teams, exact_range=(start, start + HOUR)
+    )
 
 
 def summary_rollup_previous(*, period: str, now: datetime | None = None) -> int:
@@ -494,6 +552,130 @@ def schedules_install(*, apps=None) -> int:  # noqa: ANN001 (a migration's app r
     return created
 
 
+# --- Retention ------------------------------------------------------------------------------
+
+# Records deleted per statement: each delete is its own short transaction, so a purge of
+# millions of rows never holds its locks (or bloats one transaction) for minutes.
+PURGE_BATCH = 10_000
+
+
+class RetentionError(ValueError):
+    """A rebuild asked for a period whose records are (or may be) purged."""
+
+
+def retention_cutoff(*, now: datetime) -> datetime | None:
+    """The start of the oldest day whose records are kept (`usage.retention_days` before
+    `now`, at midnight UTC so that whole hours and days go together); None keeps everything."""
+    days = settings.GATEWAY.usage.retention_days
+    if days is None:
+        return None
+    return period_start("daily", now - timedelta(days=days))
+
+
+def _retention_check(*, start: datetime, now: datetime) -> None:
+    cutoff = retention_cutoff(now=now)
+    if cutoff is not None and start < cutoff:
+        raise RetentionError(
+            f"cannot rebuild from {start:%Y-%m-%dT%H:%M}: records before "
+            f"{cutoff:%Y-%m-%d} are past the retention (usage.retention_days="
+            f"{settings.GATEWAY.usage.retention_days}) and may be purged, so a rebuild would "
+            f"overwrite their summaries with what is left; rebuild from {cutoff:%Y-%m-%d} on"
+        )
+
+
+def _rollup_windows(*, start: datetime, end: datetime) -> list[tuple[str, datetime]]:
+    """Every (period, window start) of the daily, weekly and monthly windows touching
+    [start, end)."""
+    windows = []
+    for period in ("daily", "weekly", "monthly"):
+        window = period_start(period, start)
+        while window < end:
+            windows.append((period, window))
+            window = period_end(period, window)
+    return windows
+
+
+def _rollups_cover(*, start: datetime, end: datetime) -> bool:
+    """Whether every record in [start, end) is counted in the summaries: an hourly row per
+    (user, hour) with at least the records' calls, and a daily, weekly and monthly row for
+    each user in each window holding its calls."""
+    expected = record_hourly_totals(start=start, end=end)
+    hourly = {
+        (user, hour): requests
+        for user, hour, requests in UsageSummary.objects.filter(
+            period="hourly", period_start__gte=start, period_start__lt=end
+        ).values_list("user_id", "period_start", "requests")
+    }
+    if any(hourly.get(slot, -1) < totals.requests for slot, totals in expected.items()):
+        return False
+    for period in ("daily", "weekly", "monthly"):
+        needed = {(user, period_start(period, hour)) for user, hour in expected}
+        if not needed:
+            continue
+        windows = {window for _user, window in needed}
+        have = set(
+            UsageSummary.objects.filter(period=period, period_start__in=windows).values_list(
+                "user_id", "period_start"
+            )
+        )
+        if not needed <= have:
+            return False
+    return True
+
+
+def records_purge(*, now: datetime | None = None, batch: int = PURGE_BATCH) -> int:
+    """The nightly job: delete the records older than the retention cut-off; rows deleted.
+
+    At most a month at a time (oldest first): the hours of the records are written again
+    from them and their days, weeks and months rolled up again (absolute values, as the jobs
+    do, so a rollup the jobs missed exists before its records go), then checked, and only
+    then are the records deleted, in batches of `batch` ids. If the summaries of a month do
+    not cover its records, the purge stops there and logs it: those records stay until a run
+    that finds them covered. Summaries are never deleted.
+    """
+    now = now or clock.now()
+    cutoff = retention_cutoff(now=now)
+    if cutoff is None:
+        return 0
+    deleted = 0
+    while True:
+        oldest = (
+            UsageRecord.objects.filter(started_at__lt=cutoff)
+            .order_by()
+            .aggregate(oldest=Min("started_at"))["oldest"]
+        )
+        if oldest is None:
+            return deleted
+        start = period_start("daily", oldest)
+        end = min(period_end("monthly", period_start("monthly", start)), cutoff)
+        # The hours of the records about to go (from them, as the hourly job does), then every
+        # day, week and month holding them (from the hourly rows: the rest of a window is
+        # what the jobs wrote). All long over, so nothing here races the hourly job; a nightly
+        # run reads one day of records.
+        summary_hours_write(start=start, end=end)
+        for period, window in _rollup_windows(start=start, end=end):
+            _rollup_from_hours(period=period, start=window)
+        if not _rollups_cover(start=start, end=end):
+            logger.error(
+                "usage purge: the summaries of %s..%s do not cover its records; kept them",
+                f"{start:%Y-%m-%d}",
+                f"{end:%Y-%m-%d}",
+            )
+            return deleted
+        deleted += _records_delete(start=start, end=end, batch=batch)
+        logger.info("usage purge: deleted the records of %s..%s", start, end)
+
+
+def _records_delete(*, start: datetime, end: datetime, batch: int) -> int:
+    deleted = 0
+    rows = UsageRecord.objects.filter(started_at__gte=start, started_at__lt=end).order_by()
+    while ids := list(rows.values_list("id", flat=True)[:batch]):
+        # No cascades or signals on UsageRecord: Django deletes with one statement.
+        count, _ = UsageRecord.objects.filter(id__in=ids).delete()
+        deleted += count
+    return deleted
+
+
 @dataclass(frozen=True)
 class RebuildResult:
     hourly_rows: int
@@ -509,8 +691,12 @@ def usage_rebuild(*, start: datetime, end: datetime, now: datetime | None = None
     current hour's live counters are set to the records' totals. So losing the store loses
     nothing. Calls recorded while the current hour is rebuilt may be missing from its live
     counter until the hour is persisted (from the records) by the hourly job.
+
+    Raises RetentionError when `start` is before the retention cut-off: the records there are
+    purged (or about to be), and a rebuild would overwrite their summaries with zeros.
     """
     now = now or clock.now()
+    _retention_check(start=floor_hour(start), now=now)
     current = floor_hour(now)
     start = floor_hour(start)
     end = min(ceil_hour(end), current + HOUR)
@@ -542,6 +728,11 @@ def live_heal(*, now: datetime) -> int:
     flushed store heals without an operator. Returns the keys written."""
     store = get_store()
     start, current = live_window_start(now), floor_hour(now)
+    cutoff = retention_cutoff(now=now)
+    if cutoff is not None and start < cutoff:
+        # Only with a counter TTL longer than the retention: purged hours have no live keys
+        # to rebuild (and their summaries are persisted).
+        start = cutoff
     persisted = set(
         UsageSummary.objects.filter(
             period="hourly", period_start__gte=start, period_start__lte=current

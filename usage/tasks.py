@@ -36,3 +36,9 @@ def rebuild(start: str, end: str) -> dict:
         "rollup_rows": result.rollup_rows,
         "live_keys": result.live_keys,
     }
+
+
+@shared_task(name="usage.purge_records")
+def purge_records() -> int:
+    """Delete the records past `usage.retention_days` whose summaries are written."""
+    return services.records_purge()

@@ -143,7 +143,7 @@ def test_spend_per_user_is_for_admins_only(owner, spenders):
 
 
 def test_an_unknown_group_by_is_400(admin):
-    response = client_for(admin).get("/api/admin/usage/summary?group_by=team")
+    response = client_for(admin).get("/api/admin/usage/summary?group_by=project")
     assert response.status_code == 400
     assert list(response.json()) == ["group_by"]
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 
-from usage.services import usage_rebuild
+from usage.services import RetentionError, usage_rebuild
 
 
 def _moment(text: str, *, end: bool) -> datetime:
@@ -40,7 +40,10 @@ class Command(BaseCommand):
         begin, finish = _moment(start, end=False), _moment(end, end=True)
         if finish <= begin:
             raise CommandError("--to must be after --from")
-        result = usage_rebuild(start=begin, end=finish)
+        try:
+            result = usage_rebuild(start=begin, end=finish)
+        except RetentionError as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"rebuilt {begin:%Y-%m-%dT%H:%M}..{finish:%Y-%m-%dT%H:%M}: "
             f"{result.hourly_rows} hourly rows, {result.rollup_rows} rollup rows, "
