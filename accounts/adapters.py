@@ -71,10 +71,15 @@ def _claims(sociallogin) -> dict[str, Any]:
 
 
 def _team_sync(request: HttpRequest, sociallogin) -> None:
-    """`auth.team_groups` at an OpenID Connect sign-in that sent a `groups` claim."""
-    if sociallogin.account.get_provider(request).id != "openid_connect":
+    """`auth.team_groups` at an OpenID Connect sign-in that sent a `groups` claim, or a GitHub
+    sign-in (its orgs and teams as groups: "org", "org/team-slug")."""
+    provider = sociallogin.account.get_provider(request).id
+    if provider == "github" and settings.GATEWAY.auth.team_groups:
+        groups = github_orgs.groups(token=_token(sociallogin))
+    elif provider == "openid_connect":
+        groups = groups_of(_claims(sociallogin))
+    else:
         return
-    groups = groups_of(_claims(sociallogin))
     if groups is not None and sociallogin.user.pk:
         user_team_from_groups(user=sociallogin.user, groups=groups)
 

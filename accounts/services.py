@@ -553,13 +553,14 @@ def user_team_from_groups(*, user: User, groups: list[str]) -> bool:
     leaves it (those teams follow the provider, which has taken them out of the group); a user
     in another team stays there (an administrator placed them by hand).
     """
-    mapping = settings.GATEWAY.auth.team_groups
+    # Group names compare without case: GitHub's org and team names ignore it.
+    mapping = {group.lower(): name for group, name in settings.GATEWAY.auth.team_groups.items()}
     if not mapping:
         return False
     team = None
     for group in groups:
-        if group in mapping:
-            team, _ = Team.objects.get_or_create(name=mapping[group])
+        if group.lower() in mapping:
+            team, _ = Team.objects.get_or_create(name=mapping[group.lower()])
             break
     if team is None and (user.team is None or user.team.name not in set(mapping.values())):
         return False

@@ -221,8 +221,8 @@ def _social_providers(auth) -> dict:
         server = (cfg.server_url or "").rstrip("/")
         if provider_id == "github":
             entry["SCOPE"] = ["read:user", "user:email"]
-            if auth.allowed_github_orgs:
-                entry["SCOPE"].append("read:org")
+            if auth.allowed_github_orgs or auth.team_groups:
+                entry["SCOPE"].append("read:org")  # orgs and teams: the check, team sync
             if server:
                 entry["GITHUB_URL"] = server  # GitHub Enterprise Server
         elif provider_id == "microsoft":
