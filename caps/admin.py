@@ -228,7 +228,22 @@ UserAdmin.inlines = [*UserAdmin.inlines, UserCapInline]
 # --- Bulk cap actions ----------------------------------------------------------------------------
 
 
-class LimitsForm(forms.Form):
+class DollarLimits:
+    """`limits` of a form with max_requests, max_tokens and max_cost_usd (dollars)."""
+
+    cleaned_data: dict
+
+    @property
+    def limits(self) -> Limits:
+        dollars = self.cleaned_data.get("max_cost_usd")
+        return Limits(
+            max_requests=self.cleaned_data.get("max_requests"),
+            max_tokens=self.cleaned_data.get("max_tokens"),
+            max_cost_cents=None if dollars is None else int(dollars * 100),
+        )
+
+
+class LimitsForm(DollarLimits, forms.Form):
     """A period and its limits, cost in dollars; empty = no such limit."""
 
     period = forms.ChoiceField(choices=[(p, CapType(p).label) for p in USER_PERIODS])
@@ -253,15 +268,6 @@ class LimitsForm(forms.Form):
         if problems:
             raise ValidationError(problems)
         return cleaned
-
-    @property
-    def limits(self) -> Limits:
-        dollars = self.cleaned_data.get("max_cost_usd")
-        return Limits(
-            max_requests=self.cleaned_data.get("max_requests"),
-            max_tokens=self.cleaned_data.get("max_tokens"),
-            max_cost_cents=None if dollars is None else int(dollars * 100),
-        )
 
 
 class TeamLimitsForm(LimitsForm):
@@ -352,7 +358,7 @@ UserAdmin.actions = [*UserAdmin.actions, move_to_team, apply_cap]
 # --- Teams ---------------------------------------------------------------------------------------
 
 
-class TeamCapForm(forms.ModelForm):
+class TeamCapForm(DollarLimits, forms.ModelForm):
     """A team cap with its cost in dollars."""
 
     max_cost_usd = forms.DecimalField(
@@ -383,15 +389,6 @@ class TeamCapForm(forms.ModelForm):
         if problems:
             raise ValidationError(problems)
         return cleaned
-
-    @property
-    def limits(self) -> Limits:
-        dollars = self.cleaned_data.get("max_cost_usd")
-        return Limits(
-            max_requests=self.cleaned_data.get("max_requests"),
-            max_tokens=self.cleaned_data.get("max_tokens"),
-            max_cost_cents=None if dollars is None else int(dollars * 100),
-        )
 
 
 class TeamCapInline(admin.TabularInline):
