@@ -1,9 +1,10 @@
 """ASGI entry point (gunicorn + uvicorn workers, or `manage.py serve`).
 
-The proxy's routes (/bedrock/, /anthropic/) go to a Django handler without the middleware
-stack: Django runs each sync-style middleware hook through a thread hop under ASGI (a dozen
-per request), and the proxy needs none of them (no sessions, cookies or CSRF: it
-authenticates every call itself). Everything else gets the full stack.
+The proxy's routes (/bedrock/, /anthropic/) go to the proxy's own lean ASGI path
+(gateway/asgi.py): no middleware stack (Django runs each sync-style hook through a thread hop
+under ASGI, a dozen per request), no request signals, no body spooling; the proxy needs none of
+them (no sessions, cookies or CSRF: it authenticates every call itself). Everything else gets
+the full stack.
 
 Django does not speak the ASGI lifespan protocol, so it is answered here: at shutdown, after
 the server's grace period, streams still open are cut and every call still being recorded is
@@ -17,6 +18,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 
 from config.bodylimit import BodyLimit
+from gateway.asgi import ProxyApp
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -36,7 +38,8 @@ class ProxyHandler(ASGIHandler):
         self._middleware_chain = convert_exception_to_response(get_response)
 
 
-proxy_application = ProxyHandler()
+# The proxy's routes: gateway.asgi's lean path; a path it does not know, Django's handler.
+proxy_application = ProxyApp(fallback=ProxyHandler())
 
 
 # Servers sharing this process (`make run` has an HTTP and an HTTPS listener): each runs the
