@@ -13,4 +13,4 @@ USER gateway
 
 EXPOSE 8000
 # ASGI under gunicorn with uvicorn workers; TLS is usually terminated by the load balancer.
-CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py collectstatic --noinput -v0 && exec gunicorn config.asgi:application -c config/gunicorn.py -k config.workers.GatewayWorker --no-control-socket -w ${WEB_CONCURRENCY:-2} -b 0.0.0.0:${PORT:-8000} --graceful-timeout 40"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py collectstatic --noinput -v0 && exec gunicorn config.asgi:application -c config/gunicorn.py -k config.workers.GatewayWorker --no-control-socket -b 0.0.0.0:${PORT:-8000} --graceful-timeout 40"]

@@ -5,6 +5,9 @@ by one worker would see only its share. prometheus_client's multiprocess mode ha
 write its values to files in PROMETHEUS_MULTIPROC_DIR, and /metrics adds them up. The folder
 is set here, in the master, before any worker starts (so before any worker imports
 prometheus_client), emptied at start-up, and a dead worker's live gauges are dropped.
+
+Workers: one per core (the proxy is CPU-bound in Python: more workers than cores only queue),
+or WEB_CONCURRENCY; a `-w` on the command line wins.
 """
 
 import os
@@ -12,15 +15,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
+workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 
-def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
+
+def on_starting(server) -> None:  # gunicorn's hook signature
     default = Path(tempfile.gettempdir()) / f"gateway-metrics-{os.getpid()}"
     folder = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(default)))
     shutil.rmtree(folder, ignore_errors=True)  # counters start from zero with the server
     folder.mkdir(mode=0o700, parents=True)
 
 
-def child_exit(server, worker) -> None:  # noqa: ANN001
+def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
