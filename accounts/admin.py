@@ -5,7 +5,8 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
 
 from accounts import throttle
-from accounts.models import ApiKey, AuditEvent, User
+from accounts.device import device_revoke
+from accounts.models import ApiKey, AuditEvent, Device, User
 from accounts.offboarding import user_offboard
 from accounts.services import (
     ApiKeyLifetimeError,
@@ -16,6 +17,7 @@ from accounts.services import (
     user_credentials_invalidate,
     user_deactivate,
 )
+from config import clock
 
 ADMIN_LOGIN = "admin password"
 
@@ -24,7 +26,7 @@ class AuditedAdminLoginForm(AdminAuthenticationForm):
     """/admin/login/: every attempt audited; after `auth.admin_login_failure_limit` failures
     for one user or from one address within `auth.admin_login_window_seconds`, refused."""
 
-    def clean(self):  # noqa: ANN201 - Django's cleaned data
+    def clean(self):  # Django's cleaned data
         username = (self.cleaned_data.get("username") or "").strip()
         origin = Origin.of(self.request)
         address = throttle.client_address(self.request.META) if self.request else "unknown"
@@ -147,7 +149,7 @@ class ApiKeyAdminForm(forms.ModelForm):
         model = ApiKey
         fields = ["name", "expires_at"]
 
-    def clean_expires_at(self):  # noqa: ANN201 - Django's cleaned value
+    def clean_expires_at(self):  # Django's cleaned value
         expires_at = self.cleaned_data.get("expires_at")
         if "expires_at" not in self.changed_data:
             return expires_at  # a key older than the policy keeps its expiry when renamed
@@ -211,6 +213,50 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in queryset:
             api_key_revoke(api_key=api_key, actor=request.user, origin=Origin.of(request))
         super().delete_queryset(request, queryset)
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    """Devices signed in through the device flow (Claude Code's apiKeyHelper); admins revoke
+    them here. Read-only otherwise: a device is created by its owner's approval."""
+
+    list_display = ["name", "user", "client_id", "created_at", "last_used_at", "state"]
+    list_filter = ["revoked_at"]
+    search_fields = ["name", "user__email", "client_id"]
+    list_select_related = ["user"]
+    fields = [
+        "user",
+        "name",
+        "client_id",
+        "ip",
+        "user_agent",
+        "created_at",
+        "last_used_at",
+        "refresh_expires_at",
+        "revoked_at",
+    ]
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: the audit trail keeps the device
+
+    @admin.display(description="State")
+    def state(self, obj: Device) -> str:
+        if obj.revoked_at:
+            return "revoked"
+        return "expired" if obj.refresh_expires_at <= clock.now() else "active"
+
+    @admin.action(description="Revoke selected devices")
+    def revoke(self, request, queryset) -> None:
+        count = 0
+        for device in queryset:
+            device_revoke(device=device, actor=request.user, origin=Origin.of(request))
+            count += 1
+        self.message_user(request, f"Revoked {count} device(s).", messages.SUCCESS)
 
 
 @admin.register(AuditEvent)

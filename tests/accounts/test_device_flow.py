@@ -556,3 +556,35 @@ def test_make_user_helper_is_sso_like():
     before = user.get_session_auth_hash()
     user.session_generation = 1
     assert user.get_session_auth_hash() != before
+
+
+# --- Administration ---------------------------------------------------------------------------
+
+
+def test_an_admin_revokes_a_device_in_admin_and_its_tokens_stop(admin_client):
+    user = make_user("laptop-owner@example.com")
+    tokens = signed_in_device(user)
+    assert api_get(tokens["access_token"]).status_code == 200
+    device = Device.objects.get(user=user)
+    listing = admin_client.get("/admin/accounts/device/")
+    assert "laptop-owner@example.com" in listing.content.decode()
+    done = admin_client.post(
+        "/admin/accounts/device/",
+        {"action": "revoke", "_selected_action": [device.pk]},
+    )
+    assert done.status_code == 302
+    device.refresh_from_db()
+    assert device.revoked_at is not None
+    assert api_get(tokens["access_token"]).status_code == 401
+    assert AuditEvent.objects.filter(action="device.revoke").exists()
+
+
+def test_the_daily_job_purges_expired_device_sign_ins(client):
+    from accounts.tasks import purge_device_authorizations
+
+    ask(client)
+    assert DeviceAuthorization.objects.count() == 1
+    assert purge_device_authorizations() == 0  # not expired yet
+    with time_machine.travel(clock.now() + timedelta(days=2)):
+        assert purge_device_authorizations() == 1
+    assert not DeviceAuthorization.objects.exists()
