@@ -82,6 +82,8 @@ test-clock: install-dev faketime
 	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL \
 	  faketime -f +1100d $(BIN)/pytest -p no:cacheprovider $(CLOCK_GUARD_TESTS)
 
+# The gateway against a direct call to the emulator (issue #17): ~10 min, BENCH_QUICK=1 ~2.5 min;
+# JSON in var/bench/ (also BENCH_JSON), compared with the previous run's.
 bench: install-dev
 	$(BIN)/python -m bench
 

@@ -10,6 +10,7 @@ part of a secret was close.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -150,13 +151,13 @@ class GatewayAuthenticationScheme(OpenApiAuthenticationExtension):
     """How the OpenAPI schema describes the two ways to present a credential."""
 
     target_class = GatewayAuthentication
-    name = ["bearerAuth", "apiKeyAuth"]
+    name: ClassVar[list[str]] = ["bearerAuth", "apiKeyAuth"]
 
-    def get_security_requirement(self, auto_schema) -> list[dict]:  # noqa: ANN001
+    def get_security_requirement(self, auto_schema) -> list[dict]:
         # Either one will do (a list is OR in OpenAPI; one object with both would be AND).
         return [{name: []} for name in self.name]
 
-    def get_security_definition(self, auto_schema) -> list[dict]:  # noqa: ANN001
+    def get_security_definition(self, auto_schema) -> list[dict]:
         return [
             {
                 "type": "http",

@@ -108,7 +108,7 @@ class LocalCredentialCache:
     def bump(self) -> None:
         # Inside the caller's transaction: the new generation commits with the revocation.
         if not AuthGeneration.objects.filter(pk=1).update(value=F("value") + 1):
-            generation, created = AuthGeneration.objects.get_or_create(pk=1, defaults={"value": 1})
+            _generation, created = AuthGeneration.objects.get_or_create(pk=1, defaults={"value": 1})
             if not created:
                 AuthGeneration.objects.filter(pk=1).update(value=F("value") + 1)
 

@@ -339,144 +339,148 @@ _FORM = """<!DOCTYPE html>
 """
 
 
-def _handler_for(idp: DemoIdP) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "DemoIdP/1"
+class _Handler(BaseHTTPRequestHandler):
+    """The provider's routes; `_handler_for` binds a subclass to one DemoIdP."""
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass  # quiet: tests and `make run` have their own output
+    idp: DemoIdP
+    server_version = "DemoIdP/1"
 
-        # --- helpers ---
-        def _send(self, status: int, body: bytes, content_type: str, extra=None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for name, value in (extra or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: tests and `make run` have their own output
 
-        def _json(self, status: int, data: dict[str, Any], extra=None) -> None:
-            self._send(status, json.dumps(data).encode(), "application/json", extra)
+    # --- helpers ---
+    def _send(self, status: int, body: bytes, content_type: str, extra=None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
 
-        def _text(self, status: int, message: str) -> None:
-            self._send(status, message.encode(), "text/plain; charset=utf-8")
+    def _json(self, status: int, data: dict[str, Any], extra=None) -> None:
+        self._send(status, json.dumps(data).encode(), "application/json", extra)
 
-        def _redirect(self, location: str) -> None:
-            self._send(302, b"", "text/plain", {"Location": location})
+    def _text(self, status: int, message: str) -> None:
+        self._send(status, message.encode(), "text/plain; charset=utf-8")
 
-        def _form(self) -> dict[str, str]:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                raise _OAuthError("invalid_request", 413)
-            raw = self.rfile.read(length).decode("utf-8", errors="replace")
-            return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+    def _redirect(self, location: str) -> None:
+        self._send(302, b"", "text/plain", {"Location": location})
 
-        def _basic(self) -> tuple[str, str] | None:
-            scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
-            if scheme.lower() != "basic":
-                return None
-            try:
-                client_id, _, secret = base64.b64decode(value).decode().partition(":")
-            except ValueError:
-                raise _OAuthError("invalid_client", 401) from None
-            return client_id, secret
+    def _form(self) -> dict[str, str]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise _OAuthError("invalid_request", 413)
+        raw = self.rfile.read(length).decode("utf-8", errors="replace")
+        return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
-        def _authorize_params(self, params: dict[str, str]) -> str | None:
-            """An error message if the request cannot be answered by redirect."""
-            if params.get("client_id") != idp.client_id:
-                return "unknown client_id"
-            redirect = urlparse(params.get("redirect_uri", ""))
-            if redirect.scheme not in ("http", "https") or not redirect.netloc:
-                return "redirect_uri must be an absolute http(s) URL"
+    def _basic(self) -> tuple[str, str] | None:
+        scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "basic":
             return None
+        try:
+            client_id, _, secret = base64.b64decode(value).decode().partition(":")
+        except ValueError:
+            raise _OAuthError("invalid_client", 401) from None
+        return client_id, secret
 
-        def _back(self, params: dict[str, str], **result: str) -> None:
-            query = dict(result)
-            if params.get("state"):
-                query["state"] = params["state"]
-            separator = "&" if "?" in params["redirect_uri"] else "?"
-            self._redirect(params["redirect_uri"] + separator + urlencode(query))
+    def _authorize_params(self, params: dict[str, str]) -> str | None:
+        """An error message if the request cannot be answered by redirect."""
+        if params.get("client_id") != self.idp.client_id:
+            return "unknown client_id"
+        redirect = urlparse(params.get("redirect_uri", ""))
+        if redirect.scheme not in ("http", "https") or not redirect.netloc:
+            return "redirect_uri must be an absolute http(s) URL"
+        return None
 
-        # --- routes ---
-        def do_GET(self) -> None:  # noqa: N802
-            url = urlparse(self.path)
-            query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-            if url.path == "/.well-known/openid-configuration":
-                self._json(200, idp.discovery())
-            elif url.path == "/jwks":
-                self._json(200, idp.jwks())
-            elif url.path == "/userinfo":
-                try:
-                    self._json(200, idp.userinfo(self.headers.get("Authorization") or ""))
-                except _OAuthError as exc:
-                    self._json(exc.status, {"error": exc.error}, {"WWW-Authenticate": "Bearer"})
-            elif url.path == "/authorize":
-                self._authorize_get(query)
-            elif url.path == "/health":
-                self._json(200, {"status": "ok"})
+    def _back(self, params: dict[str, str], **result: str) -> None:
+        query = dict(result)
+        if params.get("state"):
+            query["state"] = params["state"]
+        separator = "&" if "?" in params["redirect_uri"] else "?"
+        self._redirect(params["redirect_uri"] + separator + urlencode(query))
+
+    # --- routes ---
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if url.path == "/.well-known/openid-configuration":
+            self._json(200, self.idp.discovery())
+        elif url.path == "/jwks":
+            self._json(200, self.idp.jwks())
+        elif url.path == "/userinfo":
+            try:
+                self._json(200, self.idp.userinfo(self.headers.get("Authorization") or ""))
+            except _OAuthError as exc:
+                self._json(exc.status, {"error": exc.error}, {"WWW-Authenticate": "Bearer"})
+        elif url.path == "/authorize":
+            self._authorize_get(query)
+        elif url.path == "/health":
+            self._json(200, {"status": "ok"})
+        else:
+            self._text(404, "not found")
+
+    def _authorize_get(self, query: dict[str, str]) -> None:
+        problem = self._authorize_params(query)
+        if problem:
+            self._text(400, problem)
+            return
+        if query.get("response_type") != "code":
+            self._back(query, error="unsupported_response_type")
+            return
+        hint = query.get("login_hint", "")
+        if query.get("prompt") == "none":
+            if "@" not in hint:
+                self._back(query, error="login_required")
+            elif self.idp.is_removed(hint.strip()):
+                self._back(query, error="access_denied")
+            else:
+                self._back(query, code=self.idp.issue_code(query, hint.strip().lower()))
+            return
+        hidden = "\n".join(
+            f'<input type="hidden" name="{name}" value="{html.escape(query[name])}">'
+            for name in AUTHORIZE_PARAMS
+            if name in query
+        )
+        page = _FORM.format(hidden=hidden, email=html.escape(hint))
+        self._send(200, page.encode(), "text/html; charset=utf-8")
+
+    def do_POST(self) -> None:
+        path = urlparse(self.path).path
+        try:
+            form = self._form()
+            if path == "/token" and self.idp.outage:
+                self._json(503, {"error": "temporarily_unavailable"})
+            elif path == "/token":
+                self._json(200, self.idp.exchange(form, self._basic()), {"Pragma": "no-cache"})
+            elif path == "/authorize":
+                self._authorize_post(form)
             else:
                 self._text(404, "not found")
+        except _OAuthError as exc:
+            self._json(exc.status, {"error": exc.error})
 
-        def _authorize_get(self, query: dict[str, str]) -> None:
-            problem = self._authorize_params(query)
-            if problem:
-                self._text(400, problem)
-                return
-            if query.get("response_type") != "code":
-                self._back(query, error="unsupported_response_type")
-                return
-            hint = query.get("login_hint", "")
-            if query.get("prompt") == "none":
-                if "@" not in hint:
-                    self._back(query, error="login_required")
-                elif idp.is_removed(hint.strip()):
-                    self._back(query, error="access_denied")
-                else:
-                    self._back(query, code=idp.issue_code(query, hint.strip().lower()))
-                return
-            hidden = "\n".join(
-                f'<input type="hidden" name="{name}" value="{html.escape(query[name])}">'
-                for name in AUTHORIZE_PARAMS
-                if name in query
-            )
-            page = _FORM.format(hidden=hidden, email=html.escape(hint))
-            self._send(200, page.encode(), "text/html; charset=utf-8")
+    def _authorize_post(self, form: dict[str, str]) -> None:
+        problem = self._authorize_params(form)
+        if problem:
+            self._text(400, problem)
+            return
+        if form.get("action") == "deny":
+            self._back(form, error="access_denied", error_description="The user cancelled.")
+            return
+        email = form.get("email", "").strip().lower()
+        if "@" not in email or len(email) > 254:
+            self._text(400, "type an e-mail address")
+            return
+        if self.idp.is_removed(email):
+            self._back(form, error="access_denied", error_description="Unknown person.")
+            return
+        self._back(form, code=self.idp.issue_code(form, email))
 
-        def do_POST(self) -> None:  # noqa: N802
-            path = urlparse(self.path).path
-            try:
-                form = self._form()
-                if path == "/token" and idp.outage:
-                    self._json(503, {"error": "temporarily_unavailable"})
-                elif path == "/token":
-                    self._json(200, idp.exchange(form, self._basic()), {"Pragma": "no-cache"})
-                elif path == "/authorize":
-                    self._authorize_post(form)
-                else:
-                    self._text(404, "not found")
-            except _OAuthError as exc:
-                self._json(exc.status, {"error": exc.error})
 
-        def _authorize_post(self, form: dict[str, str]) -> None:
-            problem = self._authorize_params(form)
-            if problem:
-                self._text(400, problem)
-                return
-            if form.get("action") == "deny":
-                self._back(form, error="access_denied", error_description="The user cancelled.")
-                return
-            email = form.get("email", "").strip().lower()
-            if "@" not in email or len(email) > 254:
-                self._text(400, "type an e-mail address")
-                return
-            if idp.is_removed(email):
-                self._back(form, error="access_denied", error_description="Unknown person.")
-                return
-            self._back(form, code=idp.issue_code(form, email))
-
-    return Handler
+def _handler_for(idp: DemoIdP) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (_Handler,), {"idp": idp})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -496,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
         public_url=args.public_url,
         code_ttl=args.code_ttl,
     )
-    print(f"demo OpenID Connect provider at {idp.url}", flush=True)  # noqa: T201
+    print(f"demo OpenID Connect provider at {idp.url}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         idp.serve_forever()
 

@@ -54,8 +54,8 @@ from accounts.services import (
 from config import clock
 from config.db import in_db_thread
 
-ACCESS_PREFIX = "SSOD_"  # noqa: S105 - a prefix, not a secret
-REFRESH_PREFIX = "SSODR_"  # noqa: S105
+ACCESS_PREFIX = "SSOD_"  # a prefix, not a secret
+REFRESH_PREFIX = "SSODR_"
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 # RFC 8628 §6.1: 20 consonants, no vowels (no words), nothing that reads like another letter.
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"

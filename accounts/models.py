@@ -49,7 +49,7 @@ class User(AbstractUser):
     def is_admin(self) -> bool:
         return self.is_superuser
 
-    def _get_session_auth_hash(self, secret=None) -> str:  # noqa: ANN001
+    def _get_session_auth_hash(self, secret=None) -> str:
         # Generation 0 keeps Django's own hash, so existing sessions survive this field.
         if not self.session_generation:
             return super()._get_session_auth_hash(secret=secret)
@@ -158,7 +158,7 @@ class DeviceAuthorization(models.Model):
     """
 
     PENDING, APPROVED, DENIED, CONSUMED = "pending", "approved", "denied", "consumed"
-    STATUSES = [(s, s) for s in (PENDING, APPROVED, DENIED, CONSUMED)]
+    STATUSES = tuple((s, s) for s in (PENDING, APPROVED, DENIED, CONSUMED))
 
     device_code_hash = models.CharField(max_length=64, unique=True)
     user_code_hash = models.CharField(max_length=64, unique=True)

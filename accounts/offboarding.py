@@ -158,7 +158,7 @@ def identities_refresh(*, now: datetime | None = None) -> dict[str, int]:
     """
     now = now or clock.now()
     counts = {"checked": 0, "refreshed": 0, "deactivated": 0, "errors": 0}
-    clients: dict[str, _TokenClient | None | _ProviderUnavailable] = {}
+    clients: dict[str, _TokenClient | _ProviderUnavailable | None] = {}
     tokens = (
         SocialToken.objects.filter(account__user__is_active=True)
         .exclude(token_secret="")

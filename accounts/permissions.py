@@ -18,7 +18,7 @@ class IsGatewayAdmin(BasePermission):
 
     message = "Administrators only."
 
-    def has_permission(self, request: Request, view) -> bool:  # noqa: ANN001
+    def has_permission(self, request: Request, view) -> bool:
         user = request.user
         return bool(user and user.is_authenticated and user.is_active and user.is_superuser)
 
@@ -38,5 +38,5 @@ class CreatesCredentialsFromSession(BasePermission):
 
     message = SESSION_REQUIRED
 
-    def has_permission(self, request: Request, view) -> bool:  # noqa: ANN001
+    def has_permission(self, request: Request, view) -> bool:
         return request.method != "POST" or is_session_request(request)

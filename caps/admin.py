@@ -170,7 +170,7 @@ class CsvUploadForm(forms.Form):
     file = forms.FileField(help_text="UTF-8 CSV, at most 1 MB.")
 
 
-def _preview(upload) -> dict:  # noqa: ANN001 - an UploadedFile
+def _preview(upload) -> dict:  # an UploadedFile
     if upload.size > csvio.MAX_IMPORT_BYTES:
         return {"errors": [csvio.RowError(None, None, "file is larger than 1 MB")]}
     try:
@@ -313,7 +313,7 @@ def _result_message(result: BulkResult, what: str) -> str:
 
 
 @admin.action(description="Apply a cap to selected users…")
-def apply_cap(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet):  # noqa: ANN201
+def apply_cap(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet):
     """Create or update each selected user's administrator cap of one period."""
     form = LimitsForm(request.POST if "apply" in request.POST else None)
     if form.is_bound and form.is_valid():
@@ -333,7 +333,7 @@ def apply_cap(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Quer
 
 
 @admin.action(description="Move selected users to a team…")
-def move_to_team(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet):  # noqa: ANN201
+def move_to_team(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet):
     """Put the selected users in one team (or in none)."""
     form = MoveToTeamForm(request.POST if "apply" in request.POST else None)
     if form.is_bound and form.is_valid():
@@ -456,7 +456,7 @@ class TeamAdmin(admin.ModelAdmin):
         )
         return links or "none (move users here with the users list's action)"
 
-    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:  # noqa: ANN001
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
         if formset.model is not TeamCapConfig:
             super().save_formset(request, form, formset, change)
             return
@@ -488,7 +488,7 @@ class TeamAdmin(admin.ModelAdmin):
                 formset.changed_objects.append((saved, cap_form.changed_data))
 
     @admin.action(description="Set a team cap…")
-    def set_team_cap(self, request: HttpRequest, queryset: QuerySet):  # noqa: ANN201
+    def set_team_cap(self, request: HttpRequest, queryset: QuerySet):
         form = TeamLimitsForm(request.POST if "apply" in request.POST else None)
         if form.is_bound and form.is_valid():
             result = teams_cap_apply(

@@ -265,7 +265,7 @@ def caps_import_preview(*, text: str) -> ImportPreview:
         return ImportPreview(errors=[RowError(reader.line_num or 1, None, f"not CSV: {exc}")])
 
 
-def _preview_of(reader) -> ImportPreview:  # noqa: ANN001 - a csv.reader
+def _preview_of(reader) -> ImportPreview:  # a csv.reader
     header = [name.strip().lower() for name in next(reader, None) or []]
     missing = [name for name in COLUMNS if name not in header]
     if missing or len(set(header)) != len(header):
@@ -307,6 +307,12 @@ def _preview_of(reader) -> ImportPreview:  # noqa: ANN001 - a csv.reader
                 continue
             seen[key] = line
         preview.rows.append(replace(parsed, row=line))
+    return _finished(preview)
+
+
+def _finished(preview: ImportPreview) -> ImportPreview:
+    """The checked rows with their actions; or, if any row is bad, only the errors (the first
+    MAX_REPORTED_ERRORS of them)."""
     if not preview.rows and not preview.errors:
         preview.errors.append(RowError(None, None, "file has no data rows"))
     if preview.errors:
@@ -428,8 +434,13 @@ def caps_export_csv(*, now: datetime | None = None) -> str:
     for cap in user_caps:
         status = statuses.get((cap.user_id, cap.set_by, cap.pk))
         writer.writerow(
-            [_formula_safe(cap.user.email), cap.cap_type, *_limit_cells(cap), cap.set_by]
-            + _use_cells(status)
+            [
+                _formula_safe(cap.user.email),
+                cap.cap_type,
+                *_limit_cells(cap),
+                cap.set_by,
+                *_use_cells(status),
+            ]
         )
     team_caps = list(
         TeamCapConfig.objects.filter(is_active=True)
@@ -444,13 +455,23 @@ def caps_export_csv(*, now: datetime | None = None) -> str:
     for cap in team_caps:
         status = statuses.get((cap.team_id, "team", cap.pk))
         writer.writerow(
-            [_formula_safe(f"{TEAM_PREFIX}{cap.team.name}"), cap.cap_type, *_limit_cells(cap)]
-            + ["team", *_use_cells(status)]
+            [
+                _formula_safe(f"{TEAM_PREFIX}{cap.team.name}"),
+                cap.cap_type,
+                *_limit_cells(cap),
+                "team",
+                *_use_cells(status),
+            ]
         )
     for policy in CapPolicy.objects.order_by("id"):
         if any(getattr(policy, name) is not None for name in Limits.__dataclass_fields__):
             writer.writerow(
-                [POLICY_SUBJECT, policy.cap_type, *_limit_cells(policy), "policy"]
-                + _use_cells(None)
+                [
+                    POLICY_SUBJECT,
+                    policy.cap_type,
+                    *_limit_cells(policy),
+                    "policy",
+                    *_use_cells(None),
+                ]
             )
     return out.getvalue()

@@ -124,7 +124,7 @@ def _remembered(user_id: int, digests: list[str]) -> set[str]:
     if missing and settings.GATEWAY.redis.url:
         try:
             hits = cache.get_many([_prefix_key(user_id, d) for d in missing])
-        except Exception:  # noqa: BLE001 - a cache outage only makes the estimate larger
+        except Exception:  # a cache outage only makes the estimate larger
             hits = {}
         found |= {d for d in missing if _prefix_key(user_id, d) in hits}
     return found
@@ -149,7 +149,7 @@ def prefixes_remember(*, user_id: int, prefixes: tuple[tuple[str, str], ...]) ->
                 cache.set_many(
                     {_prefix_key(user_id, d): 1 for d, t in prefixes if t == ttl}, timeout=_TTL[ttl]
                 )
-        except Exception:  # noqa: BLE001, S110 - losing a hint only makes estimates larger
+        except Exception:  # noqa: S110 - losing a hint only makes estimates larger
             pass
 
 

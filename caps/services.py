@@ -67,29 +67,29 @@ from config import clock
 from costs.pricing import Usage, aestimate_cost_micros, estimate_cost_micros
 
 __all__ = [
+    "CallsInFlight",
     "CapExceeded",
     "CapHeadroom",
     "CapStoreUnavailable",
-    "CallsInFlight",
-    "acap_renew",
     "Reservation",
+    "acap_renew",
     "cap_config_changed",
     "cap_create",
     "cap_delete",
-    "cap_reserve",
     "cap_renew",
+    "cap_reserve",
     "cap_reserve_sync",
     "cap_settle",
     "cap_settle_sync",
     "cap_status",
-    "spend_today_cents",
     "cap_store",
     "cap_update",
+    "estimate_usage",
+    "headroom_headers",
+    "spend_today_cents",
     "team_cap_delete",
     "team_cap_set",
     "team_cap_status",
-    "estimate_usage",
-    "headroom_headers",
 ]
 
 logger = logging.getLogger(__name__)

@@ -39,15 +39,15 @@ class RedocView(SpectacularRedocView):
     permission_classes = [IsAuthenticated]
     template_name = "apidocs/redoc.html"
 
-    def finalize_response(self, request, response, *args, **kwargs):  # noqa: ANN001, ANN201
+    def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         response["Content-Security-Policy"] = REDOC_POLICY
         return response
 
 
-def swagger_view():  # noqa: ANN201 - a view function
+def swagger_view():  # a view function
     return login_required(SwaggerView.as_view(url_name="api-schema"))
 
 
-def redoc_view():  # noqa: ANN201 - a view function
+def redoc_view():  # a view function
     return login_required(RedocView.as_view(url_name="api-schema"))

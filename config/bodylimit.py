@@ -76,7 +76,7 @@ def _too_large(family: str, limit: int) -> tuple[int, list[tuple[bytes, bytes]],
     return status, headers, body
 
 
-def _declared_length(scope) -> int | None:  # noqa: ANN001
+def _declared_length(scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name.lower() == b"content-length":
             value = value.strip()
@@ -87,10 +87,10 @@ def _declared_length(scope) -> int | None:  # noqa: ANN001
 class BodyLimit:
     """ASGI middleware: 413 for a body above its route's limit, before the app reads it."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+    async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -129,7 +129,7 @@ class BodyLimit:
             await self._reject(send, family, limit)
 
     @staticmethod
-    async def _reject(send, family: str, limit: int) -> None:  # noqa: ANN001
+    async def _reject(send, family: str, limit: int) -> None:
         status, headers, body = _too_large(family, limit)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -100,7 +100,7 @@ _MASK = "********"
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    def __repr_args__(self):  # noqa: ANN204 - pydantic's ReprArgs
+    def __repr_args__(self):  # pydantic's ReprArgs
         for name, value in super().__repr_args__():
             if not isinstance(value, str | SecretStr | list) or name is None:
                 yield name, value

@@ -96,7 +96,7 @@ class ApiSchema(AutoSchema):
     (a path parameter), 413/415 (a body), 429 (credentials checked: the failed-credential
     throttle). A view's own `extend_schema` responses win."""
 
-    def get_operation(self, path, path_regex, path_prefix, method, registry):  # noqa: ANN001, ANN201
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)
         if operation is None:
             return None

@@ -12,5 +12,5 @@ MAX_OFFSET = 2**53
 class ApiPagination(LimitOffsetPagination):
     max_limit = 1000
 
-    def get_offset(self, request) -> int:  # noqa: ANN001
+    def get_offset(self, request) -> int:
         return min(super().get_offset(request), MAX_OFFSET)

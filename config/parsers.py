@@ -15,7 +15,7 @@ from config import jsonlimits
 class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, refusing (400) a document nested deeper than jsonlimits.MAX_DEPTH."""
 
-    def parse(self, stream, media_type=None, parser_context=None):  # noqa: ANN001, ANN201
+    def parse(self, stream, media_type=None, parser_context=None):
         raw = stream.read() if stream is not None else b""
         encoding = (parser_context or {}).get("encoding") or "utf-8"
         try:

@@ -24,7 +24,7 @@ POLICY = "; ".join(
 )
 
 
-def _apply(request, response):  # noqa: ANN001, ANN202
+def _apply(request, response):
     content_type = response.get("Content-Type", "")
     # No exemptions: the API docs pages (config/apidocs.py) are static files too.
     if content_type.startswith("text/html") and "Content-Security-Policy" not in response:
@@ -38,16 +38,16 @@ class ContentSecurityPolicyMiddleware:
     sync_capable = True
     async_capable = True
 
-    def __init__(self, get_response) -> None:  # noqa: ANN001
+    def __init__(self, get_response) -> None:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
 
-    def __call__(self, request):  # noqa: ANN001, ANN204
+    def __call__(self, request):
         if self.is_async:
             return self._acall(request)
         return _apply(request, self.get_response(request))
 
-    async def _acall(self, request):  # noqa: ANN001, ANN202
+    async def _acall(self, request):
         return _apply(request, await self.get_response(request))

@@ -24,7 +24,7 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 VAR_DIR.chmod(0o700)
 
 
-def _private_file(path, content: str = "") -> None:  # noqa: ANN001 - a Path
+def _private_file(path, content: str = "") -> None:  # a Path
     """Create `path` readable by the owner only (0600) from the first byte; no-op if it exists."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -10,7 +10,7 @@ application's lifespan shutdown (config/asgi.py) awaits their recording before t
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn_worker import UvicornWorker
 
@@ -19,7 +19,7 @@ RECORDING_SECONDS = 5
 
 
 class GatewayWorker(UvicornWorker):
-    CONFIG_KWARGS: dict[str, Any] = {**UvicornWorker.CONFIG_KWARGS, "lifespan": "on"}
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {**UvicornWorker.CONFIG_KWARGS, "lifespan": "on"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

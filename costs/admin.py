@@ -150,7 +150,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/costs/modelprice/import.html", context)
 
     @staticmethod
-    def _preview(upload) -> dict:  # noqa: ANN001
+    def _preview(upload) -> dict:
         if upload.size > services.MAX_IMPORT_BYTES:
             return {"errors": [services.RowError(None, None, "file is larger than 5 MB")]}
         try:

@@ -136,7 +136,7 @@ class CsvParser(BaseParser):
 
     media_type = "text/csv"
 
-    def parse(self, stream, media_type=None, parser_context=None):  # noqa: ANN001, ANN201
+    def parse(self, stream, media_type=None, parser_context=None):
         raw = stream.read(services.MAX_IMPORT_BYTES + 1) if stream else b""
         if len(raw) > services.MAX_IMPORT_BYTES:
             raise _TooLarge()

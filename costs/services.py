@@ -331,7 +331,7 @@ def prices_import_preview(*, text: str) -> ImportPreview:
         return ImportPreview(None, errors=[RowError(reader.line_num or 1, None, message)])
 
 
-def _preview_of(reader) -> ImportPreview:  # noqa: ANN001 - a csv.reader
+def _preview_of(reader) -> ImportPreview:  # a csv.reader
     header = next(reader, None)
     columns = [name.strip().lower() for name in header or []]
     fmt = _detect_format(columns)

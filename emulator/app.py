@@ -201,7 +201,7 @@ class Emulator:
         ):
             raise BedrockError(
                 "ValidationException",
-                f"Invocation of model ID {model} with on-demand throughput isn’t supported. Retry "
+                f"Invocation of model ID {model} with on-demand throughput isn’t supported. Retry "  # noqa: RUF001 - Bedrock's own wording
                 "your request with the ID or ARN of an inference profile that contains this model.",
             )
         return model

@@ -83,6 +83,26 @@ def _blocks(items: Any) -> list[dict[str, Any]]:
     return blocks
 
 
+def _tools(items: Any) -> list[dict[str, Any]]:
+    """A toolConfig's tools, a ``cachePoint`` turning into ``cache_control`` on the tool
+    before it."""
+    tools: list[dict[str, Any]] = []
+    for item in items or ():
+        if "cachePoint" in item:
+            if tools:
+                tools[-1]["cache_control"] = _cache_control(item["cachePoint"])
+            continue
+        spec = item.get("toolSpec") or {}
+        tool = {
+            "name": spec.get("name"),
+            "input_schema": (spec.get("inputSchema") or {}).get("json", {}),
+        }
+        if spec.get("description"):
+            tool["description"] = spec["description"]
+        tools.append(tool)
+    return tools
+
+
 def to_anthropic(request: dict[str, Any], *, require_messages: bool = True) -> dict[str, Any]:
     """The Anthropic Messages body equivalent to a Converse request."""
     messages = request.get("messages")
@@ -111,21 +131,7 @@ def to_anthropic(request: dict[str, Any], *, require_messages: bool = True) -> d
         body["stop_sequences"] = config["stopSequences"]
     tool_config = request.get("toolConfig")
     if isinstance(tool_config, dict):
-        tools: list[dict[str, Any]] = []
-        for item in tool_config.get("tools") or ():
-            if "cachePoint" in item:
-                if tools:
-                    tools[-1]["cache_control"] = _cache_control(item["cachePoint"])
-                continue
-            spec = item.get("toolSpec") or {}
-            tool = {
-                "name": spec.get("name"),
-                "input_schema": (spec.get("inputSchema") or {}).get("json", {}),
-            }
-            if spec.get("description"):
-                tool["description"] = spec["description"]
-            tools.append(tool)
-        body["tools"] = tools
+        body["tools"] = _tools(tool_config.get("tools"))
         choice = tool_config.get("toolChoice")
         if isinstance(choice, dict) and choice:
             kind = next(iter(choice))

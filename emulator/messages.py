@@ -109,11 +109,27 @@ def validate_body(
     """Reject what Bedrock rejects, and nothing more (unknown fields pass)."""
     if not isinstance(body, dict):
         raise _malformed(f"expected type: JSONObject, found: {_json_type(body)}")
+    _validate_version(body)
+    _validate_max_tokens(body, require_max_tokens=require_max_tokens)
+    _validate_messages(body)
+    _validate_temperature(body.get("temperature"), model=model)
+    stops = body.get("stop_sequences")
+    if stops is not None and not (
+        isinstance(stops, list) and all(isinstance(s, str) for s in stops)
+    ):
+        raise _malformed("#/stop_sequences: expected type: JSONArray of String")
+    _validate_betas(body.get("anthropic_beta"), allowed_betas=allowed_betas)
+
+
+def _validate_version(body: dict[str, Any]) -> None:
     version = body.get("anthropic_version")
     if version is None:
         raise _malformed("#: required key [anthropic_version] not found")
     if not isinstance(version, str) or not _VERSION.match(version):
         raise _malformed(f"#/anthropic_version: {version} is not a valid enum value")
+
+
+def _validate_max_tokens(body: dict[str, Any], *, require_max_tokens: bool) -> None:
     if require_max_tokens and "max_tokens" not in body:
         raise _malformed("#: required key [max_tokens] not found")
     max_tokens = body.get("max_tokens", 1)
@@ -121,6 +137,9 @@ def validate_body(
         raise _malformed(f"#/max_tokens: expected type: Integer, found: {_json_type(max_tokens)}")
     if max_tokens < 1:
         raise _malformed(f"#/max_tokens: {max_tokens} is not greater or equal to 1")
+
+
+def _validate_messages(body: dict[str, Any]) -> None:
     if "messages" not in body:
         raise _malformed("#: required key [messages] not found")
     messages = body["messages"]
@@ -134,32 +153,29 @@ def validate_body(
         for key in ("role", "content"):
             if key not in message:
                 raise _malformed(f"#/messages/{index}: required key [{key}] not found")
-    temperature = body.get("temperature")
-    if temperature is not None:
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-            raise _malformed(
-                f"#/temperature: expected type: Number, found: {_json_type(temperature)}"
-            )
-        if rejects_custom_temperature(model) and temperature != 1:
-            raise BedrockError(
-                "ValidationException",
-                "temperature: only the default value of 1 is supported for this model.",
-            )
-        if not 0 <= temperature <= 1:
-            raise BedrockError("ValidationException", "temperature: range: 0..1")
-    stops = body.get("stop_sequences")
-    if stops is not None and not (
-        isinstance(stops, list) and all(isinstance(s, str) for s in stops)
-    ):
-        raise _malformed("#/stop_sequences: expected type: JSONArray of String")
-    betas = body.get("anthropic_beta")
-    if betas is not None:
-        if not isinstance(betas, list) or not all(isinstance(b, str) for b in betas):
-            raise _malformed(
-                f"#/anthropic_beta: expected type: JSONArray, found: {_json_type(betas)}"
-            )
-        if allowed_betas is not None and any(b not in allowed_betas for b in betas):
-            raise BedrockError("ValidationException", "invalid beta flag")
+
+
+def _validate_temperature(temperature: Any, *, model: str) -> None:
+    if temperature is None:
+        return
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise _malformed(f"#/temperature: expected type: Number, found: {_json_type(temperature)}")
+    if rejects_custom_temperature(model) and temperature != 1:
+        raise BedrockError(
+            "ValidationException",
+            "temperature: only the default value of 1 is supported for this model.",
+        )
+    if not 0 <= temperature <= 1:
+        raise BedrockError("ValidationException", "temperature: range: 0..1")
+
+
+def _validate_betas(betas: Any, *, allowed_betas: frozenset[str] | None) -> None:
+    if betas is None:
+        return
+    if not isinstance(betas, list) or not all(isinstance(b, str) for b in betas):
+        raise _malformed(f"#/anthropic_beta: expected type: JSONArray, found: {_json_type(betas)}")
+    if allowed_betas is not None and any(b not in allowed_betas for b in betas):
+        raise BedrockError("ValidationException", "invalid beta flag")
 
 
 def check_breakpoints(prompt: Prompt) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,15 @@ def _block_tokens(block: Any) -> int:
     return text_tokens(_compact(block))
 
 
+def _add_content(add: Callable[[int, Any], None], content: Any) -> None:
+    """Add a message's content: a list of blocks, or a single one (usually a plain string)."""
+    if isinstance(content, list):
+        for block in content:
+            add(_block_tokens(block), block)
+    elif content is not None:
+        add(_block_tokens(content), content)
+
+
 @dataclass(frozen=True, slots=True)
 class _Breakpoint:
     prefix_tokens: int  # tokens up to and including the block carrying cache_control
@@ -105,12 +115,7 @@ class Prompt:
             if not isinstance(message, dict):
                 continue
             add(MESSAGE_OVERHEAD, str(message.get("role")), cacheable=False)
-            content = message.get("content")
-            if isinstance(content, list):
-                for block in content:
-                    add(_block_tokens(block), block)
-            elif content is not None:
-                add(_block_tokens(content), content)
+            _add_content(add, message.get("content"))
             # Top-level cache_control ("automatic caching") marks the conversation's last block.
             if index == len(messages) - 1 and isinstance(body.get("cache_control"), dict):
                 ttl = "1h" if body["cache_control"].get("ttl") == "1h" else "5m"

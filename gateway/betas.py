@@ -121,7 +121,7 @@ def _pull_shared() -> None:
     _next_share = now + SHARE_INTERVAL_SECONDS
     try:
         shared = cache.get(_CACHE_KEY)
-    except Exception:  # noqa: BLE001 - a cache outage only costs a relearning
+    except Exception:  # a cache outage only costs a relearning
         shared = None
     if not isinstance(shared, list):
         return

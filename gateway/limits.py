@@ -34,14 +34,14 @@ async def count_tokens_check(principal: Principal) -> None:
     await _not_over_request_cap(principal.user_id, now)
 
 
-async def _per_minute(user_id: int, now) -> None:  # noqa: ANN001 - an aware datetime
+async def _per_minute(user_id: int, now) -> None:  # an aware datetime
     limit = settings.GATEWAY.usage_caps.count_tokens_per_minute
     minute = int(now.timestamp() // 60)
     key = _KEY.format(user_id=user_id, minute=minute)
     try:
         await cache.aadd(key, 0, timeout=120)
         used = await cache.aincr(key)
-    except Exception:  # noqa: BLE001 - counting is free upstream: a cache outage lets it pass
+    except Exception:  # counting is free upstream: a cache outage lets it pass
         logger.warning("count_tokens limit not checked: cache unavailable")
         return
     if used > limit:
@@ -53,7 +53,7 @@ async def _per_minute(user_id: int, now) -> None:  # noqa: ANN001 - an aware dat
         )
 
 
-async def _not_over_request_cap(user_id: int, now) -> None:  # noqa: ANN001
+async def _not_over_request_cap(user_id: int, now) -> None:
     if not settings.GATEWAY.usage_caps.enforce_caps:
         return
     try:

@@ -40,7 +40,7 @@ class _ModelLabelled:
         self._metric = metric
         self._index = labelnames.index("model")
 
-    def labels(self, *values: str, **named: str):  # noqa: ANN201 - prometheus' child
+    def labels(self, *values: str, **named: str):  # prometheus' child
         if "model" in named:
             named["model"] = model_label(named["model"])
         elif len(values) > self._index:
@@ -48,11 +48,11 @@ class _ModelLabelled:
             values[self._index] = model_label(values[self._index])
         return self._metric.labels(*values, **named)
 
-    def __getattr__(self, name: str):  # noqa: ANN204 - everything else is the metric's
+    def __getattr__(self, name: str):  # everything else is the metric's
         return getattr(self._metric, name)
 
 
-def _by_model(metric_class, name: str, documentation: str, labelnames: list[str]):  # noqa: ANN001, ANN202
+def _by_model(metric_class, name: str, documentation: str, labelnames: list[str]):
     return _ModelLabelled(metric_class(name, documentation, labelnames), labelnames)
 
 

@@ -120,7 +120,7 @@ def _load(version: object, now: float) -> _Snapshot:
 def _cache_version() -> object:
     try:
         return cache.get(VERSION_KEY)
-    except Exception as exc:  # noqa: BLE001 - django-redis raises its own ConnectionInterrupted
+    except Exception as exc:  # django-redis raises its own ConnectionInterrupted
         redis_clients.warn_unavailable("model map", exc)
         return UNKNOWN_VERSION
 
@@ -186,6 +186,6 @@ def model_map_invalidate() -> None:
     _state.snapshot = None
     try:
         cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-    except Exception as exc:  # noqa: BLE001 - django-redis raises its own ConnectionInterrupted
+    except Exception as exc:  # django-redis raises its own ConnectionInterrupted
         # Other processes see the edit when their snapshot ages out (or the cache comes back).
         logger.warning("model map change not published (cache unavailable): %s", exc)

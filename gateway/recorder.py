@@ -76,11 +76,11 @@ class Recorder:
         self._writing[id(calls)] = calls
         try:
             await ausage_record_many(calls=calls)
-        except Exception as exc:  # noqa: BLE001 - whatever failed, the records must survive
+        except Exception as exc:  # whatever failed, the records must survive
             logger.warning("recording %d call(s) failed (%s): spooling them", len(calls), exc)
             try:
                 await sync_to_async(_append, thread_sensitive=False)(calls)
-            except Exception as spool_exc:  # noqa: BLE001 - each waiting call learns of it
+            except Exception as spool_exc:  # each waiting call learns of it
                 logger.exception("spooling %d usage record(s) failed", len(calls))
                 for _, future in batch:
                     if not future.done():
@@ -116,7 +116,7 @@ class Recorder:
         while True:
             try:
                 await sync_to_async(_replay, thread_sensitive=False)()
-            except Exception as exc:  # noqa: BLE001 - still away: try again shortly
+            except Exception as exc:  # still away: try again shortly
                 logger.info("spool replay deferred: %s", exc)
             if not spool.spool_pending():
                 return

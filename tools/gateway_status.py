@@ -60,7 +60,7 @@ def cached_token(url: str) -> str | None:
     return None
 
 
-def get_json(url: str, token: str, context: ssl.SSLContext | None):  # noqa: ANN201
+def get_json(url: str, token: str, context: ssl.SSLContext | None):
     request = urllib.request.Request(  # noqa: S310 - parse_args allows http(s) only
         url,
         headers={

@@ -7,13 +7,13 @@ from usage.models import UsageRecord, UsageSummary
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Usage is written by the proxy and the jobs only; admins look, never edit."""
 
-    def has_add_permission(self, request) -> bool:  # noqa: ANN001
+    def has_add_permission(self, request) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_change_permission(self, request, obj=None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 

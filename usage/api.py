@@ -373,11 +373,11 @@ class RecordListView(APIView):
     filter_serializer = RecordFilterSerializer
     output_serializer = RecordSerializer
 
-    def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
+    def user_filter(self, request, params: dict) -> int | None:
         return request.user.id
 
     @extend_schema(parameters=[RecordFilterSerializer], responses=RecordSerializer(many=True))
-    def get(self, request):  # noqa: ANN001, ANN201
+    def get(self, request):
         params = self.filter_serializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
@@ -408,7 +408,7 @@ class SessionListView(APIView):
             404: OpenApiResponse(ErrorDetailSerializer, description="No such user (`?user=`)"),
         },
     )
-    def get(self, request):  # noqa: ANN001, ANN201
+    def get(self, request):
         params = SessionQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
@@ -433,13 +433,13 @@ class AdminRecordListView(RecordListView):
     filter_serializer = AdminRecordFilterSerializer
     output_serializer = AdminRecordSerializer
 
-    def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
+    def user_filter(self, request, params: dict) -> int | None:
         return params.get("user")
 
     @extend_schema(
         parameters=[AdminRecordFilterSerializer], responses=AdminRecordSerializer(many=True)
     )
-    def get(self, request):  # noqa: ANN001, ANN201
+    def get(self, request):
         return super().get(request)
 
 
@@ -449,11 +449,11 @@ class SummaryView(APIView):
     schema = ApiSchema()
     query_serializer = SummaryQuerySerializer
 
-    def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
+    def user_filter(self, request, params: dict) -> int | None:
         return request.user.id
 
     @extend_schema(parameters=[SummaryQuerySerializer], responses=OpenApiTypes.OBJECT)
-    def get(self, request):  # noqa: ANN001, ANN201
+    def get(self, request):
         params = self.query_serializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
@@ -490,11 +490,11 @@ class AdminSummaryView(SummaryView):
     permission_classes = [IsAdminUser]
     query_serializer = AdminSummaryQuerySerializer
 
-    def user_filter(self, request, params: dict) -> int | None:  # noqa: ANN001
+    def user_filter(self, request, params: dict) -> int | None:
         return params.get("user")
 
     @extend_schema(parameters=[AdminSummaryQuerySerializer], responses=AdminSummaryOut)
-    def get(self, request):  # noqa: ANN001, ANN201
+    def get(self, request):
         params = self.query_serializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
@@ -528,10 +528,10 @@ class AdminSummaryView(SummaryView):
 class JsonUnlessCsv(BaseContentNegotiation):
     """Errors are JSON whatever the client accepts; the CSV itself is a plain response."""
 
-    def select_parser(self, request, parsers):  # noqa: ANN001, ANN201
+    def select_parser(self, request, parsers):
         return parsers[0]
 
-    def select_renderer(self, request, renderers, format_suffix=None):  # noqa: ANN001, ANN201
+    def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
 
 
@@ -574,7 +574,7 @@ class ChargebackCsvView(APIView):
             )
         },
     )
-    def get(self, request):  # noqa: ANN001, ANN201
+    def get(self, request):
         params = ChargebackQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
@@ -617,7 +617,7 @@ class UnpricedModelsView(APIView):
     permission_classes = [IsAdminUser]
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
-    def get(self, request):  # noqa: ANN001, ANN201
+    def get(self, request):
         rows = selectors.unpriced_models()
         return Response(
             {

@@ -520,10 +520,15 @@ SCHEDULES = {
     "usage: sweep expired counters": ("usage.sweep_counters", {}, ("*/15", "*", "*", "*")),
     "usage: purge records past retention": ("usage.purge_records", {}, ("30", "2", "*", "*")),
     "accounts: refresh identities": ("accounts.refresh_identities", {}, ("20", "*", "*", "*")),
+    "accounts: purge expired device sign-ins": (
+        "accounts.purge_device_authorizations",
+        {},
+        ("40", "3", "*", "*"),
+    ),
 }
 
 
-def schedules_install(*, apps=None) -> int:  # noqa: ANN001 (a migration's app registry)
+def schedules_install(*, apps=None) -> int:  # a migration's app registry
     """Register the usage jobs in django-celery-beat; existing entries (maybe edited) are kept.
 
     Returns how many were created. `apps` is a migration's registry when run from one.
@@ -531,8 +536,8 @@ def schedules_install(*, apps=None) -> int:  # noqa: ANN001 (a migration's app r
     if apps is None:
         from django_celery_beat.models import CrontabSchedule, PeriodicTask
     else:
-        CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")  # noqa: N806
-        PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")  # noqa: N806
+        CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
+        PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     created = 0
     for name, (task, kwargs, (minute, hour, day_of_week, day_of_month)) in SCHEDULES.items():
         if PeriodicTask.objects.filter(name=name).exists():

@@ -51,7 +51,7 @@ def _encode(call: object) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-def _decode(line: str):  # noqa: ANN202 (a CallRecord; imported late to keep usage.services free)
+def _decode(line: str):  # a CallRecord; imported late to keep usage.services free
     from usage.services import CallRecord
 
     data = json.loads(line)

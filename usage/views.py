@@ -119,7 +119,7 @@ class UsageFilterForm(forms.Form):
         choices=[("", "Any"), ("success", "Success"), ("error", "Errors")],
     )
 
-    def __init__(self, *args, user, **kwargs) -> None:  # noqa: ANN001
+    def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # "from" is a Python keyword: declared here so that the query string matches the API's.
         date_input = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
@@ -146,7 +146,7 @@ class UsageFilterForm(forms.Form):
             self.add_error("to", "Must be on or after the start date.")
         return cleaned
 
-    def query(self, user_id: int):  # noqa: ANN201 - a QuerySet of UsageRecord
+    def query(self, user_id: int):  # a QuerySet of UsageRecord
         data = self.cleaned_data
         return selectors.records_query(
             user_id=user_id,
@@ -301,7 +301,7 @@ def usage_export_csv(request: HttpRequest) -> HttpResponse:
 class SessionFilterForm(forms.Form):
     """The sessions page's range: whole UTC days, `to` included (sessions with a call in it)."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         date_input = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
         self.fields["from"] = forms.DateField(required=False, label="From", widget=date_input)
@@ -314,7 +314,7 @@ class SessionFilterForm(forms.Form):
             self.add_error("to", "Must be on or after the start date.")
         return cleaned
 
-    def query(self, user_id: int):  # noqa: ANN201 - a values QuerySet of sessions
+    def query(self, user_id: int):  # a values QuerySet of sessions
         data = self.cleaned_data
         return selectors.sessions_query(
             user_id=user_id,

@@ -159,6 +159,8 @@
   }
 
   function showCaps(rows) {
+    // Who set the cap: the user's own carry no label.
+    var SOURCE_LABELS = { admin: " (admin)", policy: " (policy)", team: " (team)" };
     var box = document.getElementById("caps-mini");
     box.textContent = "";
     if (!rows.length) {
@@ -168,7 +170,7 @@
     rows.forEach(function (row) {
       var pct = row.percentage_used;
       var state = row.is_exceeded ? "exceeded" : pct >= 80 ? "warning" : "ok";
-      var title = row.cap_type.charAt(0).toUpperCase() + row.cap_type.slice(1) + (row.set_by === "admin" ? " (admin)" : "");
+      var title = row.cap_type.charAt(0).toUpperCase() + row.cap_type.slice(1) + (SOURCE_LABELS[row.set_by] || "");
       var reset = new Date(row.reset_time);
       var note = row.is_exceeded && row.enforced ? "Reached: calls refused until " + G.utcTime(reset) : "Resets at " + G.utcTime(reset);
       box.appendChild(G.el("div", { "class": "meter meter-" + state, "data-cap-id": String(row.id) }, [

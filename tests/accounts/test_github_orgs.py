@@ -19,7 +19,7 @@ def github_api():
         def log_message(self, *args) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             seen.append(self.headers.get("Authorization", ""))
             if self.headers.get("Authorization") != "Bearer good-token":
                 self.send_response(401)

@@ -109,7 +109,7 @@ def test_token_with_alg_none_is_rejected(owner):
 
 
 def test_tampered_payload_is_rejected(owner, admin_user):
-    header, payload, signature = token_pair_create(user=owner)["access"].split(".")
+    header, _payload, signature = token_pair_create(user=owner)["access"].split(".")
     claims = decode(token_pair_create(user=owner)["access"])
     claims["user_id"] = str(admin_user.pk)
     forged_payload = pyjwt.utils.base64url_encode(json.dumps(claims).encode()).decode()

@@ -55,7 +55,7 @@ GATEWAY_ENV = {
 }
 
 
-def _session_for(user) -> str:  # noqa: ANN001
+def _session_for(user) -> str:
     """A signed-in session of `user` in the session store, as the dashboard's sign-in makes."""
     from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -68,7 +68,7 @@ def _session_for(user) -> str:  # noqa: ANN001
     return session.session_key
 
 
-def _usage_records(user, api_key_id: int) -> None:  # noqa: ANN001
+def _usage_records(user, api_key_id: int) -> None:
     """Rows for the list operations to return (a priced call, and one of an unknown model)."""
     from usage.models import UsageRecord
 

@@ -49,7 +49,7 @@ def test_new_user_journey(live, reference_data, page: Page, context, screenshots
     shot(page, screenshots, "01-sign-in")
     sign_in(page, live, "dev@example.com")
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
-    expect(page.locator("#caps-mini")).to_contain_text("Daily (admin) cap", timeout=LIVE_TIMEOUT)
+    expect(page.locator("#caps-mini")).to_contain_text("Daily (policy) cap", timeout=LIVE_TIMEOUT)
     shot(page, screenshots, "02-dashboard-empty")
 
     # Create a key: shown once, with a copy button and snippets that carry it.
@@ -91,7 +91,7 @@ def test_new_user_journey(live, reference_data, page: Page, context, screenshots
     page.get_by_label("Max requests").fill("5")
     page.get_by_role("button", name="Add cap").click()
     expect(page.get_by_text("Cap created.")).to_be_visible()
-    hourly = page.locator(".cap-card", has_text="Hourly cap")
+    hourly = page.locator(".cap-card", has_text="Hourly cap").filter(has_text="Your cap")
     expect(hourly.locator(".meter-percent")).to_have_text("40.0%")
     expect(hourly.locator(".meter")).to_have_class(re.compile("meter-ok"))
     call(key, live)
@@ -107,9 +107,7 @@ def test_new_user_journey(live, reference_data, page: Page, context, screenshots
     expect(hourly).to_have_class(re.compile("state-exceeded"), timeout=LIVE_TIMEOUT)
     expect(hourly).to_contain_text("Cap reached.")
     expect(hourly).to_contain_text("Calls are refused with 429 until it resets")
-    expect(page.locator(".cap-card", has_text="Daily cap")).to_contain_text(
-        "Set by an administrator"
-    )
+    expect(page.locator(".cap-card", has_text="Daily cap")).to_contain_text("Policy for everyone")
     shot(page, screenshots, "05-caps-exceeded")
 
     # Usage page, filtered, and its export.
@@ -120,7 +118,7 @@ def test_new_user_journey(live, reference_data, page: Page, context, screenshots
     expect(page.get_by_text("5 calls")).to_be_visible()
     with page.expect_download() as download:
         page.get_by_role("link", name="Export CSV").click()
-    exported = open(download.value.path()).read().splitlines()  # noqa: PTH123, SIM115
+    exported = open(download.value.path()).read().splitlines()  # noqa: SIM115
     assert exported[0].startswith("started_at,model_id")
     assert len(exported) == 6
     shot(page, screenshots, "06-usage")

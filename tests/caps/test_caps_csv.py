@@ -67,7 +67,7 @@ def test_the_caps_list_links_the_import_and_the_export(admin_client):
 
 
 def test_preview_lists_what_a_good_file_will_change(admin_client, org):
-    alice, bob, platform = org
+    _alice, bob, _platform = org
     cap_create(user_id=bob.pk, cap_type="daily", set_by="admin", max_requests=5)
     text = HEADER + (
         "alice@example.com,daily,1000,,50.00\n"
@@ -84,7 +84,7 @@ def test_preview_lists_what_a_good_file_will_change(admin_client, org):
 
 
 def test_a_good_file_applies_user_and_team_rows(admin_client, org):
-    alice, bob, platform = org
+    alice, bob, _platform = org
     cap_create(user_id=bob.pk, cap_type="daily", set_by="admin", max_requests=5)
     own = cap_create(user_id=bob.pk, cap_type="daily", set_by="user", max_requests=3)
     text = HEADER + (
@@ -145,7 +145,7 @@ def test_preview_shows_every_bad_row_and_applies_nothing(admin_client, org):
 
 
 def test_applying_a_file_with_one_bad_row_changes_nothing(admin_client, org):
-    alice, bob, platform = org
+    _alice, bob, _platform = org
     cap_create(user_id=bob.pk, cap_type="daily", set_by="admin", max_requests=5)
     before = caps_now()
     text = HEADER + (
@@ -228,7 +228,7 @@ def test_export_lists_every_active_cap_with_its_use(admin_client, org, prices):
 
 
 def test_an_exported_file_imports_back_unchanged_and_edits_apply(admin_client, org, make_user):
-    alice, bob, platform = org
+    alice, _bob, platform = org
     odd = make_user("-dash@example.com")  # a spreadsheet would take this cell for a formula
     cap_create(user_id=alice.pk, cap_type="daily", set_by="admin", max_requests=10,
                max_cost_cents=5050)  # fmt: skip

@@ -139,7 +139,7 @@ def test_a_limit_set_in_the_configuration_wins_and_cannot_be_edited(make_user, s
     policy_rows(now=NOW)  # the configured value is applied (a tightening: after the grace)
     row = CapPolicy.objects.get(cap_type="daily")
     assert (row.max_requests, row.enforce_from) == (40, NOW + timedelta(minutes=5))
-    with pytest.raises(ValidationError, match="usage_caps.default_daily_requests"):
+    with pytest.raises(ValidationError, match=r"usage_caps\.default_daily_requests"):
         policy_update(cap_type="daily", max_requests=41)
     policy_update(cap_type="daily", max_cost_cents=900)  # not set in the configuration
     assert CapPolicy.objects.get(cap_type="daily").max_cost_cents == 900

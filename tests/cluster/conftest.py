@@ -72,7 +72,7 @@ def _start_cluster() -> Cluster:
                         "no",
                         "--dir",
                         str(cluster.dir),
-                    ],  # fmt: skip
+                    ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -88,7 +88,7 @@ def _start_cluster() -> Cluster:
                 "--cluster-replicas",
                 "0",
                 "--cluster-yes",
-            ],  # fmt: skip
+            ],
             check=True,
             capture_output=True,
             timeout=30,

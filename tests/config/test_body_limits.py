@@ -34,7 +34,7 @@ def gateway(django_db_setup, django_db_blocker, emulator) -> Iterator[Server]:
         yield server
 
 
-def detail_413(response) -> None:  # noqa: ANN001
+def detail_413(response) -> None:
     assert response.status == 413, response.body[:300]
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"detail": f"Request body exceeds the limit of {API_LIMIT} bytes."}

@@ -21,9 +21,11 @@ def test_defaults_are_the_seeds_values():
     assert config.redis.daily_cap_ttl == 90000
     assert config.redis.hourly_cap_ttl == 7200
     assert config.redis.usage_summary_prefix == "usage_summary:"
-    assert config.usage_caps.default_daily_requests == 1000
-    assert config.usage_caps.default_daily_tokens == 100000
-    assert config.usage_caps.default_daily_cost_cents == 1000
+    # The cap policy (#15): cost limits a day of Claude Code work fits in, no token limit.
+    caps = config.usage_caps
+    assert (caps.default_daily_requests, caps.default_daily_tokens) == (5000, None)
+    assert caps.default_daily_cost_cents == 5000
+    assert (caps.default_hourly_cost_cents, caps.default_monthly_cost_cents) == (2000, 50000)
     assert config.usage_caps.enforce_caps is True
     assert config.usage_caps.grace_period_minutes == 5
 

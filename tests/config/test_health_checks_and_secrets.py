@@ -25,7 +25,7 @@ def counting_upstream():
     hits: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the signed count-tokens probe
+        def do_POST(self) -> None:  # the signed count-tokens probe
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             hits.append(self.path)
             self.send_response(200)

@@ -69,7 +69,7 @@ def test_two_gateway_processes_sharing_one_store_stay_exact(stack, reference_dat
 
 def test_a_token_cap_is_never_exceeded_under_concurrent_load(stack, reference_data):
     limit = 3000
-    user, key = capped_user(reference_data, max_tokens=limit)
+    _user, key = capped_user(reference_data, max_tokens=limit)
     body = {**MESSAGE, "max_tokens": 200}
     # Each call really uses ~210 tokens, so about 14 of the 40 fit.
     full = {"x-emulator-reply-tokens": "200"}

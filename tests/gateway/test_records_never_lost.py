@@ -279,7 +279,7 @@ def test_a_database_that_cannot_answer_in_time_is_a_503_with_retry_after(
     short_timeout_gateway, coder, family
 ):
     gateway, _ = short_timeout_gateway
-    user, key = coder
+    _user, key = coder
     if family == "anthropic":
         request = {
             "url": f"{gateway.url}/anthropic/v1/messages",

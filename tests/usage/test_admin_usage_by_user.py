@@ -88,7 +88,7 @@ def test_spend_per_user_is_sorted_dearest_first(admin, spenders):
     body = by_user(admin, "from=2026-11-24&to=2026-11-25")
     order = [row["user_id"] for row in body["by_user"]]
     assert order == [spenders["dear"].id, spenders["cheap"].id, spenders["unpriced"].id]
-    assert [row["email"] for row in body["by_user"]][0] == spenders["dear"].email
+    assert body["by_user"][0]["email"] == spenders["dear"].email
     costs = [row["cost_micros"] for row in body["by_user"]]
     assert costs == sorted(costs, reverse=True)
     assert body["group_by"] == "user"

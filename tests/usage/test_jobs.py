@@ -97,7 +97,7 @@ def test_concurrent_hourly_jobs_give_the_same_rows(owner, stranger, record):
         try:
             barrier.wait()
             services.summary_persist_hours(now=at(11.1))
-        except BaseException as exc:  # noqa: BLE001 (asserted below)
+        except BaseException as exc:  # asserted below
             errors.append(exc)
         finally:
             connection.close()

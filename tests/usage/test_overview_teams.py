@@ -68,7 +68,7 @@ def teams(db):
 
 
 def test_top_teams_are_ordered_by_spend_this_month_with_cap_headroom(teams):
-    platform, data, _ = teams
+    _platform, _data, _ = teams
     overview = admin_overview(now=NOW)
     assert [(t.name, t.requests, t.cost_micros) for t in overview.top_teams] == [
         ("Data", 2, 7_500_000),

@@ -194,7 +194,7 @@ def test_a_purge_keeps_records_whose_weekly_row_is_missing(admin, record, monkey
     record_past(record, user, datetime(2026, 9, 10, 8, tzinfo=UTC))
     real = services._rollup_from_hours
 
-    def no_weeks(*, period, start):  # noqa: ANN001, ANN202
+    def no_weeks(*, period, start):
         return 0 if period == "weekly" else real(period=period, start=start)
 
     monkeypatch.setattr(services, "_rollup_from_hours", no_weeks)

@@ -47,7 +47,7 @@ def sessions(owner, stranger, record):
             usage=Usage(
                 input_tokens=10, output_tokens=20, cache_write_5m_tokens=30, cache_read_tokens=40
             ),
-        ),  # fmt: skip
+        ),
         record_at(record, owner, at(9.75), session_id="sess-a"),
     ]
     b = [record_at(record, owner, at(11), session_id="sess-b")]
@@ -57,7 +57,7 @@ def sessions(owner, stranger, record):
 
 
 def test_sessions_group_the_callers_records_newest_first(owner, sessions):
-    a, b = sessions
+    a, _b = sessions
     body = client_for(owner).get("/api/usage/sessions").json()
     assert body["count"] == 2
     first, second = body["results"]

@@ -28,7 +28,7 @@ def hammer(store, keys: list[str]) -> None:
                 store.incr_many(
                     [Increment(key=k, deltas={"requests": 1, "tokens": 2}, ttl=600) for k in keys]
                 )
-        except BaseException as exc:  # noqa: BLE001 (reported below)
+        except BaseException as exc:  # reported below
             errors.append(exc)
         finally:
             connection.close()

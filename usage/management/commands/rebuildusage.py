@@ -30,7 +30,7 @@ class Command(BaseCommand):
         "from the usage records for a range (after losing the counter store, say)."
     )
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser) -> None:
         parser.add_argument("--from", dest="start", required=True, help="ISO date or datetime")
         parser.add_argument(
             "--to", dest="end", required=True, help="ISO date (inclusive) or datetime"
