@@ -42,7 +42,7 @@ def _percentile(samples: list[float], share: float) -> float:
 
 async def _measure(store, user_id: int, calls: int) -> dict[str, list[float]]:
     from caps.services import cap_reserve, cap_settle
-    from costs.pricing import Usage
+    from costs.money import Usage
 
     model = "us.anthropic.claude-sonnet-4-6"
     estimate = Usage(input_tokens=2000, output_tokens=1000)

@@ -41,7 +41,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
-from costs.pricing import Usage
+from costs.money import Usage
 
 MESSAGE_OVERHEAD = 3
 IMAGE_TOKENS = 1600

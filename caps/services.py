@@ -64,7 +64,8 @@ from caps.windows import (
     window_ttls,
 )
 from config import clock
-from costs.pricing import Usage, aestimate_cost_micros, estimate_cost_micros
+from costs.money import Usage
+from costs.pricing import aestimate_cost_micros, estimate_cost_micros
 
 __all__ = [
     "CallsInFlight",

@@ -12,8 +12,7 @@ from django.urls import path, reverse
 
 from costs import services
 from costs.models import ModelPrice
-from costs.money import rate_usd
-from costs.pricing import micros_to_usd_per_mtok, usd_per_mtok_to_micros
+from costs.money import micros_to_usd_per_mtok, rate_usd, usd_per_mtok_to_micros
 
 
 class ModelPriceForm(forms.ModelForm):

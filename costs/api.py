@@ -27,7 +27,7 @@ from config.errors import ApiSchema
 from config.pagination import ApiPagination
 from costs import services
 from costs.models import ModelPrice
-from costs.pricing import micros_to_usd_per_mtok, usd_per_mtok_to_micros
+from costs.money import micros_to_usd_per_mtok, usd_per_mtok_to_micros
 
 RATE_FIELDS = services.RATE_FIELDS
 

@@ -85,7 +85,7 @@ GLOBAL_DISCOUNT = Decimal("0.9")
 
 def default_rows() -> list[dict]:
     """ModelPrice field values for every default row (generic and global scope)."""
-    from costs.pricing import usd_per_mtok_to_micros
+    from costs.money import usd_per_mtok_to_micros
 
     rows = []
     for price in LIST_PRICES:

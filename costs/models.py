@@ -1,7 +1,7 @@
 from django.db import models
 from django.db.models import Q
 
-from costs.pricing import SCOPES, Price
+from costs.money import SCOPES, Price
 
 
 class ModelPrice(models.Model):

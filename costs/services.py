@@ -43,14 +43,8 @@ from django.db import IntegrityError, transaction
 
 from costs.defaults import default_rows
 from costs.models import ModelPrice
-from costs.pricing import (
-    SCOPES,
-    model_base_id,
-    price_cache_invalidate,
-    price_table,
-    usd_per_ktok_to_micros,
-    usd_per_mtok_to_micros,
-)
+from costs.money import SCOPES, model_base_id, usd_per_ktok_to_micros, usd_per_mtok_to_micros
+from costs.pricing import price_cache_invalidate, price_table
 
 RATE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 MAX_IMPORT_BYTES = 5 * 1024 * 1024

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 from django.core.cache import cache
 
-from costs.pricing import model_base_id
+from costs.money import model_base_id
 from gateway import upstream
 from gateway.errors import ProxyError
 

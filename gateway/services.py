@@ -38,7 +38,8 @@ from caps.services import (
     headroom_headers,
 )
 from config import clock
-from costs.pricing import Usage, acall_cost_micros, model_base_id
+from costs.money import Usage, model_base_id
+from costs.pricing import acall_cost_micros
 from gateway import metrics
 from gateway.errors import ProxyError
 from gateway.recorder import recorder

@@ -27,7 +27,7 @@ from botocore.eventstream import EventStreamBuffer, EventStreamError
 from django.conf import settings
 
 from config.conf import secret_value
-from costs.pricing import Usage
+from costs.money import Usage
 
 logger = logging.getLogger(__name__)
 

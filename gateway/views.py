@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts.authentication import AuthFailed, AuthThrottled, aauthenticate_request
 from accounts.services import Principal
 from config import jsonlimits
-from costs.pricing import Usage
+from costs.money import Usage
 from gateway import anthropic, betas, limits, metrics, upstream
 from gateway.errors import Family, ProxyError
 from gateway.services import ProxyCall, call_begin

@@ -31,7 +31,8 @@ from django.db.models.functions import TruncHour
 
 from config import clock
 from config.db import released
-from costs.pricing import Usage, call_cost_micros, model_base_id
+from costs.money import Usage, model_base_id
+from costs.pricing import call_cost_micros
 from usage.models import UsageRecord, UsageSummary
 from usage.spool import UNREACHABLE, spool_reject
 from usage.store import DatabaseStore, Increment, get_store

@@ -29,7 +29,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from costs.pricing import Usage
+from costs.money import Usage
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_the_admin_overview_draws_its_chart(live, reference_data, page: Page, screenshots):
     from accounts.services import user_get_or_create
     from config import clock
-    from costs.pricing import Usage
+    from costs.money import Usage
     from usage.services import CallRecord, usage_record
 
     problems: list[str] = []
@@ -58,8 +58,7 @@ def test_the_admin_overview_ranks_teams_by_spend(live, reference_data, page: Pag
     from accounts.services import user_get_or_create, user_team_set
     from caps.services import cap_reserve_sync, cap_settle_sync, team_cap_set
     from config import clock
-    from costs.money import micros_usd
-    from costs.pricing import Usage
+    from costs.money import Usage, micros_usd
     from usage.models import UsageRecord
     from usage.services import CallRecord, usage_record
 

@@ -20,7 +20,7 @@ import django
 django.setup()
 
 from caps.services import CapExceeded, cap_reserve_sync, cap_settle_sync, cap_store  # noqa: E402
-from costs.pricing import Usage  # noqa: E402
+from costs.money import Usage  # noqa: E402
 
 
 def main() -> None:

@@ -173,7 +173,7 @@ def test_admin_edits_anyones_cap_and_filters_by_user(admin_api, member, make_use
 
 def test_status_reports_usage_limits_percentage_and_reset(member_api, member, prices):
     from caps.services import cap_reserve_sync, cap_settle_sync
-    from costs.pricing import Usage
+    from costs.money import Usage
 
     cap_create(
         user_id=member.pk, cap_type="daily", set_by="user", max_requests=4, max_cost_cents=100

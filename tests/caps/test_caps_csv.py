@@ -14,7 +14,7 @@ from accounts.models import Team
 from accounts.services import user_team_set
 from caps.models import TeamCapConfig, UserCapConfig
 from caps.services import cap_create, cap_reserve_sync, cap_settle_sync, team_cap_set
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.caps.conftest import MODEL
 
 pytestmark = pytest.mark.django_db

@@ -20,7 +20,7 @@ from caps.services import (
 )
 from caps.store import DatabaseCapStore
 from caps.windows import window_keys
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.caps.conftest import MODEL, REDIS_URL
 from tests.fixtures import servers
 

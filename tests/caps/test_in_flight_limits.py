@@ -23,7 +23,7 @@ from caps.services import (
 )
 from caps.store import run_in_db_thread
 from caps.windows import window_keys
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.caps.conftest import MODEL
 
 pytestmark = pytest.mark.django_db(transaction=True)

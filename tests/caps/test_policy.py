@@ -16,7 +16,7 @@ from caps.services import (
     cap_status,
 )
 from config.conf import load_config
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.caps.conftest import MODEL
 from tests.fixtures.personas import policy_clear
 

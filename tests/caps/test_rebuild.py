@@ -7,7 +7,7 @@ import pytest
 
 from caps.services import cap_create, cap_reserve_sync, cap_status, caps_rebuild
 from caps.windows import user_tag, window_key
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.caps.conftest import MODEL, wipe_redis_user
 from usage.models import Counter, UsageRecord
 from usage.services import CallRecord, usage_record

@@ -18,7 +18,7 @@ from caps.services import (
     headroom_headers,
 )
 from caps.store import IN_FLIGHT
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.caps.conftest import MODEL
 
 pytestmark = pytest.mark.django_db

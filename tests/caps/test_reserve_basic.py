@@ -1,7 +1,7 @@
 import pytest
 
 from caps.services import CapExceeded, cap_create, cap_reserve_sync, cap_settle_sync
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.caps.conftest import MODEL
 
 pytestmark = pytest.mark.django_db

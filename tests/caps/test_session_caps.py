@@ -18,7 +18,7 @@ from caps.services import (
     headroom_headers,
 )
 from caps.windows import session_key, user_tag
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.caps.conftest import MODEL, wipe_redis_user
 from usage.models import Counter
 from usage.services import CallRecord, usage_record

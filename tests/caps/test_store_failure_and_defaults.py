@@ -11,7 +11,8 @@ from caps.services import (
     cap_status,
     cap_store,
 )
-from costs.pricing import Usage, price_table
+from costs.money import Usage
+from costs.pricing import price_table
 from tests.caps.conftest import MODEL
 from tests.fixtures.servers import free_port
 

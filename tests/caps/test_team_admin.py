@@ -11,7 +11,7 @@ from accounts.models import Team
 from accounts.services import user_team_set
 from caps.models import TeamCapConfig
 from caps.services import team_cap_set
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.caps.conftest import MODEL
 from usage.services import CallRecord, usage_record
 

@@ -23,7 +23,7 @@ from caps.services import (
     team_owner,
 )
 from caps.windows import window_keys
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.caps.conftest import MODEL, REDIS_URL
 from tests.fixtures import servers
 

@@ -7,7 +7,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from costs.models import ModelPrice
-from costs.pricing import Usage, call_cost_micros
+from costs.money import Usage
+from costs.pricing import call_cost_micros
 from costs.services import OUR_COLUMNS
 
 pytestmark = pytest.mark.django_db

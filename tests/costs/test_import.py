@@ -6,7 +6,8 @@ from decimal import Decimal
 import pytest
 
 from costs.models import ModelPrice
-from costs.pricing import Usage, call_cost_micros
+from costs.money import Usage
+from costs.pricing import call_cost_micros
 from costs.services import (
     MAX_IMPORT_ROWS,
     OUR_COLUMNS,

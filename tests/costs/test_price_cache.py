@@ -12,7 +12,8 @@ from django.db import transaction
 
 from costs import pricing
 from costs.models import ModelPrice
-from costs.pricing import Usage, call_cost_micros
+from costs.money import Usage
+from costs.pricing import call_cost_micros
 from costs.services import PriceData, price_update
 from tests.fixtures import servers
 
@@ -148,7 +149,8 @@ def test_write_in_another_process_is_seen_within_the_recheck_interval():
         "import sys, django\n"
         "django.setup()\n"
         "from datetime import UTC, datetime\n"
-        "from costs.pricing import Usage, call_cost_micros\n"
+        "from costs.money import Usage\n"
+        "from costs.pricing import call_cost_micros\n"
         "for _ in sys.stdin:\n"
         f"    print(call_cost_micros(model_id={MODEL!r}, usage=Usage(input_tokens={MTOK}),"
         " at=datetime(2026, 11, 25, tzinfo=UTC)), flush=True)\n"

@@ -8,18 +8,20 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from costs.models import ModelPrice
-from costs.pricing import (
+from costs.money import (
     Price,
     Usage,
-    acall_cost_micros,
-    aestimate_cost_micros,
-    call_cost_micros,
-    estimate_cost_micros,
     micros_to_usd_per_mtok,
     model_base_id,
     model_family,
     usd_per_ktok_to_micros,
     usd_per_mtok_to_micros,
+)
+from costs.pricing import (
+    acall_cost_micros,
+    aestimate_cost_micros,
+    call_cost_micros,
+    estimate_cost_micros,
 )
 from costs.services import models_without_price
 

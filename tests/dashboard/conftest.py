@@ -11,7 +11,8 @@ from django.test import Client
 
 from accounts.credential_cache import get_credential_cache
 from caps.services import _stores
-from costs.pricing import Usage, price_table_reset
+from costs.money import Usage
+from costs.pricing import price_table_reset
 from costs.services import price_defaults_install
 from tests.fixtures.personas import admin_user, owner, owner_key, stranger, teammate  # noqa: F401
 from usage.services import CallRecord, usage_record

@@ -7,7 +7,7 @@ import re
 import pytest
 from django.test import Client
 
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.dashboard.conftest import SONNET
 
 pytestmark = pytest.mark.django_db

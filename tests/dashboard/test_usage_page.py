@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from accounts.services import api_key_create
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.dashboard.conftest import SONNET
 
 pytestmark = [

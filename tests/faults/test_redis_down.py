@@ -16,7 +16,7 @@ import pytest
 
 from accounts.services import api_key_create, user_get_or_create
 from caps.services import cap_create
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.faults.conftest import gateway_idle, wait_for
 from usage.models import UsageRecord
 

@@ -16,7 +16,7 @@ from django.conf import settings
 
 from accounts.services import api_key_create, user_get_or_create
 from caps.services import cap_status, cap_store
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.fixtures import servers
 from tests.gateway.test_records_never_lost import database_write_locked
 from usage import spool

@@ -21,7 +21,7 @@ from django.db import connection
 from accounts.services import api_key_create, user_get_or_create
 from caps.services import cap_status
 from config import clock
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.fixtures import servers
 from tests.gateway.conftest import GATEWAY_ENV, gateway_idle, wait_for
 from usage import spool

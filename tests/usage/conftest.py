@@ -16,7 +16,7 @@ import pytest
 from celery import Celery
 from django.conf import settings
 
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.fixtures.servers import BASE_DIR, test_database_url
 from usage.services import CallRecord, usage_record
 from usage.store import RedisStore, get_store

@@ -8,8 +8,7 @@ import time_machine
 from django.test import Client
 
 from caps.services import cap_create
-from costs.money import cents_usd, micros_usd, rate_usd
-from costs.pricing import Usage
+from costs.money import Usage, cents_usd, micros_usd, rate_usd
 from tests.usage.conftest import make_user
 from usage import services
 

@@ -12,8 +12,7 @@ from django.db.models import Sum
 from django.test import Client
 
 from caps.services import _stores, cap_create, cap_reserve_sync, cap_settle_sync
-from costs.money import micros_usd
-from costs.pricing import Usage
+from costs.money import Usage, micros_usd
 from tests.usage.conftest import HAIKU, make_user
 from usage import services
 from usage.models import UsageRecord

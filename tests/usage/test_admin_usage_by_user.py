@@ -10,7 +10,7 @@ import time_machine
 from django.db.models import F, Sum
 from rest_framework.test import APIClient
 
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.usage.conftest import make_user
 from usage import services
 from usage.models import UsageRecord

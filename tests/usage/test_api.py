@@ -7,7 +7,7 @@ import time_machine
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
-from costs.pricing import Usage
+from costs.money import Usage
 from usage import services
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django_celery_beat.models import PeriodicTask
 
-from costs.pricing import Usage
+from costs.money import Usage
 from usage import selectors, services, tasks
 from usage.models import Counter, UsageRecord, UsageSummary
 from usage.services import Totals, usage_totals

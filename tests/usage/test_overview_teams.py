@@ -11,7 +11,7 @@ from django.test import Client
 
 from accounts.models import Team
 from caps.services import _stores, cap_reserve_sync, cap_settle_sync, team_cap_set
-from costs.pricing import Usage
+from costs.money import Usage
 from costs.services import price_defaults_install
 from tests.usage.conftest import make_user
 from usage.overview import admin_overview

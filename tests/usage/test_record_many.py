@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 import time_machine
 
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.usage.conftest import call_for, make_user
 from usage.models import UsageRecord, UsageSummary
 from usage.services import summary_persist_hours, usage_record, usage_record_many

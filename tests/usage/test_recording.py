@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from accounts.services import api_key_create
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.fixtures.servers import free_port
 from tests.usage.conftest import HAIKU, call_for
 from usage import services

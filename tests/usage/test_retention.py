@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Team
 from config.conf import load_config
-from costs.pricing import Usage
+from costs.money import Usage
 from tests.usage.conftest import make_user
 from usage import services, tasks
 from usage.models import UsageRecord, UsageSummary

@@ -9,7 +9,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from costs.pricing import Usage
+from costs.money import Usage
 
 pytestmark = pytest.mark.django_db
 
