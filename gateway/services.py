@@ -121,27 +121,38 @@ class ProxyCall:
         metrics.LATENCY.labels(self.route).observe(latency)
         if self.ttfb is not None:
             metrics.TTFB.labels(self.route).observe(self.ttfb)
+        usage = usage or Usage()
+        # Priced once, for the cap, the metric and the record (None: no price known; the cap
+        # then counts it at its family's dearest price).
+        cost = None
+        if self.reached_upstream:
+            cost = await acall_cost_micros(
+                model_id=self.model_id,
+                usage=usage,
+                at=self.started_at,
+                region=settings.GATEWAY.aws.region,
+            )
         try:
             if self.reservation is not None:
                 await cap_settle(
                     reservation=self.reservation,
-                    actual=(usage or Usage()) if self.reached_upstream else None,
+                    actual=usage if self.reached_upstream else None,
+                    cost_micros=cost,
                 )
         except Exception:
             # The reservation's lease releases it; the record below is what must not be lost.
             logger.exception("cap settle failed for call %s", self.call_id)
         if not self.reached_upstream:
             return
-        usage = usage or Usage()
         try:
-            await _count_tokens(self.model_id, usage, self.started_at)
-            await self._store(usage, latency)
+            _count_tokens(self.model_id, usage, cost)
+            await self._store(usage, latency, cost)
         except Exception:
             # Nobody awaits this task: say what was lost rather than let it vanish.
             logger.exception("recording call %s failed", self.call_id)
             raise
 
-    async def _store(self, usage: Usage, latency: float) -> None:
+    async def _store(self, usage: Usage, latency: float, cost: int | None) -> None:
         await recorder().record(
             call=CallRecord(
                 call_id=self.call_id,
@@ -161,18 +172,18 @@ class ProxyCall:
                 client_family=client_family(self.user_agent),
                 session_id=self.session_id,
                 team_id=self.principal.team_id,
+                cost_micros=cost,
+                priced=True,
             )
         )
 
 
-async def _count_tokens(model_id: str, usage: Usage, at: datetime) -> None:
+def _count_tokens(model_id: str, usage: Usage, cost: int | None) -> None:
     tokens = metrics.TOKENS
     tokens.labels(model_id, "input").inc(usage.input_tokens)
     tokens.labels(model_id, "output").inc(usage.output_tokens)
     tokens.labels(model_id, "cache_write").inc(usage.cache_write_tokens)
     tokens.labels(model_id, "cache_read").inc(usage.cache_read_tokens)
-    # The async lookup: a due price-table recheck may read the database, never on the loop.
-    cost = await acall_cost_micros(model_id=model_id, usage=usage, at=at)
     if cost:
         metrics.COST.labels(model_id).inc(cost)
 

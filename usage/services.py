@@ -146,6 +146,9 @@ class CallRecord:
     client_family: str
     session_id: str | None
     team_id: int | None = None  # the user's team at call time
+    # The call's cost as the proxy priced it once (`priced`); else priced when recorded.
+    cost_micros: int | None = None
+    priced: bool = False
 
 
 def _record_totals(record: UsageRecord) -> Totals:
@@ -193,7 +196,9 @@ def _record_row(call: CallRecord) -> UsageRecord:
         cache_write_5m_tokens=usage.cache_write_5m_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
         cache_read_tokens=usage.cache_read_tokens,
-        cost_micros=call_cost_micros(
+        cost_micros=call.cost_micros
+        if call.priced
+        else call_cost_micros(
             model_id=call.model_id,
             usage=usage,
             at=call.started_at,

@@ -57,3 +57,18 @@ def test_a_late_call_in_a_batch_goes_to_its_persisted_hour(owner):
     assert live(owner, HOUR_10) == {}  # persisted: the live key is gone and stays gone
     hourly = UsageSummary.objects.get(user=owner, period="hourly", period_start=HOUR_10)
     assert hourly.requests == 2
+
+
+@time_machine.travel(datetime(2026, 11, 25, 10, 30, tzinfo=UTC), tick=False)
+def test_a_call_the_proxy_priced_is_recorded_at_that_price_not_priced_again(owner):
+    import dataclasses
+
+    usage = Usage(input_tokens=1000, output_tokens=100)
+    unpriced = call_for(owner, usage=usage)
+    priced = dataclasses.replace(call_for(owner, usage=usage), cost_micros=4242, priced=True)
+    priced_unknown = dataclasses.replace(call_for(owner, usage=usage), priced=True)
+    assert usage_record_many(calls=[unpriced, priced, priced_unknown]) == 3
+    costs = dict(UsageRecord.objects.values_list("call_id", "cost_micros"))
+    assert costs[priced.call_id] == 4242
+    assert costs[priced_unknown.call_id] is None  # the proxy found no price: none recorded
+    assert costs[unpriced.call_id] != 4242  # priced here, from the table
