@@ -22,6 +22,8 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
+from typing import Any
 
 from django.conf import settings
 
@@ -49,6 +51,23 @@ logger = logging.getLogger(__name__)
 
 _finishing: set[asyncio.Task] = set()
 _heartbeats: set[asyncio.Task] = set()
+
+
+class Outcome(StrEnum):
+    """How a call ended when it did not end well (its record's `error_type`). An error Bedrock
+    answered keeps Bedrock's own name (`ThrottlingException`, ...)."""
+
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"  # never reached: nothing counted
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_CUT = "upstream_cut"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    SERVER_SHUTDOWN = "server_shutdown"
+    USAGE_UNREADABLE = "usage_unreadable"  # a 200 without usage: counted at the estimate
+
+
+def upstream_error_name(headers: Any) -> str | None:
+    """The error Bedrock named in `x-amzn-errortype` ("ThrottlingException:http://…")."""
+    return headers.get("x-amzn-errortype", "").split(":")[0] or None
 
 
 @dataclass
@@ -93,10 +112,18 @@ class ProxyCall:
     def headroom(self) -> dict[str, str]:
         return headroom_headers(self.reservation) if self.reservation else {}
 
-    def finish(self, usage: Usage | None) -> asyncio.Task:
-        """Record and settle, once. `usage` None: the call never reached Bedrock or, when it
-        answered 200, its usage could not be read (then it counts at the reservation's
-        estimate, never as nothing)."""
+    def finish(
+        self, usage: Usage | None, outcome: str | None = None, *, reached: bool | None = None
+    ) -> asyncio.Task:
+        """Where every call ends: record and settle, once. `usage` None: the call never
+        reached Bedrock or, when it answered 200, its usage could not be read (then it counts
+        at the reservation's estimate, never as nothing). `outcome`: how it ended when not
+        well (an `Outcome`, or the upstream's own error name); the first one given stays.
+        `reached`: whether Bedrock was reached, when the caller learnt it here."""
+        if reached is not None:
+            self.reached_upstream = reached
+        if outcome is not None and self.error_type is None:
+            self.error_type = str(outcome)
         if self._heartbeat_stop is not None:
             self._heartbeat_stop.set()
         if self._finish is None:
@@ -110,13 +137,13 @@ class ProxyCall:
         latency = time.perf_counter() - self.started
         if usage is None and self.reached_upstream and self.upstream_status == 200:
             usage = self.estimate or Usage()
-            self.error_type = self.error_type or "usage_unreadable"
+            self.error_type = self.error_type or Outcome.USAGE_UNREADABLE
             logger.warning(
                 "call %s: no usage in a 200 answer; counted at its estimate", self.call_id
             )
         status = str(self.upstream_status or 0)
         metrics.REQUESTS.labels(self.route, self.model_id, status).inc()
-        if self.error_type and self.error_type != "client_disconnected":
+        if self.error_type and self.error_type != Outcome.CLIENT_DISCONNECTED:
             metrics.UPSTREAM_ERRORS.labels(self.error_type).inc()
         metrics.LATENCY.labels(self.route).observe(latency)
         if self.ttfb is not None:

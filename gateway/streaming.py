@@ -16,7 +16,7 @@ import httpx
 from django.http import StreamingHttpResponse
 
 from gateway import upstream
-from gateway.services import ProxyCall
+from gateway.services import Outcome, ProxyCall
 
 SHUTDOWN = "server shutdown"
 _DONE = object()
@@ -70,29 +70,26 @@ async def _pump(
             out = translate(chunk, events) if translate else chunk
             if out:
                 await asyncio.wait_for(queue.put(out), put_timeout)
-        if meter.exception:
-            call.error_type = meter.exception[0]
+        outcome = meter.exception[0] if meter.exception else None  # Bedrock's error name
     except (upstream.UpstreamTimeout, upstream.UpstreamUnavailable) as exc:
         timed_out = isinstance(exc, upstream.UpstreamTimeout)
-        call.error_type = "upstream_timeout" if timed_out else "upstream_cut"
-        tail = on_error(call.error_type, "The upstream stream ended early.")
+        outcome = Outcome.UPSTREAM_TIMEOUT if timed_out else Outcome.UPSTREAM_CUT
+        tail = on_error(outcome, "The upstream stream ended early.")
         if tail is None:
             tail = _ABORT
     except (asyncio.CancelledError, TimeoutError) as exc:
         # The client went away (or stopped reading), or the server is stopping: cut the
         # upstream, count what it generated.
         shutdown = isinstance(exc, asyncio.CancelledError) and SHUTDOWN in exc.args
-        call.error_type = call.error_type or (
-            "server_shutdown" if shutdown else "client_disconnected"
-        )
         if shutdown:  # the client is still there: it must see the end now, not wait for it
-            _end_now(queue, on_error("server_shutdown", "The gateway is shutting down."))
+            _end_now(queue, on_error(Outcome.SERVER_SHUTDOWN, "The gateway is shutting down."))
         await response.aclose()
-        await asyncio.shield(call.finish(meter.result()))
+        outcome = Outcome.SERVER_SHUTDOWN if shutdown else Outcome.CLIENT_DISCONNECTED
+        await asyncio.shield(call.finish(meter.result(), outcome))
         if isinstance(exc, asyncio.CancelledError):
             raise
         return
-    call.finish(meter.result())  # recorded in its own task: the stream's end does not wait
+    call.finish(meter.result(), outcome)  # in its own task: the stream's end does not wait
     for item in (tail,) if tail is _ABORT else (tail, _DONE):
         if item:
             await asyncio.wait_for(queue.put(item), put_timeout)

@@ -18,7 +18,7 @@ from config import jsonlimits
 from costs.money import Usage
 from gateway import anthropic, betas, limits, metrics, upstream
 from gateway.errors import Family, ProxyError
-from gateway.services import ProxyCall, call_begin
+from gateway.services import Outcome, ProxyCall, call_begin, upstream_error_name
 from gateway.streaming import relay
 
 # verb -> (streams, route label, converse API)
@@ -127,16 +127,13 @@ async def _start_upstream(
             model_id, verb, payload, stream=stream, extra_headers=headers
         )
     except upstream.UpstreamUnavailable as exc:
-        call.error_type = "upstream_unreachable"
-        await asyncio.shield(call.finish(None))
+        await asyncio.shield(call.finish(None, Outcome.UPSTREAM_UNREACHABLE))
         raise ProxyError("bad_gateway", f"Bedrock is unreachable: {exc}") from None
     except upstream.UpstreamTimeout:
-        call.reached_upstream, call.error_type = True, "upstream_timeout"
-        await asyncio.shield(call.finish(Usage()))
+        await asyncio.shield(call.finish(Usage(), Outcome.UPSTREAM_TIMEOUT, reached=True))
         raise ProxyError("timeout", "Bedrock did not answer in time.") from None
     except asyncio.CancelledError:
-        call.reached_upstream, call.error_type = True, "client_disconnected"
-        await asyncio.shield(call.finish(Usage()))
+        await asyncio.shield(call.finish(Usage(), Outcome.CLIENT_DISCONNECTED, reached=True))
         raise
     call.reached_upstream = True
     call.upstream_status = response.status_code
@@ -181,13 +178,12 @@ async def _read_whole(call: ProxyCall, response) -> bytes:
         return await upstream.read_body(response)
     except (upstream.UpstreamTimeout, upstream.UpstreamUnavailable) as exc:
         timed_out = isinstance(exc, upstream.UpstreamTimeout)
-        call.error_type = "upstream_timeout" if timed_out else "upstream_cut"
-        await asyncio.shield(call.finish(Usage()))
+        outcome = Outcome.UPSTREAM_TIMEOUT if timed_out else Outcome.UPSTREAM_CUT
+        await asyncio.shield(call.finish(Usage(), outcome))
         kind = "timeout" if timed_out else "bad_gateway"
         raise ProxyError(kind, "Bedrock's response was cut short.") from None
     except asyncio.CancelledError:
-        call.error_type = "client_disconnected"
-        await asyncio.shield(call.finish(Usage()))
+        await asyncio.shield(call.finish(Usage(), Outcome.CLIENT_DISCONNECTED))
         raise
 
 
@@ -260,9 +256,9 @@ async def _bedrock_model(request: HttpRequest, model_id: str, verb: str) -> Http
     headers = _relayed_headers(response, call)
     if not streams or response.status_code != 200:
         raw = raw if raw is not None else await _read_whole(call, response)
-        call.error_type = response.headers.get("x-amzn-errortype", "").split(":")[0] or None
         usage = _usage_of(raw, converse) if response.status_code == 200 else Usage()
-        call.finish(usage)  # recorded in its own task: the answer does not wait for it
+        # Recorded in its own task: the answer does not wait for it.
+        call.finish(usage, upstream_error_name(response.headers))
         content_type = response.headers.get("content-type", "application/json")
         return HttpResponse(
             raw, status=response.status_code, content_type=content_type, headers=headers
@@ -352,8 +348,7 @@ async def _messages(request: HttpRequest) -> HttpResponse:
     headers = {"request-id": call.request_id or f"req_{call.call_id.hex}", **call.headroom}
     if response.status_code != 200:
         raw = raw if raw is not None else await _read_whole(call, response)
-        call.error_type = response.headers.get("x-amzn-errortype", "").split(":")[0] or None
-        await asyncio.shield(call.finish(Usage()))
+        await asyncio.shield(call.finish(Usage(), upstream_error_name(response.headers)))
         try:
             message = json.loads(raw).get("message", "")
         except (ValueError, AttributeError):
@@ -412,9 +407,8 @@ async def _count_tokens(request: HttpRequest) -> HttpResponse:
         raise ProxyError("timeout", "Bedrock did not answer in time.") from None
     data = json.loads(raw) if raw else {}
     if response.status_code != 200:
-        error_type = response.headers.get("x-amzn-errortype", "").split(":")[0] or None
         status, error = anthropic.bedrock_error_to_anthropic(
-            response.status_code, error_type, data.get("message", "")
+            response.status_code, upstream_error_name(response.headers), data.get("message", "")
         )
         return HttpResponse(json.dumps(error), status=status, content_type="application/json")
     return HttpResponse(
