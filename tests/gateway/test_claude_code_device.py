@@ -404,16 +404,20 @@ def test_the_status_line_shows_spend_without_any_cap(stack, reference_data, tmp_
     from tests.fixtures.personas import policy_clear
 
     user, tokens = signed_in_device("status-no-cap@example.com")
-    policy_clear()  # no cap at all (the gateway reads the policy again within a second)
-    time.sleep(1.1)
+
+    def caps_status() -> dict:
+        return httpx.get(
+            f"{stack.gateway.url}/api/usage/caps/status",
+            headers={"x-api-key": tokens["access_token"]},
+            timeout=15,
+        ).json()
+
+    policy_clear()  # no cap at all: the gateway sees the policy change within a second
+    assert wait_for(lambda: caps_status()["caps"] == [])
     assert messages_call(stack.gateway, {"x-api-key": tokens["access_token"]}).status_code == 200
     assert gateway_idle(stack.gateway)
     records = wait_for(lambda: list(UsageRecord.objects.filter(user=user)))
-    status = httpx.get(
-        f"{stack.gateway.url}/api/usage/caps/status",
-        headers={"x-api-key": tokens["access_token"]},
-        timeout=15,
-    ).json()
+    status = caps_status()
     assert status["caps"] == []
     cost = records[0].cost_micros
     assert cost > 0
