@@ -45,11 +45,15 @@ from costs.pricing import acall_cost_micros
 from gateway import metrics
 from gateway.errors import ProxyError
 from gateway.recorder import recorder
+from usage import spool
 from usage.services import CallRecord, client_family
 
 logger = logging.getLogger(__name__)
 
 _finishing: set[asyncio.Task] = set()
+# Calls that reached Bedrock and are finishing, until their record is handed to the recorder:
+# at shutdown, those still here when the drain ends are spooled from what is known of them.
+_unhanded: dict[uuid.UUID, ProxyCall] = {}
 _heartbeats: set[asyncio.Task] = set()
 
 
@@ -91,6 +95,7 @@ class ProxyCall:
     request_id: str = ""
     ttfb: float | None = None
     _finish: asyncio.Task | None = None
+    _final: Usage | None = None  # what it counts for, once finishing
     _heartbeat_stop: asyncio.Event | None = field(default=None, repr=False)
 
     def start_heartbeat(self) -> None:
@@ -127,20 +132,39 @@ class ProxyCall:
         if self._heartbeat_stop is not None:
             self._heartbeat_stop.set()
         if self._finish is None:
+            if self.reached_upstream:
+                self._final = self._final_usage(usage)
+                _unhanded[self.call_id] = self
             self._finish = asyncio.create_task(self._record(usage))
             _finishing.add(self._finish)
             metrics.RECORDING.inc()
-            self._finish.add_done_callback(_finished)
+            self._finish.add_done_callback(self._finished)
         return self._finish
+
+    def _finished(self, task: asyncio.Task) -> None:
+        _finishing.discard(task)
+        metrics.RECORDING.dec()
+        if _unhanded.pop(self.call_id, None) is not None and not task.cancelled():
+            # An error before the record reached the recorder: the spool keeps it.
+            latency = time.perf_counter() - self.started
+            record = self.call_record(self._final or Usage(), latency, None, priced=False)
+            spool.spool_append([record])
+            recorder().replay_soon()
+
+    def _final_usage(self, usage: Usage | None) -> Usage:
+        """What the call counts for: a 200 without readable usage counts at the estimate."""
+        if usage is None and self.reached_upstream and self.upstream_status == 200:
+            self.error_type = self.error_type or Outcome.USAGE_UNREADABLE
+            return self.estimate or Usage()
+        return usage or Usage()
 
     async def _record(self, usage: Usage | None) -> None:
         latency = time.perf_counter() - self.started
         if usage is None and self.reached_upstream and self.upstream_status == 200:
-            usage = self.estimate or Usage()
-            self.error_type = self.error_type or Outcome.USAGE_UNREADABLE
             logger.warning(
                 "call %s: no usage in a 200 answer; counted at its estimate", self.call_id
             )
+        usage = self._final_usage(usage)
         status = str(self.upstream_status or 0)
         metrics.REQUESTS.labels(self.route, self.model_id, status).inc()
         if self.error_type and self.error_type != Outcome.CLIENT_DISCONNECTED:
@@ -148,7 +172,6 @@ class ProxyCall:
         metrics.LATENCY.labels(self.route).observe(latency)
         if self.ttfb is not None:
             metrics.TTFB.labels(self.route).observe(self.ttfb)
-        usage = usage or Usage()
         # Priced once, for the cap, the metric and the record (None: no price known; the cap
         # then counts it at its family's dearest price).
         cost = None
@@ -180,28 +203,33 @@ class ProxyCall:
             raise
 
     async def _store(self, usage: Usage, latency: float, cost: int | None) -> None:
-        await recorder().record(
-            call=CallRecord(
-                call_id=self.call_id,
-                user_id=self.principal.user_id,
-                api_key_id=self.principal.api_key_id,
-                auth_kind=self.principal.auth_kind,
-                model_id=self.model_id,
-                route=self.route,
-                streaming=self.streaming,
-                usage=usage,
-                upstream_status=self.upstream_status,
-                error_type=self.error_type,
-                latency_ms=round(latency * 1000),
-                ttfb_ms=round(self.ttfb * 1000) if self.ttfb is not None else None,
-                request_id=self.request_id,
-                started_at=self.started_at,
-                client_family=client_family(self.user_agent),
-                session_id=self.session_id,
-                team_id=self.principal.team_id,
-                cost_micros=cost,
-                priced=True,
-            )
+        record = self.call_record(usage, latency, cost, priced=True)
+        _unhanded.pop(self.call_id, None)
+        await recorder().record(call=record)
+
+    def call_record(
+        self, usage: Usage, latency: float, cost: int | None, *, priced: bool
+    ) -> CallRecord:
+        return CallRecord(
+            call_id=self.call_id,
+            user_id=self.principal.user_id,
+            api_key_id=self.principal.api_key_id,
+            auth_kind=self.principal.auth_kind,
+            model_id=self.model_id,
+            route=self.route,
+            streaming=self.streaming,
+            usage=usage,
+            upstream_status=self.upstream_status,
+            error_type=self.error_type,
+            latency_ms=round(latency * 1000),
+            ttfb_ms=round(self.ttfb * 1000) if self.ttfb is not None else None,
+            request_id=self.request_id,
+            started_at=self.started_at,
+            client_family=client_family(self.user_agent),
+            session_id=self.session_id,
+            team_id=self.principal.team_id,
+            cost_micros=cost,
+            priced=priced,
         )
 
 
@@ -238,11 +266,6 @@ async def _heartbeat(
             continue
         if not renewed and not reservation.settled:
             logger.warning("reservation %s could not be renewed", reservation.id)
-
-
-def _finished(task: asyncio.Task) -> None:
-    _finishing.discard(task)
-    metrics.RECORDING.dec()
 
 
 # Bedrock's model id shapes: a base id (`anthropic.claude-sonnet-4-6`,
@@ -345,3 +368,20 @@ async def drain(timeout: float) -> None:
         _, unfinished = await asyncio.wait(pending, timeout=timeout)
         if unfinished:
             recorder().spool_unwritten()
+            _spool_unhanded()
+
+
+def _spool_unhanded() -> None:
+    """Shutdown: the calls still finishing whose record never reached the recorder (their
+    settle or pricing was slow) go to the spool as they are known; the next start prices
+    them. One that is written after all is skipped by call_id at replay."""
+    calls = [
+        call.call_record(
+            call._final or Usage(), time.perf_counter() - call.started, None, priced=False
+        )
+        for call in list(_unhanded.values())
+    ]
+    _unhanded.clear()
+    if calls:
+        spool.spool_append(calls)
+        logger.warning("%d call(s) still finishing at shutdown: spooled", len(calls))
