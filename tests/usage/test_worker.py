@@ -46,7 +46,8 @@ def test_the_worker_persists_completed_hours(celery_worker, owner, stranger, rec
 
 
 def test_the_worker_rolls_up_a_day_and_rebuilds(celery_worker, owner, record):
-    day = datetime(2026, 11, 20, tzinfo=UTC)
+    # A day of last week: within the retention (a fixed date would age past it).
+    day = floor_hour(datetime.now(UTC) - timedelta(days=7)).replace(hour=0)
     for hour in (1, 13, 23):
         record(owner, started_at=day + timedelta(hours=hour, minutes=30))
     celery_worker.send_task("usage.rollup", kwargs={"period": "daily", "start": day.isoformat()})
