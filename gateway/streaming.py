@@ -47,10 +47,15 @@ class RelayResponse(StreamingHttpResponse):
         self._loop = asyncio.get_running_loop()
 
     def close(self) -> None:
-        # Django calls close() from a worker thread once sending ends, however it ended.
+        # Called once sending ends, however it ended (by Django from a worker thread).
         if not self._pump.done():
-            self._loop.call_soon_threadsafe(self._pump.cancel)
+            self._loop.call_soon_threadsafe(self._stop_pump)
         super().close()
+
+    def _stop_pump(self) -> None:
+        # A pump already cancelled (a shutdown's cut) is finishing the call: leave it be.
+        if not self._pump.done() and not self._pump.cancelling():
+            self._pump.cancel()
 
 
 async def _pump(
@@ -83,9 +88,15 @@ async def _pump(
         shutdown = isinstance(exc, asyncio.CancelledError) and SHUTDOWN in exc.args
         if shutdown:  # the client is still there: it must see the end now, not wait for it
             _end_now(queue, on_error(Outcome.SERVER_SHUTDOWN, "The gateway is shutting down."))
-        await response.aclose()
         outcome = Outcome.SERVER_SHUTDOWN if shutdown else Outcome.CLIENT_DISCONNECTED
-        await asyncio.shield(call.finish(meter.result(), outcome))
+        # Finishing starts before the first await: a second cancel (the response closing
+        # after the shutdown's end was sent) would otherwise stop the pump before it, and the
+        # call would go unrecorded.
+        finishing = call.finish(meter.result(), outcome)
+        try:
+            await response.aclose()
+        finally:
+            await asyncio.shield(finishing)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return

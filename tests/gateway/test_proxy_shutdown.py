@@ -1,6 +1,8 @@
 """A graceful shutdown: streams in flight finish within the grace period, then the rest are cut
 and still recorded, each exactly once."""
 
+import asyncio
+import json
 import signal
 import threading
 import time
@@ -8,6 +10,8 @@ import time
 import httpx
 import pytest
 
+from config.asgi import proxy_application
+from gateway import services, streaming, upstream
 from tests.fixtures.servers import start_gateway
 from tests.gateway.conftest import wait_for
 from usage.models import UsageRecord
@@ -70,3 +74,73 @@ def test_shutdown_lets_short_streams_finish_and_cuts_and_records_long_ones(emula
     assert finished.output_tokens == 10
     assert cut.error_type == "server_shutdown"
     assert 1 <= cut.output_tokens < 300
+
+
+def test_a_stream_cancelled_twice_at_shutdown_is_still_recorded(emulator, alice_key, settings):
+    # At shutdown the pump is cancelled to cut the stream, and the response, closing once the
+    # client has its end, cancels it again: wherever that second cancel lands, the call is
+    # recorded (it once landed in the upstream's close and the record was lost).
+    settings.GATEWAY = settings.GATEWAY.model_copy(
+        update={"aws": settings.GATEWAY.aws.model_copy(update={"endpoint_url": emulator.url})}
+    )
+    body = json.dumps(
+        {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 1000,
+            "stream": True,
+            "messages": [{"role": "user", "content": "a long story"}],
+        }
+    ).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/anthropic/v1/messages",
+        "query_string": b"",
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8000),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"x-api-key", alice_key.encode()),
+            (b"x-emulator-reply-tokens", b"300"),
+            (b"x-emulator-tokens-per-second", b"50"),
+        ],
+    }
+    steps_between = range(12)
+
+    async def stream_cut_twice(steps: int) -> asyncio.Task:
+        streaming_started = asyncio.Event()
+        requests = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict:
+            if requests:
+                return requests.pop()
+            await asyncio.Event().wait()  # the client stays
+            return {}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                streaming_started.set()
+
+        pumps_before = set(streaming._pumps)
+        serving = asyncio.create_task(proxy_application(scope, receive, send))
+        await asyncio.wait_for(streaming_started.wait(), 10)
+        (pump,) = set(streaming._pumps) - pumps_before
+        pump.cancel(streaming.SHUTDOWN)
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        pump.cancel()
+        await asyncio.wait([pump], timeout=10)
+        return serving
+
+    async def scenario() -> None:
+        served = [await stream_cut_twice(steps) for steps in steps_between]
+        await services.drain(timeout=10)
+        for serving in served:
+            serving.cancel()
+        await upstream._session().close()
+
+    asyncio.run(scenario())
+    records = list(UsageRecord.objects.all())
+    assert len(records) == len(steps_between)
+    assert {r.error_type for r in records} == {"server_shutdown"}
+    assert all(0 < r.output_tokens < 300 for r in records)
