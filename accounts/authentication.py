@@ -10,7 +10,6 @@ part of a secret was close.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
 
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -95,9 +94,7 @@ async def aauthenticate_credentials(headers: Mapping[str, str]) -> Principal:
     return await ajwt_authenticate(raw=credential)
 
 
-async def aauthenticate_request(
-    headers: Mapping[str, str], meta: Mapping, family: str
-) -> Principal:
+async def aauthenticate_request(headers: Mapping[str, str], meta: dict, family: str) -> Principal:
     """The proxy's authentication with the failed-credential throttle (accounts/throttle.py):
     AuthFailed for a bad credential, AuthThrottled once its address is over the limit."""
     address = throttle.client_address(meta)
@@ -151,7 +148,7 @@ class GatewayAuthenticationScheme(OpenApiAuthenticationExtension):
     """How the OpenAPI schema describes the two ways to present a credential."""
 
     target_class = GatewayAuthentication
-    name: ClassVar[list[str]] = ["bearerAuth", "apiKeyAuth"]
+    name = ["bearerAuth", "apiKeyAuth"]  # noqa: RUF012 (drf-spectacular's own attribute)
 
     def get_security_requirement(self, auto_schema) -> list[dict]:
         # Either one will do (a list is OR in OpenAPI; one object with both would be AND).

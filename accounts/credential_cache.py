@@ -127,11 +127,11 @@ class RedisCredentialCache:
         self.url = url
         self.client = redis_clients.sync_client(url)
 
-    def _async_client(self) -> aredis.Redis:
+    def _async_client(self) -> aredis.Redis | redis_clients.ThreadedCluster:
         return redis_clients.async_client(self.url)
 
     @staticmethod
-    def _decode(raw: bytes | None) -> dict[str, Any] | None:
+    def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
         return json.loads(raw) if raw else None
 
     def get(self, name: str) -> dict[str, Any] | None:

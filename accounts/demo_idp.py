@@ -194,7 +194,7 @@ class DemoIdP:
 
     def claims(self, email: str) -> dict[str, Any]:
         local = email.split("@", 1)[0]
-        claims = {
+        claims: dict[str, Any] = {
             "sub": "demo-" + hashlib.sha256(email.encode()).hexdigest()[:24],
             "email": email,
             "email_verified": self.email_verified,

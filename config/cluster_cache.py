@@ -23,7 +23,7 @@ from config import redis_clients
 
 class RedisClusterCacheClient(RedisCacheClient):
     def get_client(self, key=None, *, write=False) -> RedisCluster:
-        return redis_clients.sync_client(self._servers[0], cluster=True)
+        return redis_clients.sync_client(self._servers[0], cluster=True)  # type: ignore[return-value]
 
     def get_many(self, keys):
         keys = list(keys)

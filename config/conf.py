@@ -187,7 +187,7 @@ class ServerConfig(Section):
         """public_url's host as ALLOWED_HOSTS spells it (IPv6 in brackets, no port)."""
         if not self.public_url:
             return None
-        hostname = urlsplit(self.public_url).hostname
+        hostname = urlsplit(self.public_url).hostname or ""
         return f"[{hostname}]" if ":" in hostname else hostname
 
     @property

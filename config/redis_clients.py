@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio as aredis
@@ -57,7 +57,7 @@ _NO_TIMEOUT_RETRY = (redis.ConnectionError, ClusterDownError, SlotNotCoveredErro
 
 
 class _SyncCluster(redis.cluster.RedisCluster):
-    ERRORS_ALLOW_RETRY = _NO_TIMEOUT_RETRY
+    ERRORS_ALLOW_RETRY = _NO_TIMEOUT_RETRY  # type: ignore[assignment]  # narrower on purpose
 
 
 # The asyncio face of a cluster runs the sync client's commands in these threads: redis-py
@@ -80,10 +80,10 @@ class ThreadedCluster:
     def __init__(self, client: redis.cluster.RedisCluster) -> None:
         self.sync = client
 
-    def __getattr__(self, name: str) -> Callable[..., object]:
+    def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.sync, name)
 
-        async def command(*args: object, **kwargs: object) -> object:
+        async def command(*args: object, **kwargs: object) -> Any:
             return await _in_thread(method, *args, **kwargs)
 
         return command
@@ -103,7 +103,7 @@ class ThreadedCluster:
 class ThreadedPipeline:
     """Commands queue at once (as on any pipeline); `await execute()` runs them in a thread."""
 
-    def __init__(self, pipe: object) -> None:
+    def __init__(self, pipe: Any) -> None:
         self._pipe = pipe
 
     def __getattr__(self, name: str) -> Callable[..., ThreadedPipeline]:
@@ -182,7 +182,8 @@ def async_client(url: str, cluster: bool | None = None) -> aredis.Redis | Thread
     if entry is not None and entry[0] is loop:
         return entry[1]
     if cluster:
-        client = ThreadedCluster(sync_client(url, cluster=True))
+        cluster_client = cast(redis.cluster.RedisCluster, sync_client(url, cluster=True))
+        client: aredis.Redis | ThreadedCluster = ThreadedCluster(cluster_client)
     else:
         pool = aredis.BlockingConnectionPool.from_url(
             url,

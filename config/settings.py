@@ -5,6 +5,7 @@ import os
 import secrets
 import sys
 from datetime import timedelta
+from typing import Any
 
 import dj_database_url
 
@@ -152,7 +153,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 if GATEWAY.redis.url and GATEWAY.redis.cluster:
     # django-redis does not speak Redis Cluster: Django's own Redis backend with a cluster
     # client (config/cluster_cache.py).
-    CACHES = {
+    CACHES: dict[str, dict[str, Any]] = {
         "default": {
             "BACKEND": "config.cluster_cache.RedisClusterCache",
             "LOCATION": GATEWAY.redis.url,

@@ -45,7 +45,7 @@ class UsdPerMtokField(serializers.Field):
         try:
             return usd_per_mtok_to_micros(str(data))
         except ValueError as exc:
-            self.fail("invalid", reason=str(exc))
+            return self.fail("invalid", reason=str(exc))  # fail() raises
 
     def to_representation(self, value: int) -> str:
         return micros_to_usd_per_mtok(value)

@@ -180,6 +180,6 @@ def rate_usd(micros: int) -> str:
     """A rate (micro-dollars per million tokens) as exact dollars, at least two decimals:
     3_750_000 -> "$3.75", 1_250 -> "$0.00125"."""
     dollars = Decimal(micros).scaleb(-6).normalize()
-    if dollars.as_tuple().exponent > -2:
+    if int(dollars.as_tuple().exponent) > -2:
         dollars = dollars.quantize(Decimal("0.01"))
     return f"${dollars:,f}"

@@ -145,9 +145,9 @@ class Emulator:
                 await self._converse_stream(send, receive, body, model, knobs, started, request_id)
             else:
                 await self._count_tokens(send, body, model, request_id)
-        except BedrockError as error:
-            payload = json.dumps({"message": error.message}).encode()
-            await _respond(send, error.status, payload, request_id, error.headers())
+        except BedrockError as rejected:
+            payload = json.dumps({"message": rejected.message}).encode()
+            await _respond(send, rejected.status, payload, request_id, rejected.headers())
         except (ConnectionCut, asyncio.CancelledError):
             raise
         except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import BedrockError
 
@@ -115,7 +116,7 @@ KNOB_HEADERS: dict[str, tuple[str, Callable[[str], object]]] = {
 
 def knobs_from_headers(base: Knobs, headers: Mapping[str, str]) -> Knobs:
     """``base`` with every ``x-emulator-*`` header applied (a header wins over the flag)."""
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for header, (name, parse) in KNOB_HEADERS.items():
         raw = headers.get(header)
         if raw is None:

@@ -196,7 +196,7 @@ def converse_events(completion: Completion) -> list[tuple[str, dict[str, Any]]]:
         if block.kind == "tool_use":
             start = {"toolUse": {"toolUseId": block.tool_id, "name": block.tool_name}}
             events.append(("contentBlockStart", {"start": start, "contentBlockIndex": index}))
-            deltas = [{"toolUse": {"input": d}} for d in block.deltas if d]
+            deltas: list[dict[str, Any]] = [{"toolUse": {"input": d}} for d in block.deltas if d]
         elif block.kind == "thinking":
             deltas = [{"reasoningContent": {"text": d}} for d in block.deltas]
             deltas.append({"reasoningContent": {"signature": block.signature}})

@@ -154,7 +154,7 @@ def encode_event(event_type: str, body: dict[str, Any], seed: int = 0) -> bytes:
 
 def encode_exception(exception_type: str, message: str, **extra: Any) -> bytes:
     """An exception frame; ``exception_type`` is the lowerCamel member name of the stream."""
-    headers = {
+    headers: dict[str, str | bytes] = {
         ":exception-type": exception_type,
         ":content-type": "application/json",
         ":message-type": "exception",

@@ -111,4 +111,4 @@ def anthropic_model_name(base_id: str) -> str:
 def rejects_custom_temperature(base_id: str) -> bool:
     """The 5.x generation thinks by default and accepts no temperature but 1."""
     match = _GENERATION.match(base_id)
-    return bool(match) and int(match[1]) >= 5
+    return match is not None and int(match[1]) >= 5

@@ -71,7 +71,7 @@ def _run(check: Callable[[], None]) -> dict:
     except Exception as exc:  # a health check reports every failure as "down"
         status, error = "down", type(exc).__name__
     else:
-        status, error = "up", None
+        status, error = "up", ""
     result = {"status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
     if error:
         result["error"] = error
@@ -97,7 +97,7 @@ def forget() -> None:
 def _may_check(request: HttpRequest) -> bool:
     if request.META.get("REMOTE_ADDR") in _LOOPBACK:
         return True
-    token = secret_value(settings.GATEWAY.server.metrics_token)
+    token = secret_value(settings.GATEWAY.server.metrics_token) or ""
     supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     return bool(token) and hmac.compare_digest(supplied.encode(), token.encode())
 

@@ -44,8 +44,8 @@ class _ModelLabelled:
         if "model" in named:
             named["model"] = model_label(named["model"])
         elif len(values) > self._index:
-            values = list(values)
-            values[self._index] = model_label(values[self._index])
+            index = self._index
+            values = (*values[:index], model_label(values[index]), *values[index + 1 :])
         return self._metric.labels(*values, **named)
 
     def __getattr__(self, name: str):  # everything else is the metric's

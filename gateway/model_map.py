@@ -139,15 +139,17 @@ def _refresh() -> _Snapshot:
 
 
 def _snapshot() -> _Snapshot:
-    if _needs_check(time.monotonic()):
+    snapshot = _state.snapshot
+    if snapshot is None or _needs_check(time.monotonic()):
         return _refresh()
-    return _state.snapshot
+    return snapshot
 
 
 async def _asnapshot() -> _Snapshot:
-    if _needs_check(time.monotonic()):
+    snapshot = _state.snapshot
+    if snapshot is None or _needs_check(time.monotonic()):
         return await in_db_thread(_refresh)
-    return _state.snapshot
+    return snapshot
 
 
 def _resolve(snapshot: _Snapshot, name: str) -> str | None:

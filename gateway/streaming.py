@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 from django.http import StreamingHttpResponse
 
 from gateway import upstream
@@ -60,14 +59,14 @@ class RelayResponse(StreamingHttpResponse):
 
 async def _pump(
     call: ProxyCall,
-    response: httpx.Response,
+    response: upstream.UpstreamResponse,
     meter: upstream.StreamMeter,
     queue: asyncio.Queue,
     translate: Translate | None,
     on_error: OnError,
     put_timeout: float,
 ) -> None:
-    tail = b""
+    tail: bytes | object | None = b""
     try:
         async for chunk in upstream.iter_raw(response):
             call.mark_first_byte()
@@ -127,7 +126,7 @@ async def _drain(queue: asyncio.Queue) -> AsyncIterator[bytes]:
 
 def relay(
     call: ProxyCall,
-    response: httpx.Response,
+    response: upstream.UpstreamResponse,
     meter: upstream.StreamMeter,
     *,
     content_type: str,

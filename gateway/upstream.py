@@ -76,9 +76,12 @@ def _signed_headers(method: str, url: str, body: bytes, headers: dict[str, str])
     aws = settings.GATEWAY.aws
     if aws.bedrock_api_key:
         return {**headers, "Authorization": f"Bearer {secret_value(aws.bedrock_api_key)}"}
-    credentials = _credentials().get_frozen_credentials()
+    credentials = _credentials()
+    if credentials is None:  # a bearer key was configured after the credentials were cached
+        raise UpstreamUnavailable("no AWS credentials found for the Bedrock upstream")
+    frozen = credentials.get_frozen_credentials()
     request = AWSRequest(method=method, url=url, data=body, headers=headers)
-    SigV4Auth(credentials, "bedrock", aws.region).add_auth(request)
+    SigV4Auth(frozen, "bedrock", aws.region).add_auth(request)
     return dict(request.headers.items())
 
 

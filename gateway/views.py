@@ -120,7 +120,7 @@ def _converse_as_messages(body: dict) -> dict:
 
 async def _start_upstream(
     call: ProxyCall, model_id: str, verb: str, payload: bytes, *, stream: bool, headers: dict
-):
+) -> upstream.UpstreamResponse:
     """Open the upstream call; any failure before a response settles the call at once."""
     try:
         response = await upstream.open_call(
@@ -150,7 +150,7 @@ def _headers_without(headers: dict[str, str], drop: set[str]) -> dict[str, str]:
 
 async def _send(
     call: ProxyCall, model_id: str, verb: str, body: dict, *, stream: bool, headers: dict
-) -> tuple[object, bytes | None]:
+) -> tuple[upstream.UpstreamResponse, bytes | None]:
     """Send upstream without the betas it is known to reject; on a new beta rejection, learn
     which betas it rejects and retry once without them. Returns the response and, when it had
     to be read already, its body."""
@@ -172,7 +172,7 @@ async def _send(
     return response, None
 
 
-async def _read_whole(call: ProxyCall, response) -> bytes:
+async def _read_whole(call: ProxyCall, response: upstream.UpstreamResponse) -> bytes:
     """A complete upstream body; a timeout or cut is recorded before the error is raised."""
     try:
         return await upstream.read_body(response)

@@ -116,7 +116,7 @@ class StatusField(serializers.Field):
             return text
         if text.isascii() and text.isdigit() and 100 <= int(text) <= 599:
             return int(text)
-        self.fail("invalid")
+        return self.fail("invalid")  # fail() raises
 
 
 class RecordFilterSerializer(RangeSerializer):

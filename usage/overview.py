@@ -221,13 +221,12 @@ def admin_overview(*, now: datetime | None = None) -> Overview:
                 logger.warning("counter store unavailable: the overview shows no cap headroom")
                 caps_unavailable = True
         rows.append(UserRow(spender.user_id, spender.email, spender.totals, tightest))
-    near_cap = [
-        row
+    near = [
+        (row, cap)
         for row in rows
-        if row.tightest
-        and (row.tightest.blocked or row.tightest.percentage_used >= NEAR_CAP_PERCENT)
+        if (cap := row.tightest) and (cap.blocked or cap.percentage_used >= NEAR_CAP_PERCENT)
     ]
-    near_cap.sort(key=lambda row: (not row.tightest.blocked, -row.tightest.percentage_used))
+    near.sort(key=lambda pair: (not pair[1].blocked, -pair[1].percentage_used))
     teams, teams_unavailable = top_teams(start=month, end=end, now=now)
     return Overview(
         now=now,
@@ -236,7 +235,7 @@ def admin_overview(*, now: datetime | None = None) -> Overview:
         chart=chart,
         top_users=rows[:TOP_USERS],
         top_teams=teams,
-        near_cap=near_cap,
+        near_cap=[row for row, _cap in near],
         caps_unavailable=caps_unavailable or teams_unavailable,
         unpriced_models=selectors.unpriced_models(now=now),
         error_rates=selectors.upstream_error_rates(since={"today": day, "month": month}, end=end),

@@ -380,7 +380,7 @@ def summary_by_user(
     names = _team_names(team for _owner, team, _month in totals) if by_team else {}
     rows = [
         UserTotals(
-            user_id=owner,
+            user_id=owner,  # type: ignore[arg-type]  # grouped by user: never None
             email=emails.get(owner, ""),
             totals=t,
             month=month,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aredis
@@ -61,12 +61,12 @@ class RedisStore:
         self.url = url
         self.client = redis_clients.sync_client(url)
 
-    def async_client(self) -> aredis.Redis:
+    def async_client(self) -> aredis.Redis | redis_clients.ThreadedCluster:
         """A client bound to the running event loop (redis.asyncio clients are per loop)."""
         return redis_clients.async_client(self.url)
 
     @staticmethod
-    def _queue(pipe: redis.client.Pipeline, increments: Sequence[Increment]) -> None:
+    def _queue(pipe: Any, increments: Sequence[Increment]) -> None:
         for inc in increments:
             for name, delta in inc.deltas.items():
                 pipe.hincrby(inc.key, name, int(delta))
@@ -76,11 +76,11 @@ class RedisStore:
     def _decode(raw: Mapping[bytes, bytes]) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in raw.items()}
 
-    def _groups(self, items: Sequence[Increment]) -> list[Sequence[Increment]]:
+    def _groups(self, items: Sequence[Increment]) -> list[list[Increment]]:
         """One group per MULTI/EXEC: all of them on one Redis, one per slot on a cluster."""
         if redis_clients.is_cluster(self.client):
             return redis_clients.by_slot(items, lambda item: item.key)
-        return [items]
+        return [list(items)]
 
     def incr_many(self, increments: Sequence[Increment]) -> None:
         try:

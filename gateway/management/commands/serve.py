@@ -14,6 +14,7 @@ from pathlib import Path
 import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from pydantic import BaseModel
 
 
 def _die_with_parent() -> None:
@@ -50,7 +51,7 @@ def _any_free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _default(section: object, name: str) -> object:
+def _default(section: BaseModel, name: str) -> object:
     return type(section).model_fields[name].default
 
 
