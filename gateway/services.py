@@ -28,17 +28,10 @@ from typing import Any
 from django.conf import settings
 
 from accounts.authentication import Principal
+from caps.errors import CallsInFlight, CapExceeded, CapStoreUnavailable
 from caps.estimates import estimate_usage
-from caps.services import (
-    CallsInFlight,
-    CapExceeded,
-    CapStoreUnavailable,
-    Reservation,
-    acap_renew,
-    cap_reserve,
-    cap_settle,
-    headroom_headers,
-)
+from caps.headroom import headroom_headers
+from caps.reservations import Reservation, acap_renew, cap_reserve, cap_settle
 from config import clock
 from costs.money import Usage, model_base_id
 from costs.pricing import acall_cost_micros
@@ -132,10 +125,10 @@ class ProxyCall:
         if self._heartbeat_stop is not None:
             self._heartbeat_stop.set()
         if self._finish is None:
+            self._final = self._final_usage(usage)
             if self.reached_upstream:
-                self._final = self._final_usage(usage)
                 _unhanded[self.call_id] = self
-            self._finish = asyncio.create_task(self._record(usage))
+            self._finish = asyncio.create_task(self._record(self._final))
             _finishing.add(self._finish)
             metrics.RECORDING.inc()
             self._finish.add_done_callback(self._finished)
@@ -154,17 +147,15 @@ class ProxyCall:
     def _final_usage(self, usage: Usage | None) -> Usage:
         """What the call counts for: a 200 without readable usage counts at the estimate."""
         if usage is None and self.reached_upstream and self.upstream_status == 200:
+            logger.warning(
+                "call %s: no usage in a 200 answer; counted at its estimate", self.call_id
+            )
             self.error_type = self.error_type or Outcome.USAGE_UNREADABLE
             return self.estimate or Usage()
         return usage or Usage()
 
-    async def _record(self, usage: Usage | None) -> None:
+    async def _record(self, usage: Usage) -> None:
         latency = time.perf_counter() - self.started
-        if usage is None and self.reached_upstream and self.upstream_status == 200:
-            logger.warning(
-                "call %s: no usage in a 200 answer; counted at its estimate", self.call_id
-            )
-        usage = self._final_usage(usage)
         status = str(self.upstream_status or 0)
         metrics.REQUESTS.labels(self.route, self.model_id, status).inc()
         if self.error_type and self.error_type != Outcome.CLIENT_DISCONNECTED:
