@@ -353,13 +353,15 @@ async def call_begin(
 
 async def drain(timeout: float) -> None:
     """Wait for calls still being recorded (server shutdown); what the database has not taken
-    by then goes to the spool, so that the process can exit without losing it."""
-    pending = list(_finishing)
-    if pending:
-        _, unfinished = await asyncio.wait(pending, timeout=timeout)
-        if unfinished:
-            recorder().spool_unwritten()
-            _spool_unhanded()
+    by then goes to the spool, so that the process can exit without losing it. A call that
+    starts finishing meanwhile is waited for too."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while _finishing and (left := deadline - loop.time()) > 0:
+        await asyncio.wait(list(_finishing), timeout=left)
+    if _finishing:
+        recorder().spool_unwritten()
+        _spool_unhanded()
 
 
 def _spool_unhanded() -> None:

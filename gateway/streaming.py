@@ -10,12 +10,16 @@ always calls) cancels the pump instead.
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 
 from django.http import StreamingHttpResponse
 
 from gateway import upstream
 from gateway.services import Outcome, ProxyCall
+
+logger = logging.getLogger(__name__)
 
 SHUTDOWN = "server shutdown"
 _DONE = object()
@@ -35,6 +39,9 @@ class UpstreamCut(Exception):
 
 
 _pumps: set[asyncio.Task] = set()
+# Pumps cutting their stream (cancelled, or timed out): a shutdown does not cancel them again.
+_cutting: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
+RECUT_SECONDS = 0.2
 
 
 class RelayResponse(StreamingHttpResponse):
@@ -52,9 +59,11 @@ class RelayResponse(StreamingHttpResponse):
         super().close()
 
     def _stop_pump(self) -> None:
-        # A pump already cancelled (a shutdown's cut) is finishing the call: leave it be.
-        if not self._pump.done() and not self._pump.cancelling():
-            self._pump.cancel()
+        # A pump already cancelled (a shutdown's cut) or cutting is finishing the call: a second
+        # cancel would only lose the reason it was cut.
+        pump = self._pump
+        if not pump.done() and not pump.cancelling() and pump not in _cutting:
+            pump.cancel()
 
 
 async def _pump(
@@ -73,7 +82,7 @@ async def _pump(
             events = meter.feed(chunk)
             out = translate(chunk, events) if translate else chunk
             if out:
-                await asyncio.wait_for(queue.put(out), put_timeout)
+                await _put(queue, out, put_timeout)
         outcome = meter.exception[0] if meter.exception else None  # Bedrock's error name
     except (upstream.UpstreamTimeout, upstream.UpstreamUnavailable) as exc:
         timed_out = isinstance(exc, upstream.UpstreamTimeout)
@@ -84,6 +93,8 @@ async def _pump(
     except (asyncio.CancelledError, TimeoutError) as exc:
         # The client went away (or stopped reading), or the server is stopping: cut the
         # upstream, count what it generated.
+        if (this := asyncio.current_task()) is not None:
+            _cutting.add(this)
         shutdown = isinstance(exc, asyncio.CancelledError) and SHUTDOWN in exc.args
         if shutdown:  # the client is still there: it must see the end now, not wait for it
             _end_now(queue, on_error(Outcome.SERVER_SHUTDOWN, "The gateway is shutting down."))
@@ -102,7 +113,14 @@ async def _pump(
     call.finish(meter.result(), outcome)  # in its own task: the stream's end does not wait
     for item in (tail,) if tail is _ABORT else (tail, _DONE):
         if item:
-            await asyncio.wait_for(queue.put(item), put_timeout)
+            await _put(queue, item, put_timeout)
+
+
+async def _put(queue: asyncio.Queue, item: object, timeout: float) -> None:
+    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands as
+    # the put completes, and a shutdown's cut then went unseen (the call was never recorded).
+    async with asyncio.timeout(timeout):
+        await queue.put(item)
 
 
 def _end_now(queue: asyncio.Queue, tail: bytes | None) -> None:
@@ -150,9 +168,17 @@ def relay(
 
 async def cut_all(timeout: float) -> None:
     """Cut every stream still open (shutdown after the grace period) and wait until each has
-    handed its call to recording."""
+    handed its call to recording. A pump that has not begun its cut is cancelled again every
+    RECUT_SECONDS: a cancel can be lost inside a library, and a stream that ran on would go
+    unrecorded when the process exits."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     pumps = list(_pumps)
-    for pump in pumps:
-        pump.cancel(SHUTDOWN)
+    while pumps and (left := deadline - loop.time()) > 0:
+        for pump in pumps:
+            if pump not in _cutting:
+                pump.cancel(SHUTDOWN)
+        _, running = await asyncio.wait(pumps, timeout=min(RECUT_SECONDS, left))
+        pumps = list(running)
     if pumps:
-        await asyncio.wait(pumps, timeout=timeout)
+        logger.error("%d stream(s) did not end at shutdown", len(pumps))
