@@ -41,7 +41,7 @@ def _percentile(samples: list[float], share: float) -> float:
 
 
 async def _measure(store, user_id: int, calls: int) -> dict[str, list[float]]:
-    from caps.services import cap_reserve, cap_settle
+    from caps.reservations import cap_reserve, cap_settle
     from costs.money import Usage
 
     model = "us.anthropic.claude-sonnet-4-6"
@@ -80,7 +80,8 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     from accounts.models import User
     from caps.models import UserCapConfig
-    from caps.services import cap_create, cap_store
+    from caps.services import cap_create
+    from caps.store import cap_store
 
     user, _ = User.objects.get_or_create(
         email="caps-bench@example.invalid", defaults={"username": "caps-bench@example.invalid"}

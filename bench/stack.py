@@ -67,8 +67,8 @@ def raise_fd_limit() -> int:
 _SETUP = """
 import json
 from accounts.services import api_key_create, user_get_or_create
+from caps.cache import cap_config_changed
 from caps.models import UserCapConfig
-from caps.services import cap_config_changed
 
 keys = []
 for i in range({users}):

@@ -5,6 +5,7 @@ users and teams, and the caps CSV import / export. Every write goes through caps
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -29,7 +30,8 @@ from caps.bulk import (
     users_cap_apply,
 )
 from caps.models import CapPolicy, CapType, TeamCapConfig, UserCapConfig
-from caps.policy import LIMIT_FIELDS, locked_fields, policy_rows, policy_update
+from caps.policy import locked_fields, policy_rows, policy_update
+from caps.rules import LIMIT_FIELDS
 from caps.services import (
     cap_delete,
     cap_delete_many,
@@ -195,7 +197,7 @@ def _preview(upload) -> dict:  # an UploadedFile
     }
 
 
-def _limits_text(limits: object) -> str:
+def _limits_text(limits: Any) -> str:
     """A cap's limits for people: "1,000 requests · 2,000,000 tokens · $50.00"."""
     parts = []
     if limits.max_requests is not None:

@@ -17,15 +17,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
+from caps.errors import CapStoreUnavailable
 from caps.models import CapType, SetBy, UserCapConfig
-from caps.services import (
-    CapStoreUnavailable,
-    cap_create,
-    cap_delete,
-    cap_status,
-    cap_update,
-    spend_today_cents,
-)
+from caps.services import cap_create, cap_delete, cap_update
+from caps.status import cap_status, spend_today_cents
 from config import clock
 from config.errors import ApiSchema, ErrorDetailSerializer
 from config.pagination import ApiPagination
@@ -187,7 +182,11 @@ class CapListCreateView(generics.GenericAPIView):
         target = values.pop("user", None)
         set_by = SetBy.ADMIN if target is not None else SetBy.USER
         try:
-            cap = cap_create(user_id=(target or request.user).pk, set_by=set_by, **values)
+            cap = cap_create(
+                user_id=(target or request.user).pk,
+                set_by=set_by,  # type: ignore[arg-type]  # Django's Choices are untyped here
+                **values,
+            )
         except DjangoValidationError as exc:
             raise _service_errors(exc) from exc
         return Response(CapOutputSerializer(cap).data, status=status.HTTP_201_CREATED)

@@ -1,9 +1,10 @@
 """Caps written in bulk by an administrator: one period's cap on many users or teams at once
-(Django admin's actions, the CSV import). Each cap goes through caps.services, so the grace
-period and the cache invalidation apply to every one as to a single edit."""
+(Django admin's actions, the CSV import). Each cap goes through the cap writes (caps/services.py),
+so the grace period and the cache invalidation apply to every one as to a single edit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,10 +12,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from caps.models import CapType, SetBy, TeamCapConfig, UserCapConfig
+from caps.rules import LIMIT_FIELDS
 from caps.services import cap_create, cap_update, team_cap_set
 from caps.windows import SESSION
 
-LIMIT_FIELDS = ("max_requests", "max_tokens", "max_cost_cents")
 TEAM_PERIODS = ("hourly", "daily", "monthly")
 USER_PERIODS = tuple(CapType.values)
 
@@ -79,7 +80,13 @@ def admin_cap_put(*, user_id: int, period: str, limits: Limits, now: datetime | 
     action = put_action(existing=existing, limits=limits)
     if action == "create":
         cap_create(
-            user_id=user_id, cap_type=period, set_by=SetBy.ADMIN, now=now, **limits.as_dict()
+            user_id=user_id,
+            cap_type=period,
+            set_by=SetBy.ADMIN,  # type: ignore[arg-type]  # Django's Choices are untyped here
+            max_requests=limits.max_requests,
+            max_tokens=limits.max_tokens,
+            max_cost_cents=limits.max_cost_cents,
+            now=now,
         )
     elif action == "update":
         cap_update(cap=existing, by_admin=True, now=now, is_active=True, **limits.as_dict())
@@ -91,7 +98,14 @@ def team_cap_put(*, team_id: int, period: str, limits: Limits, now: datetime | N
     existing = TeamCapConfig.objects.filter(team_id=team_id, cap_type=period).first()
     action = put_action(existing=existing, limits=limits)
     if action != "unchanged":
-        team_cap_set(team_id=team_id, cap_type=period, now=now, **limits.as_dict())
+        team_cap_set(
+            team_id=team_id,
+            cap_type=period,
+            max_requests=limits.max_requests,
+            max_tokens=limits.max_tokens,
+            max_cost_cents=limits.max_cost_cents,
+            now=now,
+        )
     return action
 
 
@@ -103,31 +117,39 @@ def _count(actions: list[str]) -> BulkResult:
     )
 
 
+def _caps_apply(
+    *, owner_ids: list[int], put: Callable[[int], str], period: str, limits: Limits, team: bool
+) -> BulkResult:
+    """`put` the cap on each owner (a user or a team), all or none."""
+    problems = limits_problems(period=period, limits=limits, team=team)
+    if problems:
+        raise ValidationError(problems)
+    with transaction.atomic():
+        actions = [put(owner_id) for owner_id in owner_ids]
+    return _count(actions)
+
+
 def users_cap_apply(
     *, user_ids: list[int], period: str, limits: Limits, now: datetime | None = None
 ) -> BulkResult:
     """Give each user an administrator cap of `period` with these limits, all or none."""
-    problems = limits_problems(period=period, limits=limits, team=False)
-    if problems:
-        raise ValidationError(problems)
-    with transaction.atomic():
-        actions = [
-            admin_cap_put(user_id=user_id, period=period, limits=limits, now=now)
-            for user_id in user_ids
-        ]
-    return _count(actions)
+    return _caps_apply(
+        owner_ids=user_ids,
+        put=lambda user_id: admin_cap_put(user_id=user_id, period=period, limits=limits, now=now),
+        period=period,
+        limits=limits,
+        team=False,
+    )
 
 
 def teams_cap_apply(
     *, team_ids: list[int], period: str, limits: Limits, now: datetime | None = None
 ) -> BulkResult:
     """Give each team a cap of `period` with these limits, all or none."""
-    problems = limits_problems(period=period, limits=limits, team=True)
-    if problems:
-        raise ValidationError(problems)
-    with transaction.atomic():
-        actions = [
-            team_cap_put(team_id=team_id, period=period, limits=limits, now=now)
-            for team_id in team_ids
-        ]
-    return _count(actions)
+    return _caps_apply(
+        owner_ids=team_ids,
+        put=lambda team_id: team_cap_put(team_id=team_id, period=period, limits=limits, now=now),
+        period=period,
+        limits=limits,
+        team=True,
+    )

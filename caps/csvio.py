@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -24,8 +25,9 @@ from django.db.models.functions import Lower
 
 from accounts.models import Team
 from caps.bulk import Limits, admin_cap_put, limits_problems, put_action, team_cap_put
+from caps.errors import CapStoreUnavailable
 from caps.models import CapPolicy, SetBy, TeamCapConfig, UserCapConfig
-from caps.services import CapStoreUnavailable, cap_status, team_cap_status
+from caps.status import cap_status, team_cap_status
 from config import clock
 
 COLUMNS = ("subject", "period", "max_requests", "max_tokens", "max_cost_usd")
@@ -350,7 +352,10 @@ def caps_import_csv(*, text: str, now: datetime | None = None) -> ImportResult:
                 else:
                     actions.append(
                         team_cap_put(
-                            team_id=row.team_id, period=row.period, limits=row.limits, now=now
+                            team_id=row.team_id,  # type: ignore[arg-type]  # a team's row
+                            period=row.period,
+                            limits=row.limits,
+                            now=now,
                         )
                     )
     except ValidationError as exc:
@@ -377,7 +382,7 @@ def _usd(cents: int | Decimal | None, places: str = "0.01") -> str:
     return str((Decimal(cents) / 100).quantize(Decimal(places)))
 
 
-def _limit_cells(cap: object) -> list[str]:
+def _limit_cells(cap: Any) -> list[str]:
     return [
         "" if cap.max_requests is None else str(cap.max_requests),
         "" if cap.max_tokens is None else str(cap.max_tokens),

@@ -106,8 +106,8 @@ class LimitsCheck:
 class TeamCapConfig(models.Model):
     """A team's cap: the most its members may use together per UTC hour, day or month.
 
-    Checked with each member's own caps in the same reservation (caps.services). Tightening it
-    blocks only after the grace period, as for a user's cap.
+    Checked with each member's own caps in the same reservation (caps.reservations). Tightening
+    it blocks only after the grace period, as for a user's cap.
     """
 
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="caps")

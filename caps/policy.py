@@ -23,15 +23,15 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from caps.grace import enforced_now, grace_apply
 from caps.models import CapPolicy
-from caps.rules import CapRule, rule_of
+from caps.rules import LIMIT_FIELDS, CapRule, rule_of
 from caps.windows import SESSION, WINDOW_TYPES
 from config import clock
 
 # The counter store's version key of the policy: no user has id 0 (teams are negative ids).
 POLICY_OWNER = 0
 RECHECK_SECONDS = 1.0
-LIMIT_FIELDS = ("max_requests", "max_tokens", "max_cost_cents")
 _SUFFIXES = {"max_requests": "requests", "max_tokens": "tokens", "max_cost_cents": "cost_cents"}
 
 
@@ -78,21 +78,11 @@ def _limits(row: CapPolicy) -> tuple[int | None, int | None, int | None]:
     return (row.max_requests, row.max_tokens, row.max_cost_cents)
 
 
-def _enforced(row: CapPolicy, now: datetime) -> tuple[int | None, ...] | None:
-    if row.enforce_from is None or now >= row.enforce_from:
-        return _limits(row)
-    if row.prior_limits is None:
-        return None
-    return tuple(row.prior_limits.get(f) for f in LIMIT_FIELDS)
-
-
 def _set(row: CapPolicy, values: dict[str, Any], now: datetime) -> bool:
     """Give `row` these limits with the grace rules; True if anything changed."""
-    from caps.services import grace_apply
-
     if all(getattr(row, f) == values.get(f, getattr(row, f)) for f in LIMIT_FIELDS):
         return False
-    was_enforced = _enforced(row, now) if row.pk else None
+    was_enforced = enforced_now(row, now)
     for field, value in values.items():
         setattr(row, field, value)
     grace_apply(row, was_enforced, now, by_admin=True)
@@ -166,6 +156,6 @@ def policy_update(*, cap_type: str, now: datetime | None = None, **limits: Any) 
 
 
 def _publish() -> None:
-    from caps.services import cap_config_changed
+    from caps.cache import cap_config_changed  # caps.cache reads the policy
 
     cap_config_changed(user_id=POLICY_OWNER)

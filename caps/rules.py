@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +21,13 @@ from caps.windows import WINDOW_TYPES
 
 NO_LIMIT = -1
 MICROS_PER_CENT = 10_000
+# A cap's limits, in the order of CapRule.limits: (requests, tokens, cents).
+LIMIT_FIELDS = ("max_requests", "max_tokens", "max_cost_cents")
+
+
+def cents(micros: int) -> Decimal:
+    """Micro-dollars as cents with four decimals (the unit of `max_cost_cents`)."""
+    return (Decimal(micros) / MICROS_PER_CENT).quantize(Decimal("0.0001"))
 
 
 @dataclass(frozen=True)

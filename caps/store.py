@@ -8,8 +8,8 @@ Open reservations are recorded with their amounts and a lease expiry (Redis: the
 first releases the user's expired ones, in the same atomic step, so a reservation held by a
 dead worker never blocks for longer than its lease.
 
-Both backends answer the same `ReserveResult`; the services layer decides nothing here except
-through the limits it passes in.
+Both backends answer the same `ReserveResult`; the reservations (caps/reservations.py) decide
+nothing here except through the limits they pass in.
 
 Concurrency, in the same atomic step and after the caps check: a user may hold at most
 `max_in_flight` open reservations (`busy_in_flight` otherwise), and at most `max_uncovered`
@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aredis
+from django.conf import settings
 from django.db import DatabaseError, connection, connections, transaction
 
 from caps.models import CapLease
@@ -64,7 +65,7 @@ REDIS_ERRORS = (redis.RedisError, OSError)
 
 
 class StoreDown(Exception):
-    """The counter store could not be reached (the services layer applies the failure mode)."""
+    """The counter store could not be reached (caps/reservations.py applies the failure mode)."""
 
 
 @dataclass(frozen=True)
@@ -448,7 +449,7 @@ class RedisCapStore:
             raw = self.client.get(aux_keys(user_id)[2])
         except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
-        return raw.decode() if raw else ""
+        return raw.decode() if isinstance(raw, bytes) else raw or ""
 
     async def aversion(self, user_id: int) -> str:
         client, _, _ = self._aclient()
@@ -456,7 +457,7 @@ class RedisCapStore:
             raw = await client.get(aux_keys(user_id)[2])
         except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
-        return raw.decode() if raw else ""
+        return raw.decode() if isinstance(raw, bytes) else raw or ""
 
     def set_version(self, user_id: int) -> None:
         try:
@@ -511,18 +512,21 @@ class RedisCapStore:
             return
         # (key, used, ttl); used None = a sentinel. On a Redis Cluster a MULTI/EXEC holds keys
         # of one slot: one per user there (a user's counters and sentinel share its tag).
-        ops = [*entries, *((sentinel_key(u), None, sentinel_ttl) for u in rebuilt_users)]
+        ops: list[tuple[str, tuple[int, int, int] | None, int]] = [
+            *entries,
+            *((sentinel_key(u), None, sentinel_ttl) for u in rebuilt_users),
+        ]
         groups = [ops]
         if redis_clients.is_cluster(self.client):
             groups = redis_clients.by_slot(ops, lambda op: op[0])
         try:
             for group in groups:
                 pipe = self.client.pipeline(transaction=True)
-                for key, used, ttl in group:
-                    if used is None:
+                for key, settled, ttl in group:
+                    if settled is None:
                         pipe.set(key, 1, ex=ttl)
                     else:
-                        pipe.hset(key, mapping=dict(zip(USED, used, strict=True)))
+                        pipe.hset(key, mapping=dict(zip(USED, settled, strict=True)))
                         pipe.expire(key, ttl)
                 pipe.execute()
         except REDIS_ERRORS as exc:
@@ -867,3 +871,28 @@ def _far_past() -> datetime:
 
 def new_reservation_id() -> str:
     return secrets.token_hex(16)
+
+
+# --- The configured store ------------------------------------------------------------------------
+
+CapStore = RedisCapStore | DatabaseCapStore
+
+_stores: dict[str, CapStore] = {}
+
+
+def cap_store(*, url: str | None = None, embedded: bool = False) -> CapStore:
+    """The configured cap store (Redis when REDIS_URL is set, else the database), or an
+    explicit one (`url=` a Redis URL, `embedded=True` the database) — one per process each."""
+    if not embedded and url is None:
+        url = settings.GATEWAY.redis.url
+    key = "embedded" if embedded or not url else url
+    store = _stores.get(key)
+    if store is None:
+        store = DatabaseCapStore() if key == "embedded" else RedisCapStore(key)
+        _stores[key] = store
+    return store
+
+
+def open_stores() -> list[CapStore]:
+    """The stores this process has opened (each holds its own caps cache)."""
+    return list(_stores.values())

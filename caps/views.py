@@ -20,8 +20,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from caps.api import INT32_MAX, INT64_MAX
+from caps.errors import CapStoreUnavailable
 from caps.models import CapType, SetBy, UserCapConfig
-from caps.services import CapStoreUnavailable, cap_create, cap_delete, cap_status, cap_update
+from caps.services import cap_create, cap_delete, cap_update
+from caps.status import cap_status
 from config import clock
 
 WARNING_PERCENT = 80
@@ -208,7 +210,11 @@ def caps_page(request: HttpRequest) -> HttpResponse:
     form = CapForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            cap_create(user_id=request.user.pk, set_by=SetBy.USER, **form.service_values())
+            cap_create(
+                user_id=request.user.pk,
+                set_by=SetBy.USER,  # type: ignore[arg-type]  # Django's Choices are untyped here
+                **form.service_values(),
+            )
         except ValidationError as exc:
             form.add_service_errors(exc)
         else:

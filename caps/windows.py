@@ -20,9 +20,14 @@ SESSION = "session"
 WINDOW_TYPES = (*CAP_TYPES, SESSION)
 
 
+def team_owner(team_id: int) -> int:
+    """A team's counters are kept like a user's, under the negative of its id."""
+    return -team_id
+
+
 def user_tag(user_id: int) -> str:
     """The hash tag of an owner's cap keys: a user's, or a team's for a negative id (a team's
-    counters are kept like a user's: caps.services.team_owner)."""
+    counters are kept like a user's: team_owner)."""
     if user_id < 0:
         return f"{settings.GATEWAY.redis.usage_cap_prefix}{{team_{-user_id}}}"
     return f"{settings.GATEWAY.redis.usage_cap_prefix}{{user_{user_id}}}"

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.core.cache import cache
 
 from accounts.authentication import Principal
-from caps.services import CapExceeded, CapStoreUnavailable, cap_status
+from caps.errors import CapExceeded, CapStoreUnavailable
+from caps.status import cap_status
 from config import clock
 from config.db import in_db_thread
 from gateway.errors import ProxyError

@@ -1,6 +1,11 @@
 import pytest
 
-pytest_plugins = ["tests.fixtures.emulator"]
+pytest_plugins = [
+    "tests.fixtures.browser",
+    "tests.fixtures.emulator",
+    "tests.fixtures.reference_data",
+    "tests.fixtures.tls",
+]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,7 +2,7 @@
 this month, daily spend over 30 days, the top spenders and the top teams with their cap
 headroom, users near or over a cap, models served without a price, and upstream error rates.
 
-Caps are read through `caps.services.cap_status` (usage does not import caps at module level:
+Caps are read through `caps.status.cap_status` (usage does not import caps at module level:
 caps depends on usage).
 """
 
@@ -87,7 +87,7 @@ class Overview:
 
 def _tightest(user_id: int, now: datetime) -> CapView | None:
     """The cap with the highest percentage used (blocked ones first); None without caps."""
-    from caps.services import cap_status
+    from caps.status import cap_status
 
     statuses = cap_status(user_id=user_id, now=now)
     if not statuses:
@@ -134,7 +134,7 @@ def _fullest_limit(status: dict) -> tuple[str, str]:
 
 def _team_tightest(team_id: int, now: datetime) -> TeamCapView | None:
     """The team cap with the highest percentage used (blocked ones first); None without caps."""
-    from caps.services import team_cap_status
+    from caps.status import team_cap_status
 
     statuses = team_cap_status(team_id=team_id, now=now)
     if not statuses:
@@ -155,7 +155,7 @@ def top_teams(
 ) -> tuple[list[TeamRow], bool]:
     """The teams that spent most over [start, end) (the team at call time), dearest first, with
     their tightest cap; and whether the counter store was unavailable for the caps."""
-    from caps.services import CapStoreUnavailable
+    from caps.errors import CapStoreUnavailable
 
     spend = list(
         UsageRecord.objects.filter(team_id__isnull=False, started_at__gte=start, started_at__lt=end)
@@ -188,7 +188,7 @@ def top_teams(
 
 def admin_overview(*, now: datetime | None = None) -> Overview:
     """Everything the overview shows, as of `now`."""
-    from caps.services import CapStoreUnavailable
+    from caps.errors import CapStoreUnavailable
 
     now = now or clock.now()
     day = period_start("daily", now)

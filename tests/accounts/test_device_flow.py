@@ -17,6 +17,7 @@ from accounts.device import DEVICE_CODE_GRANT, USER_CODE_ALPHABET
 from accounts.models import AuditEvent, Device, DeviceAuthorization, DeviceToken
 from accounts.services import api_key_create, token_pair_create, user_deactivate
 from config import clock
+from tests.fixtures.device_flow import api_get, ask, decide, poll, signed_in_device
 from tests.fixtures.personas import make_user
 
 pytestmark = pytest.mark.django_db
@@ -34,31 +35,11 @@ def _fresh_throttles():
     cache.clear()
 
 
-def ask(client: Client, **params) -> dict:
-    params.setdefault("client_id", "gateway-token")
-    response = client.post("/oauth/device/code", params)
-    assert response.status_code == 200, response.content
-    return response.json()
-
-
-def poll(client: Client, device_code: str, client_id: str = "gateway-token"):
-    return client.post(
-        "/oauth/token",
-        {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code, "client_id": client_id},
-    )
-
-
 def refresh(client: Client, refresh_token: str, client_id: str = "gateway-token"):
     return client.post(
         "/oauth/token",
         {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id},
     )
-
-
-def decide(user, user_code: str, decision: str = "approve"):
-    browser = Client()
-    browser.force_login(user)
-    return browser.post("/device", {"user_code": user_code, "decision": decision})
 
 
 def assert_error(response, error: str, status: int = 400) -> None:
@@ -69,25 +50,6 @@ def assert_error(response, error: str, status: int = 400) -> None:
     assert body["error_description"]
     assert set(body) == {"error", "error_description"}
     assert response["Cache-Control"] == "no-store"
-
-
-def signed_in_device(user, **params) -> dict:
-    """A device approved by `user`: the token endpoint's answer."""
-    client = Client()
-    asked = ask(client, **params)
-    assert decide(user, asked["user_code"]).status_code == 200
-    response = poll(client, asked["device_code"])
-    assert response.status_code == 200, response.content
-    return response.json()
-
-
-def api_get(token: str, header: str = "bearer"):
-    headers = (
-        {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-        if header == "bearer"
-        else {"HTTP_X_API_KEY": token}
-    )
-    return Client().get("/api/keys", **headers)
 
 
 # --- The device authorization endpoint ------------------------------------------------------

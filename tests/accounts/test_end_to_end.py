@@ -13,7 +13,6 @@ import pytest
 from accounts.models import AuditEvent, User
 from tests.fixtures.oidc import PROVIDER_ID
 from tests.fixtures.servers import start_gateway
-from tests.gateway.conftest import reference_data  # noqa: F401 - model map and prices
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,7 +55,7 @@ def sso_sign_in(browser: httpx.Client, gateway_url: str, email: str) -> httpx.Re
     return browser.get(callback)
 
 
-def test_sso_then_jwt_then_key_then_proxied_call(oidc_provider, emulator, reference_data):  # noqa: F811
+def test_sso_then_jwt_then_key_then_proxied_call(oidc_provider, emulator, reference_data):
     with (
         start_gateway(upstream_url=emulator.url, env=oidc_env(oidc_provider)) as gateway,
         httpx.Client(timeout=20) as browser,

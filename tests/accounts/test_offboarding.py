@@ -13,7 +13,7 @@ from accounts.models import ApiKey, AuditEvent, Device, User
 from accounts.offboarding import identities_refresh
 from accounts.services import AuthFailed, api_key_authenticate, api_key_create, token_pair_create
 from accounts.tasks import refresh_identities
-from tests.accounts.test_device_flow import api_get, signed_in_device
+from tests.fixtures.device_flow import api_get, signed_in_device
 from tests.fixtures.oidc import sign_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("oidc_settings")]

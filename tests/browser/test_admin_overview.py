@@ -8,8 +8,7 @@ import uuid
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ADMIN_EMAIL
-from tests.browser.test_user_journey import shot, sign_in
+from tests.fixtures.browser import ADMIN_EMAIL, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -56,7 +55,8 @@ def test_the_admin_overview_ranks_teams_by_spend(live, reference_data, page: Pag
 
     from accounts.models import Team
     from accounts.services import user_get_or_create, user_team_set
-    from caps.services import cap_reserve_sync, cap_settle_sync, team_cap_set
+    from caps.reservations import cap_reserve_sync, cap_settle_sync
+    from caps.services import team_cap_set
     from config import clock
     from costs.money import Usage, micros_usd
     from usage.models import UsageRecord

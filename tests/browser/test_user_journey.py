@@ -10,7 +10,7 @@ import anthropic
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ADMIN_EMAIL, Live
+from tests.fixtures.browser import ADMIN_EMAIL, Live, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -18,24 +18,11 @@ MODEL = "claude-haiku-4-5"
 LIVE_TIMEOUT = 15_000  # ms: the pages poll every 5 s
 
 
-def sign_in(page: Page, live: Live, email: str) -> None:
-    """Through the sign-in page's provider button and the provider's own form."""
-    page.goto(f"{live.url}/accounts/login/")
-    page.get_by_role("button", name="Sign in with Demo").click()
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live.url}/")
-
-
 def call(key: str, live: Live, text: str = "hello") -> anthropic.types.Message:
     client = anthropic.Anthropic(base_url=f"{live.url}/anthropic", api_key=key, max_retries=0)
     return client.messages.create(
         model=MODEL, max_tokens=64, messages=[{"role": "user", "content": text}]
     )
-
-
-def shot(page: Page, screenshots, name: str) -> None:
-    page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
 
 
 def test_new_user_journey(live, reference_data, page: Page, context, screenshots):

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
-import redis
 from asgiref.sync import sync_to_async
 from django.db import connections
 
 from caps import estimates
-from caps.services import _stores, cap_store
-from caps.store import close_db_thread_connections
+from caps.store import _stores, cap_store, close_db_thread_connections
 from costs.pricing import price_table_reset
 from costs.services import price_defaults_install
+from tests.fixtures.cap_store import REDIS_URL, wipe_redis_user
 from tests.fixtures.personas import policy_clear
-
-# The caps engineer's Redis database; CI's Redis pass sets REDIS_URL to its own.
-REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/5"
-MODEL = "us.anthropic.claude-sonnet-4-6"  # $3 / $15 per million tokens
-
-
-def wipe_redis_user(user_id: int) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"usage_cap:{{user_{user_id}}}:*", count=1000))
-    # The live usage summaries too (spend_today_cents reads them).
-    keys += client.scan_iter(match=f"usage_summary:{{user_{user_id}}}:*", count=1000)
-    if keys:
-        client.delete(*keys)
 
 
 @pytest.fixture(autouse=True)

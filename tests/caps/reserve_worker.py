@@ -19,7 +19,9 @@ import django
 
 django.setup()
 
-from caps.services import CapExceeded, cap_reserve_sync, cap_settle_sync, cap_store  # noqa: E402
+from caps.errors import CapExceeded  # noqa: E402
+from caps.reservations import cap_reserve_sync, cap_settle_sync  # noqa: E402
+from caps.store import cap_store  # noqa: E402
 from costs.money import Usage  # noqa: E402
 
 

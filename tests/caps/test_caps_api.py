@@ -172,7 +172,7 @@ def test_admin_edits_anyones_cap_and_filters_by_user(admin_api, member, make_use
 
 
 def test_status_reports_usage_limits_percentage_and_reset(member_api, member, prices):
-    from caps.services import cap_reserve_sync, cap_settle_sync
+    from caps.reservations import cap_reserve_sync, cap_settle_sync
     from costs.money import Usage
 
     cap_create(

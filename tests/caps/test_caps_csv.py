@@ -13,9 +13,10 @@ from django.db import connection
 from accounts.models import Team
 from accounts.services import user_team_set
 from caps.models import TeamCapConfig, UserCapConfig
-from caps.services import cap_create, cap_reserve_sync, cap_settle_sync, team_cap_set
+from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.services import cap_create, team_cap_set
 from costs.money import Usage
-from tests.caps.conftest import MODEL
+from tests.fixtures.calls import SONNET
 
 pytestmark = pytest.mark.django_db
 
@@ -206,7 +207,7 @@ def test_export_lists_every_active_cap_with_its_use(admin_client, org, prices):
     team_cap_set(team_id=platform.pk, cap_type="monthly", max_cost_cents=100_000)
     usage = Usage(input_tokens=1_000_000)  # $3.00
     reservation = cap_reserve_sync(
-        user_id=alice.pk, model_id=MODEL, estimate=usage, team_id=platform.pk
+        user_id=alice.pk, model_id=SONNET, estimate=usage, team_id=platform.pk
     )
     cap_settle_sync(reservation=reservation, actual=usage)
     rows = export(admin_client)

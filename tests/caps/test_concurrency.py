@@ -10,19 +10,15 @@ import time
 import pytest
 from django.db import connection
 
-from caps.services import (
-    CapExceeded,
-    cap_create,
-    cap_reserve,
-    cap_reserve_sync,
-    cap_settle,
-    cap_settle_sync,
-)
+from caps.errors import CapExceeded
+from caps.reservations import cap_reserve, cap_reserve_sync, cap_settle, cap_settle_sync
+from caps.services import cap_create
 from caps.store import DatabaseCapStore
 from caps.windows import window_keys
 from costs.money import Usage
-from tests.caps.conftest import MODEL, REDIS_URL
 from tests.fixtures import servers
+from tests.fixtures.calls import SONNET
+from tests.fixtures.cap_store import REDIS_URL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,11 +36,11 @@ def daily(store, user):
 async def _attempt(store, user, estimate=SMALL, actual=None, hold=0.0):
     try:
         reservation = await cap_reserve(
-            user_id=user.pk, model_id=MODEL, estimate=estimate, store=store
+            user_id=user.pk, model_id=SONNET, estimate=estimate, store=store
         )
     except CapExceeded:
         return False
-    await asyncio.sleep(hold)
+    await asyncio.sleep(hold)  # the call's duration, before it settles
     await cap_settle(reservation=reservation, actual=actual or estimate)
     return True
 
@@ -76,7 +72,7 @@ def test_exactly_n_of_5n_reservations_from_threads_pass(any_store, make_user, pr
             for _ in range(N // 2):
                 try:
                     reservation = cap_reserve_sync(
-                        user_id=user.pk, model_id=MODEL, estimate=SMALL, store=any_store
+                        user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store
                     )
                 except CapExceeded:
                     continue
@@ -178,7 +174,7 @@ def test_postgres_or_sqlite_reservations_serialize_per_user(db_store, make_user,
 
     def worker():
         try:
-            cap_reserve_sync(user_id=user.pk, model_id=MODEL, estimate=SMALL, store=db_store)
+            cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=db_store)
             results.append("ok")
         except CapExceeded:
             results.append("429")

@@ -4,10 +4,10 @@ import pytest
 
 from caps.estimates import estimate_usage, prefixes_remember
 from emulator.tokens import Prompt, PromptCache
+from tests.fixtures.calls import SONNET
 
 pytestmark = pytest.mark.django_db
 
-MODEL = "us.anthropic.claude-sonnet-4-6"
 
 BODIES = [
     {"max_tokens": 100, "messages": [{"role": "user", "content": "Hi"}]},
@@ -84,8 +84,8 @@ BODIES = [
 
 @pytest.mark.parametrize("body", BODIES)
 def test_input_estimate_is_an_upper_bound_of_the_emulators_count(body):
-    estimate = estimate_usage(user_id=1, model_id=MODEL, body=body)
-    counted = PromptCache().account(Prompt(body), MODEL)
+    estimate = estimate_usage(user_id=1, model_id=SONNET, body=body)
+    counted = PromptCache().account(Prompt(body), SONNET)
     assert estimate.input_tokens + estimate.cache_write_tokens + estimate.cache_read_tokens >= (
         counted.input_tokens + counted.cache_write + counted.cache_read
     )
@@ -102,27 +102,27 @@ def test_input_estimate_is_an_upper_bound_of_the_emulators_count(body):
 
 def test_output_estimate_is_max_tokens_up_to_the_ceiling(settings):
     body = {"max_tokens": 128000, "messages": [{"role": "user", "content": "hi"}]}
-    assert estimate_usage(user_id=1, model_id=MODEL, body=body).output_tokens == 8192
+    assert estimate_usage(user_id=1, model_id=SONNET, body=body).output_tokens == 8192
     body["max_tokens"] = 50
-    assert estimate_usage(user_id=1, model_id=MODEL, body=body).output_tokens == 50
+    assert estimate_usage(user_id=1, model_id=SONNET, body=body).output_tokens == 50
     caps = settings.GATEWAY.usage_caps.model_copy(update={"output_estimate_ceiling": 1000})
     settings.GATEWAY = settings.GATEWAY.model_copy(update={"usage_caps": caps})
     body["max_tokens"] = 128000
-    assert estimate_usage(user_id=1, model_id=MODEL, body=body).output_tokens == 1000
+    assert estimate_usage(user_id=1, model_id=SONNET, body=body).output_tokens == 1000
 
 
 def test_a_prefix_this_user_sent_recently_is_estimated_as_a_cache_read():
     body = BODIES[4]
-    first = estimate_usage(user_id=7, model_id=MODEL, body=body)
+    first = estimate_usage(user_id=7, model_id=SONNET, body=body)
     assert first.cache_read_tokens == 0
     assert first.cache_write_1h_tokens > 5000 // 4
     prefixes_remember(user_id=7, prefixes=first.prefixes)
-    second = estimate_usage(user_id=7, model_id=MODEL, body=body)
+    second = estimate_usage(user_id=7, model_id=SONNET, body=body)
     assert second.cache_read_tokens == first.cache_write_tokens
     assert second.cache_write_tokens == 0
     assert second.cap_tokens < first.cap_tokens
     # Another user, or another model, has no such prefix.
-    assert estimate_usage(user_id=8, model_id=MODEL, body=body).cache_read_tokens == 0
+    assert estimate_usage(user_id=8, model_id=SONNET, body=body).cache_read_tokens == 0
     other_model = "us.anthropic.claude-opus-5-5"
     assert estimate_usage(user_id=7, model_id=other_model, body=body).cache_read_tokens == 0
 
@@ -130,7 +130,7 @@ def test_a_prefix_this_user_sent_recently_is_estimated_as_a_cache_read():
 def test_a_longer_conversation_reads_the_remembered_part_and_writes_the_rest():
     system = [{"type": "text", "text": "s" * 4000, "cache_control": {"type": "ephemeral"}}]
     short = {"max_tokens": 10, "system": system, "messages": [{"role": "user", "content": "q1"}]}
-    first = estimate_usage(user_id=9, model_id=MODEL, body=short)
+    first = estimate_usage(user_id=9, model_id=SONNET, body=short)
     prefixes_remember(user_id=9, prefixes=first.prefixes)
     longer = {
         "max_tokens": 10,
@@ -146,6 +146,6 @@ def test_a_longer_conversation_reads_the_remembered_part_and_writes_the_rest():
             },
         ],
     }
-    second = estimate_usage(user_id=9, model_id=MODEL, body=longer)
+    second = estimate_usage(user_id=9, model_id=SONNET, body=longer)
     assert second.cache_read_tokens == first.cache_write_tokens
     assert second.cache_write_5m_tokens > 50

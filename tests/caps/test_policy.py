@@ -6,18 +6,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.exceptions import ValidationError
 
+from caps.errors import CapExceeded
 from caps.models import CapPolicy, UserCapConfig
 from caps.policy import POLICY_OWNER, policy_rows, policy_update
-from caps.services import (
-    CapExceeded,
-    cap_create,
-    cap_reserve_sync,
-    cap_settle_sync,
-    cap_status,
-)
+from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.services import cap_create
+from caps.status import cap_status
 from config.conf import load_config
 from costs.money import Usage
-from tests.caps.conftest import MODEL
+from tests.fixtures.calls import SONNET
 from tests.fixtures.personas import policy_clear
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +29,7 @@ def calls(user, store, count: int, now=NOW) -> int:
     for _ in range(count):
         try:
             reservation = cap_reserve_sync(
-                user_id=user.pk, model_id=MODEL, estimate=SMALL, store=store, now=now
+                user_id=user.pk, model_id=SONNET, estimate=SMALL, store=store, now=now
             )
         except CapExceeded:
             continue

@@ -5,10 +5,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from caps.services import cap_create, cap_reserve_sync, cap_status, caps_rebuild
+from caps.rebuild import caps_rebuild
+from caps.reservations import cap_reserve_sync
+from caps.services import cap_create
+from caps.status import cap_status
 from caps.windows import user_tag, window_key
 from costs.money import Usage
-from tests.caps.conftest import MODEL, wipe_redis_user
+from tests.fixtures.calls import SONNET
+from tests.fixtures.cap_store import wipe_redis_user
 from usage.models import Counter, UsageRecord
 from usage.services import CallRecord, usage_record
 
@@ -40,7 +44,7 @@ def test_a_lost_store_is_rebuilt_from_the_records(any_store, make_user, prices):
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
     known = Usage(input_tokens=1000, output_tokens=200, cache_write_5m_tokens=50,
                   cache_read_tokens=5000)  # fmt: skip
-    rows = [record(user, MODEL, known), record(user, MODEL, known)]
+    rows = [record(user, SONNET, known), record(user, SONNET, known)]
     unknown = record(user, "us.anthropic.claude-sonnet-9-9", Usage(input_tokens=10))
     lose_the_store(user)
     daily_key = window_key(user.pk, "daily", datetime.now(UTC))
@@ -59,8 +63,8 @@ def test_a_lost_store_is_rebuilt_from_the_records(any_store, make_user, prices):
 def test_rebuilding_keeps_calls_in_flight(any_store, make_user, prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
-    record(user, MODEL, Usage(input_tokens=10, output_tokens=10))
-    cap_reserve_sync(user_id=user.pk, model_id=MODEL, estimate=Usage(input_tokens=5),
+    record(user, SONNET, Usage(input_tokens=10, output_tokens=10))
+    cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=Usage(input_tokens=5),
                      store=any_store)  # fmt: skip
     caps_rebuild(store=any_store)
     daily = own_daily(user, any_store)

@@ -7,19 +7,15 @@ from decimal import Decimal
 import pytest
 import time_machine
 
+from caps.errors import CapExceeded
+from caps.headroom import headroom_headers
 from caps.models import UserCapConfig
-from caps.services import (
-    CapExceeded,
-    cap_create,
-    cap_reserve_sync,
-    cap_settle_sync,
-    cap_status,
-    cap_update,
-    headroom_headers,
-)
+from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.services import cap_create, cap_update
+from caps.status import cap_status
 from caps.store import IN_FLIGHT
 from costs.money import Usage
-from tests.caps.conftest import MODEL
+from tests.fixtures.calls import SONNET
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +33,7 @@ def _at_t0():
 
 def reserve(store, user, estimate=SMALL, now=T0):
     return cap_reserve_sync(
-        user_id=user.pk, model_id=MODEL, estimate=estimate, now=now, store=store
+        user_id=user.pk, model_id=SONNET, estimate=estimate, now=now, store=store
     )
 
 
@@ -218,7 +214,7 @@ def test_an_unsettled_reservation_is_released_after_its_lease(
     reserve(any_store, user, now=None)  # a worker that died: never settled
     with pytest.raises(CapExceeded):
         reserve(any_store, user, now=None)
-    time.sleep(1.1)
+    time.sleep(1.1)  # past the 1 s lease in real time: its expiry is the case
     reservation = reserve(any_store, user, now=None)  # the dead one's lease ran out
     assert any_store.open_reservations(user.pk) == 1
     cap_settle_sync(reservation=reservation, actual=SMALL)

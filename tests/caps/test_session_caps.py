@@ -8,18 +8,16 @@ import pytest
 from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
 
-from caps.services import (
-    CapExceeded,
-    cap_create,
-    cap_reserve_sync,
-    cap_settle_sync,
-    cap_status,
-    caps_rebuild,
-    headroom_headers,
-)
+from caps.errors import CapExceeded
+from caps.headroom import headroom_headers
+from caps.rebuild import caps_rebuild
+from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.services import cap_create
+from caps.status import cap_status
 from caps.windows import session_key, user_tag
 from costs.money import Usage
-from tests.caps.conftest import MODEL, wipe_redis_user
+from tests.fixtures.calls import SONNET
+from tests.fixtures.cap_store import wipe_redis_user
 from usage.models import Counter
 from usage.services import CallRecord, usage_record
 
@@ -30,7 +28,7 @@ SMALL = Usage(input_tokens=10, output_tokens=10)
 
 def reserve(store, user, session="s1", estimate=SMALL):
     return cap_reserve_sync(
-        user_id=user.pk, model_id=MODEL, estimate=estimate, store=store, session_id=session
+        user_id=user.pk, model_id=SONNET, estimate=estimate, store=store, session_id=session
     )
 
 
@@ -131,7 +129,7 @@ def test_a_dead_workers_session_reservation_is_released_after_its_lease(
     assert session_counters(any_store, user, "s1")["if_cost_micros"] == 7500
     with pytest.raises(CapExceeded):
         reserve(any_store, user, "s1", big)
-    time.sleep(1.1)
+    time.sleep(1.1)  # past the 1 s lease in real time: its expiry is the case
     reservation = reserve(any_store, user, "s1", big)
     assert session_counters(any_store, user, "s1")["if_cost_micros"] == 7500
     cap_settle_sync(reservation=reservation, actual=None)
@@ -144,7 +142,7 @@ def record(user, session, cost_usage: Usage):
     return usage_record(
         call=CallRecord(
             call_id=uuid.uuid4(), user_id=user.pk, api_key_id=None, auth_kind="jwt",
-            model_id=MODEL, route="anthropic.messages", streaming=False, usage=cost_usage,
+            model_id=SONNET, route="anthropic.messages", streaming=False, usage=cost_usage,
             upstream_status=200, error_type=None, latency_ms=5, ttfb_ms=None, request_id="r",
             started_at=datetime.now(UTC), client_family="claude-cli", session_id=session,
         )

@@ -2,18 +2,14 @@
 
 import pytest
 
-from caps.services import (
-    CapStoreUnavailable,
-    _stores,
-    cap_create,
-    cap_reserve_sync,
-    cap_settle_sync,
-    cap_status,
-    cap_store,
-)
+from caps.errors import CapStoreUnavailable
+from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.services import cap_create
+from caps.status import cap_status
+from caps.store import _stores, cap_store
 from costs.money import Usage
 from costs.pricing import price_table
-from tests.caps.conftest import MODEL
+from tests.fixtures.calls import SONNET
 from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +34,7 @@ def test_store_down_fails_closed_when_configured(dead_redis, make_user, prices, 
     failure_mode(settings, "closed")
     user = make_user()
     with pytest.raises(CapStoreUnavailable):
-        cap_reserve_sync(user_id=user.pk, model_id=MODEL, estimate=SMALL, store=dead_redis)
+        cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=dead_redis)
 
 
 def test_store_down_fails_open_when_configured(dead_redis, make_user, prices, settings):
@@ -46,7 +42,7 @@ def test_store_down_fails_open_when_configured(dead_redis, make_user, prices, se
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_cost_cents=100)
     reservation = cap_reserve_sync(
-        user_id=user.pk, model_id=MODEL, estimate=SMALL, store=dead_redis
+        user_id=user.pk, model_id=SONNET, estimate=SMALL, store=dead_redis
     )
     assert reservation.reserved is False
     cap_settle_sync(reservation=reservation, actual=SMALL)  # a no-op on the counters
@@ -59,9 +55,9 @@ def test_default_mode_fails_closed_only_for_users_with_a_cost_cap(dead_redis, ma
     counter = make_user()
     cap_create(user_id=counter.pk, cap_type="daily", set_by="user", max_requests=5)
     with pytest.raises(CapStoreUnavailable):
-        cap_reserve_sync(user_id=spender.pk, model_id=MODEL, estimate=SMALL, store=dead_redis)
+        cap_reserve_sync(user_id=spender.pk, model_id=SONNET, estimate=SMALL, store=dead_redis)
     reservation = cap_reserve_sync(
-        user_id=counter.pk, model_id=MODEL, estimate=SMALL, store=dead_redis
+        user_id=counter.pk, model_id=SONNET, estimate=SMALL, store=dead_redis
     )
     assert reservation.reserved is False
 
@@ -80,14 +76,14 @@ def test_a_warm_reservation_does_not_touch_the_database(
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
     cap_settle_sync(
         reservation=cap_reserve_sync(
-            user_id=user.pk, model_id=MODEL, estimate=SMALL, store=redis_store
+            user_id=user.pk, model_id=SONNET, estimate=SMALL, store=redis_store
         ),
         actual=SMALL,
     )
     price_table()  # the price table re-validates at most once a second: fresh now
     with django_assert_num_queries(0):
         reservation = cap_reserve_sync(
-            user_id=user.pk, model_id=MODEL, estimate=SMALL, store=redis_store
+            user_id=user.pk, model_id=SONNET, estimate=SMALL, store=redis_store
         )
         cap_settle_sync(reservation=reservation, actual=SMALL, cost_micros=180)
 
@@ -97,8 +93,8 @@ def test_a_warm_embedded_reservation_is_one_short_transaction(
 ):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
-    cap_reserve_sync(user_id=user.pk, model_id=MODEL, estimate=SMALL, store=db_store)
+    cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=db_store)
     price_table()
     # lock (PostgreSQL), expired leases, counters + version, upsert, lease insert + savepoints
     with django_assert_max_num_queries(8):
-        cap_reserve_sync(user_id=user.pk, model_id=MODEL, estimate=SMALL, store=db_store)
+        cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=db_store)

@@ -12,7 +12,7 @@ from accounts.services import user_team_set
 from caps.models import TeamCapConfig
 from caps.services import team_cap_set
 from costs.money import Usage
-from tests.caps.conftest import MODEL
+from tests.fixtures.calls import SONNET
 from usage.services import CallRecord, usage_record
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +26,7 @@ def record(user, team, started_at, tokens=1_000_000):
     return usage_record(
         call=CallRecord(
             call_id=uuid.uuid4(), user_id=user.pk, api_key_id=None, auth_kind="jwt",
-            model_id=MODEL, route="anthropic", streaming=False,
+            model_id=SONNET, route="anthropic", streaming=False,
             usage=Usage(input_tokens=tokens), upstream_status=200, error_type=None,
             latency_ms=300, ttfb_ms=None, request_id="", started_at=started_at,
             client_family="claude-cli", session_id=None, team_id=team.pk,

@@ -11,21 +11,16 @@ import pytest
 import redis
 
 from accounts.models import Team
-from caps.services import (
-    CapExceeded,
-    cap_create,
-    cap_reserve_sync,
-    cap_settle_sync,
-    cap_status,
-    caps_rebuild,
-    team_cap_set,
-    team_cap_status,
-    team_owner,
-)
-from caps.windows import window_keys
+from caps.errors import CapExceeded
+from caps.rebuild import caps_rebuild
+from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.services import cap_create, team_cap_set
+from caps.status import cap_status, team_cap_status
+from caps.windows import team_owner, window_keys
 from costs.money import Usage
-from tests.caps.conftest import MODEL, REDIS_URL
 from tests.fixtures import servers
+from tests.fixtures.calls import SONNET
+from tests.fixtures.cap_store import REDIS_URL
 
 SMALL = Usage(input_tokens=10, output_tokens=10)
 N = 12
@@ -74,7 +69,7 @@ def test_a_team_cap_is_shared_by_its_members(any_store, make_user, prices, team)
     for call in range(9):
         try:
             reservation = cap_reserve_sync(
-                user_id=users[call % 3].pk, team_id=team.pk, model_id=MODEL, estimate=SMALL,
+                user_id=users[call % 3].pk, team_id=team.pk, model_id=SONNET, estimate=SMALL,
                 store=any_store,
             )  # fmt: skip
         except CapExceeded as exc:
@@ -101,11 +96,11 @@ def test_a_members_refusal_releases_the_teams_hold(any_store, make_user, prices,
     team_cap_set(team_id=team.pk, cap_type="daily", max_requests=10, now=an_hour_ago())
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=1)
     first = cap_reserve_sync(
-        user_id=user.pk, team_id=team.pk, model_id=MODEL, estimate=SMALL, store=any_store
+        user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=any_store
     )
     with pytest.raises(CapExceeded) as refused:
         cap_reserve_sync(
-            user_id=user.pk, team_id=team.pk, model_id=MODEL, estimate=SMALL, store=any_store
+            user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=any_store
         )
     assert refused.value.set_by == "user"
     counters = daily(any_store, team_owner(team.pk), datetime.now(UTC))
@@ -122,7 +117,7 @@ def test_headroom_is_the_tighter_of_user_and_team(any_store, make_user, prices, 
     team_cap_set(team_id=team.pk, cap_type="daily", max_requests=3, now=an_hour_ago())
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=10)
     reservation = cap_reserve_sync(
-        user_id=user.pk, team_id=team.pk, model_id=MODEL, estimate=SMALL, store=any_store
+        user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=any_store
     )
     [daily_room] = [room for room in reservation.headroom if room.cap_type == "daily"]
     assert daily_room.requests_remaining == 2
@@ -139,13 +134,13 @@ def test_tightening_a_team_cap_waits_for_the_grace_period(any_store, make_user, 
     assert cap.prior_limits["max_requests"] == 100
     for at in (now, now):
         reservation = cap_reserve_sync(
-            user_id=user.pk, team_id=team.pk, model_id=MODEL, estimate=SMALL, store=any_store,
+            user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=any_store,
             now=at,
         )  # fmt: skip
         cap_settle_sync(reservation=reservation, actual=SMALL, now=at)
     with pytest.raises(CapExceeded):
         cap_reserve_sync(
-            user_id=user.pk, team_id=team.pk, model_id=MODEL, estimate=SMALL, store=any_store,
+            user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=any_store,
             now=now + timedelta(minutes=6),
         )  # fmt: skip
 
@@ -163,7 +158,7 @@ def test_lost_team_counters_are_rebuilt_from_the_records(redis_store, make_user,
         usage_record(
             call=CallRecord(
                 call_id=uuid.uuid4(), user_id=owner.pk, api_key_id=None, auth_kind="jwt",
-                model_id=MODEL, route="anthropic", streaming=False, usage=SMALL,
+                model_id=SONNET, route="anthropic", streaming=False, usage=SMALL,
                 upstream_status=200, error_type=None, latency_ms=5, ttfb_ms=None,
                 request_id="", started_at=now, client_family="other", session_id=None,
                 team_id=team_id,
@@ -172,11 +167,11 @@ def test_lost_team_counters_are_rebuilt_from_the_records(redis_store, make_user,
     wipe_redis_team(team.pk)
     team_cap_set(team_id=team.pk, cap_type="daily", max_requests=3, now=an_hour_ago())
     reservation = cap_reserve_sync(
-        user_id=user.pk, team_id=team.pk, model_id=MODEL, estimate=SMALL, store=redis_store
+        user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=redis_store
     )  # the team's sentinel is gone: its counters are rebuilt first (2 calls), then 1 more fits
     with pytest.raises(CapExceeded):
         cap_reserve_sync(
-            user_id=user.pk, team_id=team.pk, model_id=MODEL, estimate=SMALL, store=redis_store
+            user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=redis_store
         )
     cap_settle_sync(reservation=reservation, actual=SMALL)
     assert daily(redis_store, team_owner(team.pk), now)["requests"] == 3

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,9 @@ import pytest
 import redis
 import redis.cluster
 
+from tests.fixtures.gateways import GATEWAY_ENV
 from tests.fixtures.servers import Server, free_port, start_gateway
-from tests.gateway.conftest import GATEWAY_ENV, gateway_idle
+from tests.fixtures.waiting import wait_for
 
 
 @dataclass
@@ -120,16 +120,16 @@ def _stop_cluster(cluster: Cluster) -> None:
 
 
 def _wait(predicate, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    """Until `predicate` holds (a node refusing connections while it starts is not yet)."""
+
+    def holds() -> bool:
         try:
-            if predicate():
-                return
+            return bool(predicate())
         except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+            return False
+
+    if not wait_for(holds, timeout=timeout):
+        raise RuntimeError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="session")
@@ -186,17 +186,3 @@ def cluster_gateways(
         start_gateway(upstream_url=emulator.url, env=env) as second,
     ):
         yield TwoGateways(first=first, second=second, emulator_url=emulator.url)
-
-
-@pytest.fixture
-def reference_data(transactional_db, cluster_gateways) -> Iterator[None]:
-    """Shipped model map and prices; after the test, both gateways have recorded every call
-    (the database flush must not race a recording)."""
-    from costs.services import price_defaults_install
-    from gateway.model_defaults import model_aliases_install_defaults
-
-    model_aliases_install_defaults()
-    price_defaults_install()
-    yield
-    for server in (cluster_gateways.first, cluster_gateways.second):
-        assert gateway_idle(server), "recording never ended"

@@ -16,7 +16,7 @@ from accounts.models import ApiKey
 from accounts.services import api_key_create, user_get_or_create
 from caps.services import cap_create
 from caps.windows import user_tag
-from tests.gateway.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageRecord
 from usage.windows import summary_key
 
@@ -153,7 +153,7 @@ def test_a_key_revoked_in_one_gateway_is_refused_by_the_other_at_once(
 
 def test_the_count_tokens_limit_is_shared_by_both_gateways(cluster_gateways, reference_data):
     """The per-minute count_tokens limit lives in Django's cache, on the cluster."""
-    if time.time() % 60 > 50:  # the calls below must fall in one UTC minute
+    if time.time() % 60 > 50:  # the calls below must fall in one UTC minute: the next one
         time.sleep(61 - time.time() % 60)
     user = user_get_or_create(email="cluster-count@example.com")
     key = api_key_create(user=user, name="count").raw
@@ -188,7 +188,8 @@ def test_a_beta_learned_by_one_gateway_is_dropped_by_the_other(cluster_gateways,
     before_first, before_second = beta_retries(first), beta_retries(second)
     assert httpx.post(f"{first}{invoke}", json=body, headers=headers, timeout=10).status_code == 200
     assert beta_retries(first) == before_first + 1  # learned here, with one retry
-    # The other process picks the shared memory up (it reads it at most every 5 s).
+    # The other process picks the shared memory up (it reads it at most every 5 s). Not a wait
+    # to poll: a call to it before then would learn the beta by itself, with a retry.
     time.sleep(5.2)
     assert (
         httpx.post(f"{second}{invoke}", json=body, headers=headers, timeout=10).status_code == 200

@@ -1,12 +1,9 @@
 """Configuration: defaults <- YAML <- environment, validated with errors that name the key."""
 
-import subprocess
-import sys
-
 import pytest
 
 from config.conf import ConfigError, load_config
-from tests.fixtures.servers import BASE_DIR
+from tests.fixtures.servers import run_manage
 
 
 def write_yaml(tmp_path, text: str) -> str:
@@ -150,20 +147,6 @@ def test_bedrock_upstream_uses_the_regional_endpoint_unless_overridden():
         {"GATEWAY_AWS__UPSTREAM": "bedrock", "GATEWAY_AWS__ENDPOINT_URL": "https://vpce.local/"}
     )
     assert override.aws.resolved_endpoint == "https://vpce.local"
-
-
-def run_manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith("GATEWAY_")}
-    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PORT"):
-        clean.pop(name, None)
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_start_up_stops_with_one_line_naming_the_key():

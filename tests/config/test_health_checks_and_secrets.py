@@ -13,8 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from config.conf import load_config
-from tests.config.test_config import run_manage
-from tests.fixtures.servers import start_gateway
+from tests.fixtures.servers import run_manage, start_gateway
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,7 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +19,7 @@ import httpx2  # the anthropic SDK's own httpx
 import pytest
 
 from tests.fixtures.servers import BASE_DIR, free_port, run_process
-from tests.gateway.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 
 
 def test_serve_brings_up_everything_on_the_embedded_default(tmp_path):
@@ -166,8 +167,16 @@ def test_health_reports_a_down_upstream_with_503(client, settings, db):
     assert client.get("/health?check=bogus").status_code == 400
 
 
-def _stream_text(url: str, key: str, tokens_per_second: int, tokens: int, verify) -> dict:
-    """Stream a reply; returns how it ended, what arrived and when (seconds)."""
+def _stream_text(
+    url: str,
+    key: str,
+    tokens_per_second: int,
+    tokens: int,
+    verify,
+    under_way: threading.Event | None = None,
+) -> dict:
+    """Stream a reply; returns how it ended, what arrived and when (seconds). Sets `under_way`
+    once the server has answered."""
     started = time.monotonic()
     outcome = {"text": "", "error": None}
     client = anthropic.Anthropic(
@@ -186,6 +195,8 @@ def _stream_text(url: str, key: str, tokens_per_second: int, tokens: int, verify
                 "x-emulator-tokens-per-second": str(tokens_per_second),
             },
         ) as stream:
+            if under_way is not None:
+                under_way.set()
             for text in stream.text_stream:
                 outcome["text"] += text
     except (anthropic.APIError, httpx2.HTTPError) as exc:
@@ -229,10 +240,12 @@ def test_sigterm_lets_streams_on_both_listeners_finish_within_the_grace_and_cuts
         ) as process,
         ThreadPoolExecutor(max_workers=3) as pool,
     ):
-        short_http = pool.submit(_stream_text, http_url, api_key, 20, 30, True)  # ~1.5 s
-        short_https = pool.submit(_stream_text, https_url, api_key, 20, 30, trust)
-        long_http = pool.submit(_stream_text, http_url, api_key, 5, 200, True)  # ~40 s
-        time.sleep(0.5)  # the three streams are under way (each answers within milliseconds)
+        under_way = [threading.Event() for _ in range(3)]
+        short_http = pool.submit(_stream_text, http_url, api_key, 20, 30, True, under_way[0])
+        short_https = pool.submit(_stream_text, https_url, api_key, 20, 30, trust, under_way[1])
+        long_http = pool.submit(_stream_text, http_url, api_key, 5, 200, True, under_way[2])
+        # ~1.5 s, ~1.5 s and ~40 s: SIGTERM once all three are under way.
+        assert all(event.wait(10) for event in under_way)
         process.send_signal(signal.SIGTERM)
         short_http, short_https, long_http = (
             short_http.result(timeout=30),

@@ -180,7 +180,7 @@ def test_write_in_another_process_is_seen_within_the_recheck_interval():
         changed = time.monotonic()
         answers = [ask()]
         while answers[-1] != str(2 * MTOK) and time.monotonic() - changed < 5:
-            time.sleep(0.05)
+            time.sleep(0.05)  # polls the other process; the time it takes is the measure
             answers.append(ask())
         elapsed = time.monotonic() - changed
     finally:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 import pytest
 from django.conf import settings
 from django.test import Client
 
 from accounts.credential_cache import get_credential_cache
-from caps.services import _stores
+from caps.store import _stores
 from costs.money import Usage
 from costs.pricing import price_table_reset
 from costs.services import price_defaults_install
+from tests.fixtures.calls import SONNET, call_for
 from tests.fixtures.personas import admin_user, owner, owner_key, stranger, teammate  # noqa: F401
-from usage.services import CallRecord, usage_record
+from usage.services import usage_record
 from usage.store import RedisStore, get_store
-
-SONNET = "us.anthropic.claude-sonnet-4-6"
 
 
 def _clean_store() -> None:
@@ -45,31 +41,22 @@ def prices(db):
     price_defaults_install()
 
 
+# What the dashboard shows most: Claude Code's calls through /anthropic with an API key.
+DASHBOARD_CALL = {
+    "auth_kind": "api_key",
+    "model_id": SONNET,
+    "route": "anthropic.messages",
+    "usage": Usage(input_tokens=1000, output_tokens=200),
+    "latency_ms": 321,
+}
+
+
 @pytest.fixture
 def record(prices):
     """record(user, **CallRecord fields) -> UsageRecord: a call recorded by the real service."""
 
     def _record(user, **overrides):
-        values = {
-            "call_id": uuid.uuid4(),
-            "user_id": user.id,
-            "api_key_id": None,
-            "auth_kind": "api_key",
-            "model_id": SONNET,
-            "route": "anthropic.messages",
-            "streaming": False,
-            "usage": Usage(input_tokens=1000, output_tokens=200),
-            "upstream_status": 200,
-            "error_type": None,
-            "latency_ms": 321,
-            "ttfb_ms": None,
-            "request_id": uuid.uuid4().hex,
-            "started_at": datetime.now(UTC),
-            "client_family": "Anthropic/Python",
-            "session_id": None,
-        }
-        values.update(overrides)
-        return usage_record(call=CallRecord(**values))
+        return usage_record(call=call_for(user, **{**DASHBOARD_CALL, **overrides}))
 
     return _record
 
@@ -89,15 +76,10 @@ def csrf_client(owner) -> Client:  # noqa: F811 (the persona fixture)
     return client
 
 
-def csrf_token(client: Client, path: str) -> str:
-    client.get(path)
-    return client.cookies["csrftoken"].value
-
-
 @pytest.fixture
 def metered_call(record):
     """metered_call(user): one call as the proxy makes it — reserve, record, settle."""
-    from caps.services import cap_reserve_sync, cap_settle_sync
+    from caps.reservations import cap_reserve_sync, cap_settle_sync
 
     def _call(user, usage: Usage | None = None):
         usage = usage or Usage(input_tokens=1000, output_tokens=200)

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from caps.models import UserCapConfig
 from caps.services import cap_create
-from tests.dashboard.conftest import csrf_token
+from tests.fixtures.web import csrf_token
 
 pytestmark = pytest.mark.django_db
 

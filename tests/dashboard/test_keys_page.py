@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey
 from accounts.services import AuthFailed, api_key_authenticate, api_key_create
-from tests.dashboard.conftest import csrf_token
+from tests.fixtures.web import csrf_token
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from costs.money import Usage
-from tests.dashboard.conftest import SONNET
+from tests.fixtures.calls import SONNET
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ import pytest
 
 from accounts.services import api_key_create
 from costs.money import Usage
-from tests.dashboard.conftest import SONNET
+from tests.fixtures.calls import SONNET
 
 pytestmark = [
     pytest.mark.django_db,

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from config import redis_clients
-from tests.faults.conftest import RedisProcess
+from tests.fixtures.redis_process import RedisProcess
 
 MARKER = b"break-me"
 

@@ -15,14 +15,15 @@ import pytest
 from django.conf import settings
 
 from accounts.services import api_key_create, user_get_or_create
-from caps.services import cap_status, cap_store
+from caps.status import cap_status
+from caps.store import cap_store
 from costs.money import Usage
 from tests.fixtures import servers
-from tests.gateway.test_records_never_lost import database_write_locked
+from tests.fixtures.database import database_write_locked
+from tests.fixtures.redis_process import gateway_env
+from tests.fixtures.waiting import wait_for
 from usage import spool
 from usage.models import UsageRecord
-
-from .conftest import gateway_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -208,7 +209,7 @@ def test_a_burst_of_streams_on_freshly_started_workers_never_answers_500_or_hang
     knobs = {"x-emulator-reply-tokens": "20", "x-emulator-tokens-per-second": "20"}  # ~1 s
 
     def one(i: int) -> tuple[int | None, str | None, float]:
-        time.sleep(i * 0.01)  # arrivals spread over two seconds
+        time.sleep(i * 0.01)  # pacing: arrivals spread over two seconds
         started = time.monotonic()
         outcome = stream(gw.url, keys[i % len(keys)], threading.Semaphore(0), **knobs)
         retry_after = outcome.get("retry_after")

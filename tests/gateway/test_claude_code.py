@@ -9,8 +9,9 @@ import pytest
 
 from accounts.services import api_key_create, user_get_or_create
 from caps.services import cap_create
+from tests.fixtures.gateways import gateway_idle
 from tests.fixtures.servers import BASE_DIR
-from tests.gateway.conftest import gateway_idle, wait_for
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -23,8 +23,9 @@ from accounts.device import (
 )
 from accounts.models import Device, DeviceToken
 from accounts.services import user_deactivate, user_get_or_create
+from tests.fixtures.gateways import GATEWAY_ENV, gateway_idle
 from tests.fixtures.servers import BASE_DIR, Server, start_gateway
-from tests.gateway.conftest import GATEWAY_ENV, gateway_idle, wait_for
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -237,6 +238,7 @@ def test_claude_code_signs_in_with_the_device_flow_and_refreshes(
 
     # 3. The token expires; the next run's helper refreshes it (no device flow) and it works.
     expires_at = json.loads(cache.read_text())["expires_at"]
+    # Past the token's expiry in real time (the gateway process has its own clock).
     time.sleep(max(0.0, expires_at - time.time()) + 0.5)
     assert messages_call(short_gateway, {"x-api-key": token}).status_code == 401
     refresh_before = Device.objects.get(pk=device.pk).refresh_token_hash

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.fixtures import raw_http
-from tests.gateway.conftest import MAX_BODY_BYTES
+from tests.fixtures.gateways import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

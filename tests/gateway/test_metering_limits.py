@@ -11,7 +11,8 @@ from django.conf import settings
 
 from accounts.services import api_key_create, user_get_or_create
 from tests.fixtures import servers
-from tests.gateway.conftest import GATEWAY_ENV, gateway_idle, wait_for
+from tests.fixtures.gateways import GATEWAY_ENV, gateway_idle
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,7 +7,8 @@ import pytest
 
 from accounts.services import api_key_create, user_get_or_create
 from tests.fixtures import servers
-from tests.gateway.conftest import GATEWAY_ENV, wait_for
+from tests.fixtures.gateways import GATEWAY_ENV
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,7 +3,7 @@
 import anthropic
 import pytest
 
-from tests.gateway.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.gateway.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)

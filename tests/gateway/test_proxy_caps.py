@@ -11,9 +11,11 @@ import pytest
 from botocore.config import Config
 
 from accounts.services import api_key_create, user_get_or_create
-from caps.services import cap_create, cap_status
+from caps.services import cap_create
+from caps.status import cap_status
+from tests.fixtures.gateways import GATEWAY_ENV
 from tests.fixtures.servers import start_gateway
-from tests.gateway.conftest import GATEWAY_ENV, wait_for
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)

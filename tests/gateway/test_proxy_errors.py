@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from tests.gateway.conftest import MAX_BODY_BYTES
+from tests.fixtures.gateways import MAX_BODY_BYTES
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.fixtures.servers import start_gateway
-from tests.gateway.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)

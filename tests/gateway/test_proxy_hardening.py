@@ -14,8 +14,8 @@ import pytest
 
 from accounts.services import api_key_create, user_get_or_create
 from caps.services import cap_create
+from tests.fixtures.gateways import GATEWAY_ENV, gateway_idle
 from tests.fixtures.servers import start_gateway
-from tests.gateway.conftest import GATEWAY_ENV, gateway_idle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -217,7 +217,7 @@ def bedrock_count_tokens(url: str, key: str) -> httpx.Response:
 def test_count_tokens_is_limited_per_user_per_minute(alice_key, emulator, reference_data):
     env = {**GATEWAY_ENV, "GATEWAY_USAGE_CAPS__COUNT_TOKENS_PER_MINUTE": "3"}
     with start_gateway(upstream_url=emulator.url, env=env) as gateway:
-        if time.time() % 60 > 55:  # keep the calls inside one minute
+        if time.time() % 60 > 55:  # keep the calls inside one minute: wait for the next one
             time.sleep(60 - time.time() % 60 + 0.2)
         assert [count_tokens(gateway.url, alice_key).status_code for _ in range(2)] == [200] * 2
         assert bedrock_count_tokens(gateway.url, alice_key).status_code == 200

@@ -10,9 +10,12 @@ import httpx
 import pytest
 
 from accounts.services import api_key_create, user_get_or_create
-from caps.services import cap_create, cap_status, cap_store
+from caps.services import cap_create
+from caps.status import cap_status
+from caps.store import cap_store
+from tests.fixtures.gateways import GATEWAY_ENV, gateway_idle
 from tests.fixtures.servers import start_gateway
-from tests.gateway.conftest import GATEWAY_ENV, gateway_idle, wait_for
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -164,6 +167,7 @@ def test_a_stream_longer_than_the_lease_keeps_its_reservation_until_it_ends(gate
     thread.start()
     try:
         assert wait_for(lambda: in_flight() == 1)
+        # Past the lease in real time: its expiry (and the stream's renewal) is the case.
         time.sleep(LEASE + 1.5 - (time.monotonic() - started))
         # Another call's reservation releases the user's expired leases: the stream's was
         # renewed, so it stays (before: released here, the stream then ran unreserved).

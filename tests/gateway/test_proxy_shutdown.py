@@ -13,7 +13,7 @@ import pytest
 from config.asgi import proxy_application
 from gateway import services, streaming, upstream
 from tests.fixtures.servers import start_gateway
-from tests.gateway.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,11 +39,13 @@ def stream_in_background(url: str, key: str, tokens: int, out: dict) -> threadin
             with httpx.stream(
                 "POST", f"{url}/anthropic/v1/messages", json=body, headers=headers, timeout=30
             ) as response:
+                out["started"].set()
                 events.extend(line for line in response.iter_lines() if line.startswith("event:"))
         except httpx.HTTPError as exc:
             out["error"] = exc
         out["events"] = events
 
+    out["started"] = threading.Event()  # the gateway has answered: the stream is under way
     thread = threading.Thread(target=run)
     thread.start()
     return thread
@@ -56,7 +58,8 @@ def test_shutdown_lets_short_streams_finish_and_cuts_and_records_long_ones(emula
             stream_in_background(gateway.url, alice_key, 10, short),  # ~1 s: fits the grace
             stream_in_background(gateway.url, alice_key, 300, long),  # ~30 s: cut
         ]
-        time.sleep(0.6)
+        assert short["started"].wait(10)
+        assert long["started"].wait(10)
         stopped_at = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)
         gateway.process.wait(timeout=30)
@@ -127,7 +130,7 @@ def test_a_stream_cancelled_twice_at_shutdown_is_still_recorded(emulator, alice_
         (pump,) = set(streaming._pumps) - pumps_before
         pump.cancel(streaming.SHUTDOWN)
         for _ in range(steps):
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one event-loop step each: how far the pump gets is the case
         pump.cancel()
         await asyncio.wait([pump], timeout=10)
         return serving

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import threading
 import uuid
 from urllib.parse import quote
@@ -19,11 +18,13 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.services import api_key_create, user_get_or_create
-from caps.services import cap_status
+from caps.status import cap_status
 from config import clock
 from costs.money import Usage
 from tests.fixtures import servers
-from tests.gateway.conftest import GATEWAY_ENV, gateway_idle, wait_for
+from tests.fixtures.database import database_write_locked
+from tests.fixtures.gateways import GATEWAY_ENV, gateway_idle
+from tests.fixtures.waiting import wait_for
 from usage import spool
 from usage.models import UsageRecord
 from usage.services import CallRecord, usage_record_many
@@ -185,25 +186,6 @@ def test_a_torn_last_line_is_skipped_and_the_rest_replayed(coder, spool_in):
 
 
 # --- The database locked while a stream ends: spooled, then replayed -------------------------
-
-
-@contextlib.contextmanager
-def database_write_locked():
-    """Another client holds the write lock on the usage records until the block ends."""
-    if connection.vendor == "sqlite":
-        other = sqlite3.connect(settings.DATABASES["default"]["NAME"], timeout=5)
-        other.isolation_level = None
-        other.execute("BEGIN EXCLUSIVE")
-        try:
-            yield
-        finally:
-            other.execute("ROLLBACK")
-            other.close()
-    else:
-        url = servers.test_database_url().replace("postgres://", "postgresql://", 1)
-        with psycopg.connect(url) as other, other.transaction():
-            other.execute("LOCK TABLE usage_usagerecord IN ACCESS EXCLUSIVE MODE")
-            yield
 
 
 @pytest.fixture

@@ -2,76 +2,40 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from celery import Celery
 from django.conf import settings
 
-from costs.money import Usage
+from tests.fixtures.calls import call_for
+from tests.fixtures.personas import unique_user
 from tests.fixtures.servers import BASE_DIR, test_database_url
-from usage.services import CallRecord, usage_record
+from usage.services import usage_record
 from usage.store import RedisStore, get_store
 
 # The usage engineer's own Redis database (never FLUSHALL; FLUSHDB only this one).
 OWN_REDIS_URL = "redis://127.0.0.1:6379/4"
-HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
-_emails = itertools.count()
-
-
-def make_user(*, admin: bool = False):
-    from accounts.models import User
-
-    n = next(_emails)
-    email = f"{'admin' if admin else 'user'}{n}-{uuid.uuid4().hex[:6]}@example.com"
-    return User.objects.create(email=email, username=email, is_staff=admin, is_superuser=admin)
 
 
 @pytest.fixture
 def owner(db):
-    return make_user()
+    return unique_user()
 
 
 @pytest.fixture
 def stranger(db):
-    return make_user()
+    return unique_user()
 
 
 @pytest.fixture
 def admin(db):
-    return make_user(admin=True)
-
-
-def call_for(user, **overrides) -> CallRecord:
-    """A CallRecord with plausible defaults; tokens via `usage=Usage(...)`."""
-    values = {
-        "call_id": uuid.uuid4(),
-        "user_id": user.id,
-        "api_key_id": None,
-        "auth_kind": "jwt",
-        "model_id": HAIKU,
-        "route": "bedrock.invoke",
-        "streaming": False,
-        "usage": Usage(input_tokens=1000, output_tokens=100),
-        "upstream_status": 200,
-        "error_type": None,
-        "latency_ms": 420,
-        "ttfb_ms": None,
-        "request_id": uuid.uuid4().hex,
-        "started_at": datetime.now(UTC),
-        "client_family": "Anthropic/Python",
-        "session_id": None,
-    }
-    values.update(overrides)
-    return CallRecord(**values)
+    return unique_user(admin=True)
 
 
 @pytest.fixture

@@ -3,14 +3,14 @@
 import pytest
 from django.test import Client
 
-from tests.usage.conftest import make_user
+from tests.fixtures.personas import unique_user
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def superuser_client(db):
-    user = make_user(admin=True)
+    user = unique_user(admin=True)
     user.is_superuser = True
     user.save()
     client = Client()

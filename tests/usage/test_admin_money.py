@@ -9,7 +9,7 @@ from django.test import Client
 
 from caps.services import cap_create
 from costs.money import Usage, cents_usd, micros_usd, rate_usd
-from tests.usage.conftest import make_user
+from tests.fixtures.personas import unique_user
 from usage import services
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +56,7 @@ def test_usage_records_and_summaries_show_cost_in_dollars(admin_client_, owner, 
 
 
 def test_cap_limits_show_as_dollars(admin_client_):
-    user = make_user()
+    user = unique_user()
     cap = cap_create(user_id=user.id, cap_type="daily", set_by="admin", max_cost_cents=1234)
     caps = admin_client_.get("/admin/caps/usercapconfig/").content.decode()
     assert '<td class="field-max_cost">$12.34</td>' in caps

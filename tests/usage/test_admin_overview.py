@@ -11,9 +11,12 @@ import time_machine
 from django.db.models import Sum
 from django.test import Client
 
-from caps.services import _stores, cap_create, cap_reserve_sync, cap_settle_sync
+from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.services import cap_create
+from caps.store import _stores
 from costs.money import Usage, micros_usd
-from tests.usage.conftest import HAIKU, make_user
+from tests.fixtures.calls import HAIKU
+from tests.fixtures.personas import unique_user
 from usage import services
 from usage.models import UsageRecord
 
@@ -68,7 +71,7 @@ def index(user) -> str:
 def org(record):
     """A big spender, a user at 80 % of a daily request cap, a blocked one, an unpriced model,
     and one upstream error among today's calls; one call earlier this month (persisted)."""
-    big, near, blocked = make_user(), make_user(), make_user()
+    big, near, blocked = unique_user(), unique_user(), unique_user()
     with time_machine.travel(NOW - timedelta(days=2), tick=False):
         cap_create(user_id=near.id, cap_type="daily", set_by="user", max_requests=5)
         cap_create(user_id=blocked.id, cap_type="daily", set_by="user", max_requests=2)
@@ -146,7 +149,7 @@ def test_unpriced_models_and_error_rates_are_shown(admin, org):
 
 
 def test_the_overview_is_for_gateway_administrators_only(org):
-    staff = make_user()
+    staff = unique_user()
     staff.is_staff = True
     staff.save()
     html = index(staff)
@@ -190,7 +193,7 @@ def test_the_index_has_one_accounts_section(admin):
 def test_a_users_page_shows_their_sign_in_identities(admin):
     from allauth.socialaccount.models import SocialAccount
 
-    user = make_user()
+    user = unique_user()
     SocialAccount.objects.create(user=user, provider="demo", uid="subject-42")
     page = client_for(admin).get(f"/admin/accounts/user/{user.pk}/change/")
     assert page.status_code == 200

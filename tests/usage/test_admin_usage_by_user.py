@@ -11,7 +11,7 @@ from django.db.models import F, Sum
 from rest_framework.test import APIClient
 
 from costs.money import Usage
-from tests.usage.conftest import make_user
+from tests.fixtures.personas import unique_user
 from usage import services
 from usage.models import UsageRecord
 
@@ -49,7 +49,7 @@ def record_past(record, user, started_at, **overrides):
 def spenders(record):
     """Three users over two days: `dear` spends most, `cheap` less, `unpriced` only on a model
     without a price. Some hours are persisted by the hourly job, the rest are live."""
-    cheap, dear, unpriced = make_user(), make_user(), make_user()
+    cheap, dear, unpriced = unique_user(), unique_user(), unique_user()
     record_at(record, cheap, at(-20), usage=Usage(input_tokens=100, output_tokens=10))
     record_at(record, dear, at(-19.5), model_id=SONNET, usage=Usage(input_tokens=5000))
     with time_machine.travel(at(-18.9), tick=False):
@@ -157,7 +157,7 @@ def chargeback(admin, query: str = ""):
 
 
 def test_chargeback_has_one_row_per_user_per_month(admin, record):
-    alice, bob = make_user(), make_user()
+    alice, bob = unique_user(), unique_user()
     record_past(record, alice, datetime(2026, 10, 3, 9, tzinfo=UTC))
     record_past(record, alice, datetime(2026, 10, 30, 9, tzinfo=UTC))
     record_past(record, bob, datetime(2026, 10, 31, 23, 30, tzinfo=UTC), model_id=SONNET)
@@ -185,7 +185,7 @@ def test_chargeback_has_one_row_per_user_per_month(admin, record):
 
 
 def test_chargeback_defaults_to_last_month_and_this_one(admin, record):
-    user = make_user()
+    user = unique_user()
     record_past(record, user, datetime(2026, 9, 30, 12, tzinfo=UTC))
     record_past(record, user, datetime(2026, 10, 15, 12, tzinfo=UTC))
     record_at(record, user, at(9))
@@ -194,7 +194,7 @@ def test_chargeback_defaults_to_last_month_and_this_one(admin, record):
 
 
 def test_chargeback_guards_cells_against_formulas(admin, record):
-    sneaky = make_user()
+    sneaky = unique_user()
     sneaky.email = "=HYPERLINK(evil)@example.com"
     sneaky.save()
     record_at(record, sneaky, at(9))

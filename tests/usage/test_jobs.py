@@ -126,7 +126,7 @@ def test_a_crash_between_persisting_and_deleting_never_double_counts(owner, reco
 
 
 def test_a_stream_from_1059_to_1106_counts_once_in_hour_10_whenever_the_job_runs(owner):
-    from tests.usage.conftest import call_for
+    from tests.fixtures.calls import call_for
 
     with time_machine.travel(at(10 + 59 / 60), tick=False):
         call = call_for(owner, started_at=at(10 + 59 / 60))

@@ -10,10 +10,12 @@ import time_machine
 from django.test import Client
 
 from accounts.models import Team
-from caps.services import _stores, cap_reserve_sync, cap_settle_sync, team_cap_set
+from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.services import team_cap_set
+from caps.store import _stores
 from costs.money import Usage
 from costs.services import price_defaults_install
-from tests.usage.conftest import make_user
+from tests.fixtures.personas import unique_user
 from usage.overview import admin_overview
 from usage.services import CallRecord, usage_record
 
@@ -58,7 +60,7 @@ def teams(db):
     platform, data, idle = (Team.objects.create(name=n) for n in ("Platform", "Data", "Idle"))
     with time_machine.travel(NOW - timedelta(days=10), tick=False):
         team_cap_set(team_id=data.pk, cap_type="monthly", max_cost_cents=1000)  # $10.00
-    alice, bob, carol = make_user(), make_user(), make_user()
+    alice, bob, carol = unique_user(), unique_user(), unique_user()
     call(alice, platform, NOW - timedelta(hours=2), 1_000_000)  # $3
     call(bob, data, NOW - timedelta(days=1), 2_000_000)  # $6
     call(carol, data, NOW - timedelta(hours=1), 500_000)  # $1.50
@@ -81,7 +83,7 @@ def test_top_teams_are_ordered_by_spend_this_month_with_cap_headroom(teams):
 
 
 def test_the_admin_index_shows_top_teams(teams):
-    admin = make_user(admin=True)
+    admin = unique_user(admin=True)
     client = Client()
     client.force_login(admin)
     with time_machine.travel(NOW, tick=False):

@@ -7,7 +7,8 @@ import pytest
 import time_machine
 
 from costs.money import Usage
-from tests.usage.conftest import call_for, make_user
+from tests.fixtures.calls import call_for
+from tests.fixtures.personas import unique_user
 from usage.models import UsageRecord, UsageSummary
 from usage.services import summary_persist_hours, usage_record, usage_record_many
 from usage.store import get_store
@@ -25,7 +26,7 @@ def live(user, hour) -> dict:
 
 @time_machine.travel(datetime(2026, 11, 25, 10, 30, tzinfo=UTC), tick=False)
 def test_a_batch_writes_every_row_and_counts_each_user_once_per_call(owner):
-    other = make_user()
+    other = unique_user()
     calls = [
         call_for(owner, usage=Usage(input_tokens=100, output_tokens=10)),
         call_for(owner, usage=Usage(input_tokens=200, output_tokens=20)),

@@ -11,8 +11,8 @@ from django.db import connections
 
 from accounts.services import api_key_create
 from costs.money import Usage
+from tests.fixtures.calls import HAIKU, call_for
 from tests.fixtures.servers import free_port
-from tests.usage.conftest import HAIKU, call_for
 from usage import services
 from usage.models import UsageRecord
 from usage.services import ausage_record, client_family, usage_record

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from accounts.models import Team
 from config.conf import load_config
 from costs.money import Usage
-from tests.usage.conftest import make_user
+from tests.fixtures.personas import unique_user
 from usage import services, tasks
 from usage.models import UsageRecord, UsageSummary
 
@@ -77,7 +77,7 @@ def company(record):
     after it (late October, November); team `big` spends most. `mover` left `small` for `big`
     on October 10th: his calls count for the team he was in at the time."""
     big, small = Team.objects.create(name="Big"), Team.objects.create(name="Small")
-    alice, mover, solo = make_user(), make_user(), make_user()
+    alice, mover, solo = unique_user(), unique_user(), unique_user()
     calls = [
         (alice, datetime(2026, 9, 3, 9, 15), big, 40_000),
         (alice, datetime(2026, 10, 20, 14, 5), big, 30_000),
@@ -152,7 +152,7 @@ def test_a_purge_twice_deletes_nothing_more_and_keeps_the_records_inside_the_ret
 def test_a_purge_writes_missing_rollups_before_deleting_in_batches(admin, record):
     """The beat jobs never ran (no summary at all): the purge writes the hours, days, weeks and
     months of the old records first, in batches of 2, and the totals stay."""
-    user = make_user()
+    user = unique_user()
     starts = [datetime(2026, 9, 28, h, 10, tzinfo=UTC) for h in (1, 1, 2, 23)]
     starts.append(datetime(2026, 10, 6, 5, tzinfo=UTC))  # another day, week and month
     for started in starts:
@@ -175,7 +175,7 @@ def test_a_purge_writes_missing_rollups_before_deleting_in_batches(admin, record
 
 def test_a_purge_keeps_records_whose_rollups_are_not_written(admin, record, monkeypatch, caplog):
     """If the summaries cannot be written (here: the writers do nothing), nothing is deleted."""
-    user = make_user()
+    user = unique_user()
     record_at(record, user, datetime(2026, 9, 10, 8, tzinfo=UTC))
     record_at(record, user, datetime(2026, 10, 3, 8, tzinfo=UTC))
     monkeypatch.setattr(services, "summary_hours_write", lambda **kwargs: 0)
@@ -190,7 +190,7 @@ def test_a_purge_keeps_records_whose_rollups_are_not_written(admin, record, monk
 
 def test_a_purge_keeps_records_whose_weekly_row_is_missing(admin, record, monkeypatch):
     """The check looks at every level: hours and days written, the week not."""
-    user = make_user()
+    user = unique_user()
     record_past(record, user, datetime(2026, 9, 10, 8, tzinfo=UTC))
     real = services._rollup_from_hours
 
@@ -261,7 +261,7 @@ def test_a_rebuild_from_the_cut_off_on_is_allowed(admin, company):
 
 def test_spend_per_team_has_a_row_per_team_and_one_for_no_team_dearest_first(admin, record):
     red, blue = Team.objects.create(name="Red"), Team.objects.create(name="Blue")
-    ann, bob, cid = make_user(), make_user(), make_user()
+    ann, bob, cid = unique_user(), unique_user(), unique_user()
     day = datetime(2026, 11, 20, tzinfo=UTC)
     for user, hour, team, tokens in [
         (ann, 9, red, 5000),
@@ -303,9 +303,9 @@ def test_spend_per_team_has_a_row_per_team_and_one_for_no_team_dearest_first(adm
 
 def test_spend_per_team_counts_live_hours_by_the_records_team(admin, record):
     team = Team.objects.create(name="Live")
-    user = make_user()
+    user = unique_user()
     record_at(record, user, NOW - timedelta(minutes=10), team_id=team.id)
-    record_at(record, make_user(), NOW - timedelta(minutes=5))
+    record_at(record, unique_user(), NOW - timedelta(minutes=5))
     rows = get(admin, "/api/admin/usage/summary?group_by=team").json()["by_team"]
     assert sorted((row["team_id"] or 0, row["requests"]) for row in rows) == [
         (0, 1),

@@ -79,7 +79,7 @@ def test_redis_keys_get_the_ttl_and_vanish_after_it(own_redis):
     assert 0 < own_redis.client.ttl(key(1)) <= 1
     own_redis.incr_many([Increment(key=key(2), deltas={"requests": 1}, ttl=90000)])
     assert 89990 < own_redis.client.ttl(key(2)) <= 90000
-    time.sleep(1.2)
+    time.sleep(1.2)  # past the 1 s TTL: Redis's own expiry is the case
     assert own_redis.get_many([key(1), key(2)]) == {key(1): {}, key(2): {"requests": 1}}
     own_redis.incr_many([Increment(key=key(1), deltas={"requests": 5}, ttl=60)])
     assert own_redis.get_many([key(1)]) == {key(1): {"requests": 5}}

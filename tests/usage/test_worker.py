@@ -1,10 +1,10 @@
 """The jobs on a real Celery worker process with a real Redis broker, on the test database."""
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.fixtures.waiting import wait_for
 from usage.models import UsageSummary
 from usage.services import usage_totals
 from usage.windows import floor_hour
@@ -12,14 +12,9 @@ from usage.windows import floor_hour
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("the worker did not finish the task in time")
+# The worker answers within seconds; it reads and writes the same database as this test.
+WORKER = {"timeout": 30.0, "interval": 0.2}
+NOT_DONE = "the worker did not finish the task in time"
 
 
 def test_the_worker_persists_completed_hours(celery_worker, owner, stranger, record):
@@ -37,8 +32,10 @@ def test_the_worker_persists_completed_hours(celery_worker, owner, stranger, rec
             )
             if UsageSummary.objects.filter(period="hourly").count() == 2
             else None
-        )
+        ),
+        **WORKER,
     )
+    assert rows, NOT_DONE
     assert rows == [
         (owner.id, two_hours_ago, 2),
         (stranger.id, two_hours_ago + timedelta(hours=1), 1),
@@ -51,7 +48,8 @@ def test_the_worker_rolls_up_a_day_and_rebuilds(celery_worker, owner, record):
     for hour in (1, 13, 23):
         record(owner, started_at=day + timedelta(hours=hour, minutes=30))
     celery_worker.send_task("usage.rollup", kwargs={"period": "daily", "start": day.isoformat()})
-    daily = wait_for(lambda: UsageSummary.objects.filter(period="daily").first())
+    daily = wait_for(lambda: UsageSummary.objects.filter(period="daily").first(), **WORKER)
+    assert daily, NOT_DONE
     expected = usage_totals(user_id=owner.id, start=day, end=day + timedelta(days=1))
     assert (daily.period_start, daily.requests, daily.input_tokens) == (
         day,
@@ -63,6 +61,8 @@ def test_the_worker_rolls_up_a_day_and_rebuilds(celery_worker, owner, record):
         "usage.rebuild",
         kwargs={"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()},
     )
-    wait_for(lambda: UsageSummary.objects.filter(period="daily").exists())
+    assert wait_for(lambda: UsageSummary.objects.filter(period="daily").exists(), **WORKER), (
+        NOT_DONE
+    )
     assert UsageSummary.objects.filter(period="hourly").count() == 3
     assert UsageSummary.objects.get(period="daily").requests == 3

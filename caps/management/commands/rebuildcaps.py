@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from caps.services import caps_rebuild
+from caps.rebuild import caps_rebuild
 
 
 class Command(BaseCommand):
