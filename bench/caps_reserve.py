@@ -1,4 +1,4 @@
-"""The cap reservation round trip: cap_reserve and cap_settle, one call at a time.
+"""The cap reservation round trip: acap_reserve and acap_settle, one call at a time.
 
     python bench/caps_reserve.py                       # Redis at redis://127.0.0.1:6379/5
     python bench/caps_reserve.py --store embedded -n 2000
@@ -41,7 +41,7 @@ def _percentile(samples: list[float], share: float) -> float:
 
 
 async def _measure(store, user_id: int, calls: int) -> dict[str, list[float]]:
-    from caps.reservations import cap_reserve, cap_settle
+    from caps.reservations import acap_reserve, acap_settle
     from costs.money import Usage
 
     model = "us.anthropic.claude-sonnet-4-6"
@@ -50,11 +50,11 @@ async def _measure(store, user_id: int, calls: int) -> dict[str, list[float]]:
     timings: dict[str, list[float]] = {"cap_reserve": [], "cap_settle": [], "both": []}
     for i in range(calls + 200):
         started = time.perf_counter()
-        reservation = await cap_reserve(
+        reservation = await acap_reserve(
             user_id=user_id, model_id=model, estimate=estimate, store=store
         )
         reserved = time.perf_counter()
-        await cap_settle(reservation=reservation, actual=actual)
+        await acap_settle(reservation=reservation, actual=actual)
         settled = time.perf_counter()
         if i >= 200:  # the first calls warm the caches, the script cache and the connection
             timings["cap_reserve"].append((reserved - started) * 1000)

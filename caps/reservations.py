@@ -3,18 +3,18 @@
 The proxy calls, per call:
 
     estimate = estimate_usage(user_id=..., model_id=..., body=...)
-    reservation = await cap_reserve(user_id=..., model_id=..., estimate=estimate)  # CapExceeded
+    reservation = await acap_reserve(user_id=..., model_id=..., estimate=estimate)  # CapExceeded
     ...                                                   # the upstream call, outside any lock
-    await cap_settle(reservation=reservation, actual=usage_or_None)   # on every terminal path
+    await acap_settle(reservation=reservation, actual=usage_or_None)   # on every terminal path
 
-`cap_reserve` is one atomic step in the counter store (caps/store.py) over every window of the
+`acap_reserve` is one atomic step in the counter store (caps/store.py) over every window of the
 user: it checks each active cap against used + in flight + the estimate and, if all fit, adds
 the estimate to in flight. In the same step it limits the user's calls in flight
 (`usage_caps.max_in_flight_per_user`) and the "uncovered" ones among them — calls whose worst
 case (input estimate + max_tokens) does not fit what is left under a token or cost cap —
 (`usage_caps.max_uncovered_in_flight`); either limit answers CallsInFlight (429, Retry-After
 1). A live call renews its reservation's lease (`acap_renew`, the proxy's heartbeat).
-`cap_settle` moves the actual usage into `used` of the windows where the call started and
+`acap_settle` moves the actual usage into `used` of the windows where the call started and
 takes the reservation out of in flight, again in one step. A call that
 never reached the upstream settles with `actual=None`: nothing is counted.
 
@@ -286,7 +286,7 @@ class _Retries:
         return _DONE
 
 
-async def cap_reserve(
+async def acap_reserve(
     *,
     user_id: int,
     model_id: str,
@@ -339,7 +339,7 @@ async def cap_reserve(
     return _with_team(reservation, team)
 
 
-def cap_reserve_sync(
+def cap_reserve(
     *,
     user_id: int,
     model_id: str,
@@ -350,7 +350,7 @@ def cap_reserve_sync(
     session_id: str | None = None,
     team_id: int | None = None,
 ) -> Reservation:
-    """cap_reserve for synchronous callers (jobs, scripts, threads)."""
+    """acap_reserve for synchronous callers (jobs, scripts, threads)."""
     now = now or clock.now()
     cost = estimate_cost_micros(model_id=model_id, usage=estimate, at=now, region=region)
     worst = worst_case(estimate)
@@ -457,7 +457,7 @@ def _settle_amounts(
     return (1, actual.cap_tokens, cost_micros)
 
 
-async def cap_settle(
+async def acap_settle(
     *,
     reservation: Reservation,
     actual: Usage | None,
@@ -487,14 +487,14 @@ async def cap_settle(
             logger.warning("cap settle failed for owner %s: %s", held.user_id, exc)
 
 
-def cap_settle_sync(
+def cap_settle(
     *,
     reservation: Reservation,
     actual: Usage | None,
     cost_micros: int | None = None,
     now: datetime | None = None,
 ) -> None:
-    """cap_settle for synchronous callers."""
+    """acap_settle for synchronous callers."""
     if not _settling(reservation, actual):
         return
     amounts = _settle_amounts(reservation, actual, cost_micros)

@@ -31,7 +31,7 @@ from accounts.authentication import Principal
 from caps.errors import CallsInFlight, CapExceeded, CapStoreUnavailable
 from caps.estimates import estimate_usage
 from caps.headroom import headroom_headers
-from caps.reservations import Reservation, acap_renew, cap_reserve, cap_settle
+from caps.reservations import Reservation, acap_renew, acap_reserve, acap_settle
 from config import clock
 from costs.money import Usage, model_base_id
 from costs.pricing import acall_cost_micros
@@ -175,7 +175,7 @@ class ProxyCall:
             )
         try:
             if self.reservation is not None:
-                await cap_settle(
+                await acap_settle(
                     reservation=self.reservation,
                     actual=usage if self.reached_upstream else None,
                     cost_micros=cost,
@@ -326,7 +326,7 @@ async def call_begin(
         user_id=principal.user_id, model_id=model_id, body=body
     )
     try:
-        call.reservation = await cap_reserve(
+        call.reservation = await acap_reserve(
             user_id=principal.user_id,
             model_id=model_id,
             estimate=estimate,

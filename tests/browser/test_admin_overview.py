@@ -55,7 +55,7 @@ def test_the_admin_overview_ranks_teams_by_spend(live, reference_data, page: Pag
 
     from accounts.models import Team
     from accounts.services import user_get_or_create, user_team_set
-    from caps.reservations import cap_reserve_sync, cap_settle_sync
+    from caps.reservations import cap_reserve, cap_settle
     from caps.services import team_cap_set
     from config import clock
     from costs.money import Usage, micros_usd
@@ -76,9 +76,7 @@ def test_the_admin_overview_ranks_teams_by_spend(live, reference_data, page: Pag
         user_team_set(user=user, team=team)
         usage = Usage(input_tokens=tokens)
         # As the proxy does: reserved under the caps (the team's too), recorded, settled.
-        reservation = cap_reserve_sync(
-            user_id=user.pk, model_id=model, estimate=usage, team_id=team.pk
-        )
+        reservation = cap_reserve(user_id=user.pk, model_id=model, estimate=usage, team_id=team.pk)
         row = usage_record(
             call=CallRecord(
                 call_id=uuid.uuid4(), user_id=user.pk, api_key_id=None, auth_kind="jwt",
@@ -88,7 +86,7 @@ def test_the_admin_overview_ranks_teams_by_spend(live, reference_data, page: Pag
                 session_id=None, team_id=team.pk,
             )
         )  # fmt: skip
-        cap_settle_sync(reservation=reservation, actual=usage, cost_micros=row.cost_micros)
+        cap_settle(reservation=reservation, actual=usage, cost_micros=row.cost_micros)
     spend = dict(
         UsageRecord.objects.values("team_id")
         .annotate(c=Sum("cost_micros"))

@@ -20,7 +20,7 @@ import django
 django.setup()
 
 from caps.errors import CapExceeded  # noqa: E402
-from caps.reservations import cap_reserve_sync, cap_settle_sync  # noqa: E402
+from caps.reservations import cap_reserve, cap_settle  # noqa: E402
 from caps.store import cap_store  # noqa: E402
 from costs.money import Usage  # noqa: E402
 
@@ -35,7 +35,7 @@ def main() -> None:
     usage = Usage(input_tokens=10, output_tokens=10)
     for call in range(calls):
         try:
-            reservation = cap_reserve_sync(
+            reservation = cap_reserve(
                 user_id=users[call % len(users)],
                 team_id=team_id,
                 model_id="us.anthropic.claude-sonnet-4-6",
@@ -45,7 +45,7 @@ def main() -> None:
         except CapExceeded:
             continue
         ok += 1
-        cap_settle_sync(reservation=reservation, actual=usage)
+        cap_settle(reservation=reservation, actual=usage)
     print(ok)
 
 

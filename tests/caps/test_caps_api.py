@@ -172,18 +172,18 @@ def test_admin_edits_anyones_cap_and_filters_by_user(admin_api, member, make_use
 
 
 def test_status_reports_usage_limits_percentage_and_reset(member_api, member, prices):
-    from caps.reservations import cap_reserve_sync, cap_settle_sync
+    from caps.reservations import cap_reserve, cap_settle
     from costs.money import Usage
 
     cap_create(
         user_id=member.pk, cap_type="daily", set_by="user", max_requests=4, max_cost_cents=100
     )
-    reservation = cap_reserve_sync(
+    reservation = cap_reserve(
         user_id=member.pk,
         model_id="us.anthropic.claude-sonnet-4-6",
         estimate=Usage(input_tokens=1000, output_tokens=1000),
     )
-    cap_settle_sync(reservation=reservation, actual=Usage(input_tokens=1000, output_tokens=1000))
+    cap_settle(reservation=reservation, actual=Usage(input_tokens=1000, output_tokens=1000))
     response = member_api.get("/api/usage/caps/status")
     assert response.status_code == 200
     body = response.json()

@@ -13,7 +13,7 @@ from django.db import connection
 from accounts.models import Team
 from accounts.services import user_team_set
 from caps.models import TeamCapConfig, UserCapConfig
-from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.reservations import cap_reserve, cap_settle
 from caps.services import cap_create, team_cap_set
 from costs.money import Usage
 from tests.fixtures.calls import SONNET
@@ -206,10 +206,10 @@ def test_export_lists_every_active_cap_with_its_use(admin_client, org, prices):
                is_active=False)  # fmt: skip
     team_cap_set(team_id=platform.pk, cap_type="monthly", max_cost_cents=100_000)
     usage = Usage(input_tokens=1_000_000)  # $3.00
-    reservation = cap_reserve_sync(
+    reservation = cap_reserve(
         user_id=alice.pk, model_id=SONNET, estimate=usage, team_id=platform.pk
     )
-    cap_settle_sync(reservation=reservation, actual=usage)
+    cap_settle(reservation=reservation, actual=usage)
     rows = export(admin_client)
     by_key = {(r["subject"], r["period"], r["set_by"]): r for r in rows}
     admin_daily = by_key[("alice@example.com", "daily", "admin")]

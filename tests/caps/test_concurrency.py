@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from caps.errors import CapExceeded
-from caps.reservations import cap_reserve, cap_reserve_sync, cap_settle, cap_settle_sync
+from caps.reservations import acap_reserve, acap_settle, cap_reserve, cap_settle
 from caps.services import cap_create
 from caps.store import DatabaseCapStore
 from caps.windows import window_keys
@@ -35,13 +35,13 @@ def daily(store, user):
 
 async def _attempt(store, user, estimate=SMALL, actual=None, hold=0.0):
     try:
-        reservation = await cap_reserve(
+        reservation = await acap_reserve(
             user_id=user.pk, model_id=SONNET, estimate=estimate, store=store
         )
     except CapExceeded:
         return False
     await asyncio.sleep(hold)  # the call's duration, before it settles
-    await cap_settle(reservation=reservation, actual=actual or estimate)
+    await acap_settle(reservation=reservation, actual=actual or estimate)
     return True
 
 
@@ -71,13 +71,13 @@ def test_exactly_n_of_5n_reservations_from_threads_pass(any_store, make_user, pr
         try:
             for _ in range(N // 2):
                 try:
-                    reservation = cap_reserve_sync(
+                    reservation = cap_reserve(
                         user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store
                     )
                 except CapExceeded:
                     continue
                 passed.append(1)
-                cap_settle_sync(reservation=reservation, actual=SMALL)
+                cap_settle(reservation=reservation, actual=SMALL)
         finally:
             connection.close()
 
@@ -174,7 +174,7 @@ def test_postgres_or_sqlite_reservations_serialize_per_user(db_store, make_user,
 
     def worker():
         try:
-            cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=db_store)
+            cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=db_store)
             results.append("ok")
         except CapExceeded:
             results.append("429")

@@ -13,11 +13,11 @@ from caps.errors import CallsInFlight, CapExceeded
 from caps.estimates import Estimate, estimate_usage
 from caps.reservations import (
     acap_renew,
+    acap_reserve,
+    acap_settle,
     cap_renew,
     cap_reserve,
-    cap_reserve_sync,
     cap_settle,
-    cap_settle_sync,
 )
 from caps.services import cap_create
 from caps.store import run_in_db_thread
@@ -46,7 +46,7 @@ def daily(store, user, now):
 async def _try(store, user, estimate, hold=0.05):
     """(reservation or the refusal); the reservation is left open (the caller settles)."""
     try:
-        reservation = await cap_reserve(
+        reservation = await acap_reserve(
             user_id=user.pk, model_id=SONNET, estimate=estimate, store=store
         )
     except (CallsInFlight, CapExceeded) as exc:
@@ -66,7 +66,7 @@ def settle_all(results, actual):
     async def main():
         for result in results:
             if not isinstance(result, Exception):
-                await cap_settle(reservation=result, actual=actual)
+                await acap_settle(reservation=result, actual=actual)
 
     asyncio.run(main())
 
@@ -99,7 +99,7 @@ def test_only_one_uncovered_call_runs_at_once_and_the_cap_is_overshot_by_one_cal
     assert counters["tokens"] == WORST.cap_tokens  # limit + one call's overshoot, not three
     assert counters["if_tokens"] == counters["if_worst_tokens"] == 0
     with pytest.raises(CapExceeded):  # over the cap now: nothing more
-        cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store)
+        cap_reserve(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store)
 
 
 def test_covered_calls_run_together_and_one_uncovered_call_at_most_joins_them(
@@ -157,16 +157,16 @@ def test_calls_within_their_estimate_never_count_as_uncovered(any_store, make_us
 def test_a_settled_uncovered_call_makes_room_for_the_next(any_store, make_user, prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_tokens=20_000)
-    first = cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store)
+    first = cap_reserve(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store)
     assert first.uncovered
     with pytest.raises(CallsInFlight):
-        cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store)
-    cap_settle_sync(reservation=first, actual=SMALL)
-    second = cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store)
+        cap_reserve(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store)
+    cap_settle(reservation=first, actual=SMALL)
+    second = cap_reserve(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store)
     assert second.uncovered
-    cap_settle_sync(reservation=second, actual=SMALL)
+    cap_settle(reservation=second, actual=SMALL)
     covered = Estimate(input_tokens=100, output_tokens=8192, max_output_tokens=8192)
-    assert not cap_reserve_sync(
+    assert not cap_reserve(
         user_id=user.pk, model_id=SONNET, estimate=covered, store=any_store
     ).uncovered
 
@@ -176,13 +176,11 @@ def test_an_expired_uncovered_reservation_stops_counting(any_store, make_user, p
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_tokens=20_000)
     with time_machine.travel(T0, tick=False):
-        cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store, now=T0)
+        cap_reserve(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store, now=T0)
         with pytest.raises(CallsInFlight):
-            cap_reserve_sync(
-                user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store, now=T0
-            )
+            cap_reserve(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store, now=T0)
         later = T0 + timedelta(seconds=901)
-        reservation = cap_reserve_sync(
+        reservation = cap_reserve(
             user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store, now=later
         )
         assert reservation.uncovered
@@ -190,7 +188,7 @@ def test_an_expired_uncovered_reservation_stops_counting(any_store, make_user, p
         counters = daily(any_store, user, later)
         assert counters["if_tokens"] == BIG.cap_tokens
         assert counters["if_worst_tokens"] == WORST.cap_tokens
-        cap_settle_sync(reservation=reservation, actual=None, now=later)
+        cap_settle(reservation=reservation, actual=None, now=later)
 
 
 def test_at_most_max_in_flight_calls_of_a_user_run_at_once(any_store, make_user, prices, settings):
@@ -222,10 +220,10 @@ def test_a_cap_refusal_comes_before_the_in_flight_limit(any_store, make_user, pr
     configure(settings, max_in_flight_per_user=1)
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=1)
-    held = cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
+    held = cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
     with pytest.raises(CapExceeded):  # the cap names when a retry can succeed
-        cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
-    cap_settle_sync(reservation=held, actual=None)
+        cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
+    cap_settle(reservation=held, actual=None)
 
 
 def test_a_renewed_lease_outlives_its_first_expiry_and_an_unrenewed_one_does_not(
@@ -235,22 +233,22 @@ def test_a_renewed_lease_outlives_its_first_expiry_and_an_unrenewed_one_does_not
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
     with time_machine.travel(T0, tick=False) as traveller:
-        live = cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
-        dead = cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
+        live = cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
+        dead = cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
         # A 60-second call renewing about every lease/3 keeps its reservation all along.
         for _ in range(100):
             traveller.shift(timedelta(seconds=0.6))
             assert cap_renew(reservation=live)
-            probe = cap_reserve_sync(
+            probe = cap_reserve(
                 user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store
             )  # releases whatever expired, then holds one more
-            cap_settle_sync(reservation=probe, actual=None)
+            cap_settle(reservation=probe, actual=None)
         assert live.lease_expires_at == T0 + timedelta(seconds=62)
         assert any_store.open_reservations(user.pk) == 1  # the live one; the dead one is gone
         counters = daily(any_store, user, T0)
         assert counters["if_requests"] == 1
         assert not cap_renew(reservation=dead) or pytest.fail("a released lease was revived")
-        cap_settle_sync(reservation=live, actual=SMALL)
+        cap_settle(reservation=live, actual=SMALL)
         assert not cap_renew(reservation=live)  # settled: nothing to renew
         assert any_store.open_reservations(user.pk) == 0
         assert daily(any_store, user, T0)["requests"] == 1
@@ -264,18 +262,20 @@ def test_renewal_with_real_seconds_and_the_async_entry_point(
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=2)
 
     async def main():
-        live = await cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
-        dead = await cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
+        live = await acap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
+        dead = await acap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
         for _ in range(5):
             await asyncio.sleep(0.4)  # real seconds pass between renewals (lease 1 s)
             assert await acap_renew(reservation=live)
         # 2 s later: the dead one expired, the live one did not; the cap has room for one.
-        extra = await cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
+        extra = await acap_reserve(
+            user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store
+        )
         with pytest.raises(CapExceeded):
-            await cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
+            await acap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store)
         assert await run_in_db_thread(any_store.open_reservations, user.pk) == 2
-        await cap_settle(reservation=live, actual=SMALL)
-        await cap_settle(reservation=extra, actual=SMALL)
+        await acap_settle(reservation=live, actual=SMALL)
+        await acap_settle(reservation=extra, actual=SMALL)
         return dead
 
     dead = asyncio.run(main())

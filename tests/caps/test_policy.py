@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from caps.errors import CapExceeded
 from caps.models import CapPolicy, UserCapConfig
 from caps.policy import POLICY_OWNER, policy_rows, policy_update
-from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.reservations import cap_reserve, cap_settle
 from caps.services import cap_create
 from caps.status import cap_status
 from config.conf import load_config
@@ -28,12 +28,12 @@ def calls(user, store, count: int, now=NOW) -> int:
     passed = 0
     for _ in range(count):
         try:
-            reservation = cap_reserve_sync(
+            reservation = cap_reserve(
                 user_id=user.pk, model_id=SONNET, estimate=SMALL, store=store, now=now
             )
         except CapExceeded:
             continue
-        cap_settle_sync(reservation=reservation, actual=SMALL, now=now)
+        cap_settle(reservation=reservation, actual=SMALL, now=now)
         passed += 1
     return passed
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from caps.rebuild import caps_rebuild
-from caps.reservations import cap_reserve_sync
+from caps.reservations import cap_reserve
 from caps.services import cap_create
 from caps.status import cap_status
 from caps.windows import user_tag, window_key
@@ -64,7 +64,7 @@ def test_rebuilding_keeps_calls_in_flight(any_store, make_user, prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
     record(user, SONNET, Usage(input_tokens=10, output_tokens=10))
-    cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=Usage(input_tokens=5),
+    cap_reserve(user_id=user.pk, model_id=SONNET, estimate=Usage(input_tokens=5),
                      store=any_store)  # fmt: skip
     caps_rebuild(store=any_store)
     daily = own_daily(user, any_store)

@@ -10,7 +10,7 @@ import time_machine
 from caps.errors import CapExceeded
 from caps.headroom import headroom_headers
 from caps.models import UserCapConfig
-from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.reservations import cap_reserve, cap_settle
 from caps.services import cap_create, cap_update
 from caps.status import cap_status
 from caps.store import IN_FLIGHT
@@ -32,14 +32,12 @@ def _at_t0():
 
 
 def reserve(store, user, estimate=SMALL, now=T0):
-    return cap_reserve_sync(
-        user_id=user.pk, model_id=SONNET, estimate=estimate, now=now, store=store
-    )
+    return cap_reserve(user_id=user.pk, model_id=SONNET, estimate=estimate, now=now, store=store)
 
 
 def call(store, user, estimate=SMALL, actual=None, now=T0):
     reservation = reserve(store, user, estimate, now)
-    cap_settle_sync(reservation=reservation, actual=actual or estimate)
+    cap_settle(reservation=reservation, actual=actual or estimate)
     return reservation
 
 
@@ -185,7 +183,7 @@ def test_a_call_counts_in_the_window_where_it_started(any_store, make_user, pric
     started = datetime(2026, 11, 25, 10, 59, tzinfo=UTC)
     reservation = reserve(any_store, user, now=started)
     # Settled at 11:06: still counted in hour 10, nothing in hour 11.
-    cap_settle_sync(reservation=reservation, actual=Usage(input_tokens=7, output_tokens=5))
+    cap_settle(reservation=reservation, actual=Usage(input_tokens=7, output_tokens=5))
     assert used(any_store, user, "hourly", now=started)["tokens"] == 12
     assert used(any_store, user, "hourly", now=started + timedelta(minutes=7)) == {}
 
@@ -195,7 +193,7 @@ def test_settle_leaves_no_reservation_behind(any_store, make_user, prices):
     for actual in (SMALL, None):
         reservation = reserve(any_store, user)
         assert any_store.open_reservations(user.pk) == 1
-        cap_settle_sync(reservation=reservation, actual=actual)
+        cap_settle(reservation=reservation, actual=actual)
         assert any_store.open_reservations(user.pk) == 0
     counters = used(any_store, user)
     assert all(counters.get(f, 0) == 0 for f in IN_FLIGHT)
@@ -217,7 +215,7 @@ def test_an_unsettled_reservation_is_released_after_its_lease(
     time.sleep(1.1)  # past the 1 s lease in real time: its expiry is the case
     reservation = reserve(any_store, user, now=None)  # the dead one's lease ran out
     assert any_store.open_reservations(user.pk) == 1
-    cap_settle_sync(reservation=reservation, actual=SMALL)
+    cap_settle(reservation=reservation, actual=SMALL)
     assert any_store.open_reservations(user.pk) == 0
 
 
@@ -243,13 +241,13 @@ def test_used_counters_equal_the_sum_of_settled_actuals_after_mixed_cycles(
                 if kind == 0
                 else Usage(input_tokens=kind * 17, output_tokens=i, cache_read_tokens=5)
             )
-            cap_settle_sync(reservation=r, actual=actual)
+            cap_settle(reservation=r, actual=actual)
             if actual is not None:
                 total_requests += 1
                 total_tokens += actual.cap_tokens
         open_ones = []
     for r in open_ones:
-        cap_settle_sync(reservation=r, actual=None)
+        cap_settle(reservation=r, actual=None)
     counters = used(any_store, user, "monthly")
     assert counters["requests"] == total_requests
     assert counters["tokens"] == total_tokens

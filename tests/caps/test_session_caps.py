@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from caps.errors import CapExceeded
 from caps.headroom import headroom_headers
 from caps.rebuild import caps_rebuild
-from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.reservations import cap_reserve, cap_settle
 from caps.services import cap_create
 from caps.status import cap_status
 from caps.windows import session_key, user_tag
@@ -27,7 +27,7 @@ SMALL = Usage(input_tokens=10, output_tokens=10)
 
 
 def reserve(store, user, session="s1", estimate=SMALL):
-    return cap_reserve_sync(
+    return cap_reserve(
         user_id=user.pk, model_id=SONNET, estimate=estimate, store=store, session_id=session
     )
 
@@ -35,7 +35,7 @@ def reserve(store, user, session="s1", estimate=SMALL):
 def spend(store, user, session, micros):
     """One call of the session that cost `micros`."""
     reservation = reserve(store, user, session)
-    cap_settle_sync(reservation=reservation, actual=SMALL, cost_micros=micros)
+    cap_settle(reservation=reservation, actual=SMALL, cost_micros=micros)
 
 
 def session_counters(store, user, session) -> dict:
@@ -69,8 +69,8 @@ def test_a_full_session_is_refused_with_the_seeds_body(any_store, make_user, pri
         "retry_after_seconds": 86400,
     }
     # Another session, and a call without a session, still work.
-    cap_settle_sync(reservation=reserve(any_store, user, "s2"), actual=SMALL)
-    cap_settle_sync(reservation=reserve(any_store, user, None), actual=SMALL)
+    cap_settle(reservation=reserve(any_store, user, "s2"), actual=SMALL)
+    cap_settle(reservation=reserve(any_store, user, None), actual=SMALL)
     assert session_counters(any_store, user, "s1")["cost_micros"] == 2_000_000
     assert session_counters(any_store, user, "s1")["requests"] == 1
     assert session_counters(any_store, user, "s2")["requests"] == 1
@@ -110,7 +110,7 @@ def test_headroom_and_status(any_store, make_user, prices):
     assert float(headers["x-gateway-cap-session-cost-cents-remaining"]) < 200
     assert "x-gateway-cap-session-reset" not in headers
     assert "x-gateway-cap-daily-reset" in headers
-    cap_settle_sync(reservation=reservation, actual=SMALL)
+    cap_settle(reservation=reservation, actual=SMALL)
     assert "x-gateway-cap-session-cost-cents-remaining" not in headroom_headers(
         reserve(any_store, user, None)
     )
@@ -132,7 +132,7 @@ def test_a_dead_workers_session_reservation_is_released_after_its_lease(
     time.sleep(1.1)  # past the 1 s lease in real time: its expiry is the case
     reservation = reserve(any_store, user, "s1", big)
     assert session_counters(any_store, user, "s1")["if_cost_micros"] == 7500
-    cap_settle_sync(reservation=reservation, actual=None)
+    cap_settle(reservation=reservation, actual=None)
     counters = session_counters(any_store, user, "s1")
     assert counters["if_cost_micros"] == 0
     assert counters.get("cost_micros", 0) == 0
@@ -167,7 +167,7 @@ def test_rebuild_restores_the_session_windows(any_store, make_user, prices):
     with pytest.raises(CapExceeded) as info:
         reserve(any_store, user, "s1")
     assert info.value.cap_type == "session"
-    cap_settle_sync(reservation=reserve(any_store, user, "s2"), actual=SMALL)
+    cap_settle(reservation=reserve(any_store, user, "s2"), actual=SMALL)
 
 
 def test_a_lost_redis_rebuilds_the_session_before_checking(redis_store, make_user, prices):

@@ -3,7 +3,7 @@
 import pytest
 
 from caps.errors import CapStoreUnavailable
-from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.reservations import cap_reserve, cap_settle
 from caps.services import cap_create
 from caps.status import cap_status
 from caps.store import _stores, cap_store
@@ -34,18 +34,16 @@ def test_store_down_fails_closed_when_configured(dead_redis, make_user, prices, 
     failure_mode(settings, "closed")
     user = make_user()
     with pytest.raises(CapStoreUnavailable):
-        cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=dead_redis)
+        cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=dead_redis)
 
 
 def test_store_down_fails_open_when_configured(dead_redis, make_user, prices, settings):
     failure_mode(settings, "open")
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_cost_cents=100)
-    reservation = cap_reserve_sync(
-        user_id=user.pk, model_id=SONNET, estimate=SMALL, store=dead_redis
-    )
+    reservation = cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=dead_redis)
     assert reservation.reserved is False
-    cap_settle_sync(reservation=reservation, actual=SMALL)  # a no-op on the counters
+    cap_settle(reservation=reservation, actual=SMALL)  # a no-op on the counters
     assert reservation.settled is True
 
 
@@ -55,10 +53,8 @@ def test_default_mode_fails_closed_only_for_users_with_a_cost_cap(dead_redis, ma
     counter = make_user()
     cap_create(user_id=counter.pk, cap_type="daily", set_by="user", max_requests=5)
     with pytest.raises(CapStoreUnavailable):
-        cap_reserve_sync(user_id=spender.pk, model_id=SONNET, estimate=SMALL, store=dead_redis)
-    reservation = cap_reserve_sync(
-        user_id=counter.pk, model_id=SONNET, estimate=SMALL, store=dead_redis
-    )
+        cap_reserve(user_id=spender.pk, model_id=SONNET, estimate=SMALL, store=dead_redis)
+    reservation = cap_reserve(user_id=counter.pk, model_id=SONNET, estimate=SMALL, store=dead_redis)
     assert reservation.reserved is False
 
 
@@ -74,18 +70,18 @@ def test_a_warm_reservation_does_not_touch_the_database(
 ):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
-    cap_settle_sync(
-        reservation=cap_reserve_sync(
+    cap_settle(
+        reservation=cap_reserve(
             user_id=user.pk, model_id=SONNET, estimate=SMALL, store=redis_store
         ),
         actual=SMALL,
     )
     price_table()  # the price table re-validates at most once a second: fresh now
     with django_assert_num_queries(0):
-        reservation = cap_reserve_sync(
+        reservation = cap_reserve(
             user_id=user.pk, model_id=SONNET, estimate=SMALL, store=redis_store
         )
-        cap_settle_sync(reservation=reservation, actual=SMALL, cost_micros=180)
+        cap_settle(reservation=reservation, actual=SMALL, cost_micros=180)
 
 
 def test_a_warm_embedded_reservation_is_one_short_transaction(
@@ -93,8 +89,8 @@ def test_a_warm_embedded_reservation_is_one_short_transaction(
 ):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
-    cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=db_store)
+    cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=db_store)
     price_table()
     # lock (PostgreSQL), expired leases, counters + version, upsert, lease insert + savepoints
     with django_assert_max_num_queries(8):
-        cap_reserve_sync(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=db_store)
+        cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=db_store)

@@ -13,7 +13,7 @@ import redis
 from accounts.models import Team
 from caps.errors import CapExceeded
 from caps.rebuild import caps_rebuild
-from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.reservations import cap_reserve, cap_settle
 from caps.services import cap_create, team_cap_set
 from caps.status import cap_status, team_cap_status
 from caps.windows import team_owner, window_keys
@@ -68,14 +68,14 @@ def test_a_team_cap_is_shared_by_its_members(any_store, make_user, prices, team)
     passed, refused = 0, []
     for call in range(9):
         try:
-            reservation = cap_reserve_sync(
+            reservation = cap_reserve(
                 user_id=users[call % 3].pk, team_id=team.pk, model_id=SONNET, estimate=SMALL,
                 store=any_store,
             )  # fmt: skip
         except CapExceeded as exc:
             refused.append(exc)
             continue
-        cap_settle_sync(reservation=reservation, actual=SMALL)
+        cap_settle(reservation=reservation, actual=SMALL)
         passed += 1
     assert {(exc.cap_type, exc.set_by) for exc in refused} == {("daily", "team")}
     assert refused[0].message.startswith("Your team's daily usage cap exceeded: 4/4 requests")
@@ -95,17 +95,17 @@ def test_a_members_refusal_releases_the_teams_hold(any_store, make_user, prices,
     [user] = members(make_user, team, count=1)
     team_cap_set(team_id=team.pk, cap_type="daily", max_requests=10, now=an_hour_ago())
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=1)
-    first = cap_reserve_sync(
+    first = cap_reserve(
         user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=any_store
     )
     with pytest.raises(CapExceeded) as refused:
-        cap_reserve_sync(
+        cap_reserve(
             user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=any_store
         )
     assert refused.value.set_by == "user"
     counters = daily(any_store, team_owner(team.pk), datetime.now(UTC))
     assert counters["if_requests"] == 1  # only the first call's hold
-    cap_settle_sync(reservation=first, actual=SMALL)
+    cap_settle(reservation=first, actual=SMALL)
     counters = daily(any_store, team_owner(team.pk), datetime.now(UTC))
     assert (counters["requests"], counters["if_requests"]) == (1, 0)
     assert any_store.open_reservations(team_owner(team.pk)) == 0
@@ -116,12 +116,12 @@ def test_headroom_is_the_tighter_of_user_and_team(any_store, make_user, prices, 
     [user] = members(make_user, team, count=1)
     team_cap_set(team_id=team.pk, cap_type="daily", max_requests=3, now=an_hour_ago())
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=10)
-    reservation = cap_reserve_sync(
+    reservation = cap_reserve(
         user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=any_store
     )
     [daily_room] = [room for room in reservation.headroom if room.cap_type == "daily"]
     assert daily_room.requests_remaining == 2
-    cap_settle_sync(reservation=reservation, actual=SMALL)
+    cap_settle(reservation=reservation, actual=SMALL)
 
 
 @pytest.mark.django_db
@@ -133,13 +133,13 @@ def test_tightening_a_team_cap_waits_for_the_grace_period(any_store, make_user, 
     assert cap.enforce_from == now + timedelta(minutes=5)
     assert cap.prior_limits["max_requests"] == 100
     for at in (now, now):
-        reservation = cap_reserve_sync(
+        reservation = cap_reserve(
             user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=any_store,
             now=at,
         )  # fmt: skip
-        cap_settle_sync(reservation=reservation, actual=SMALL, now=at)
+        cap_settle(reservation=reservation, actual=SMALL, now=at)
     with pytest.raises(CapExceeded):
-        cap_reserve_sync(
+        cap_reserve(
             user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=any_store,
             now=now + timedelta(minutes=6),
         )  # fmt: skip
@@ -166,14 +166,14 @@ def test_lost_team_counters_are_rebuilt_from_the_records(redis_store, make_user,
         )  # fmt: skip
     wipe_redis_team(team.pk)
     team_cap_set(team_id=team.pk, cap_type="daily", max_requests=3, now=an_hour_ago())
-    reservation = cap_reserve_sync(
+    reservation = cap_reserve(
         user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=redis_store
     )  # the team's sentinel is gone: its counters are rebuilt first (2 calls), then 1 more fits
     with pytest.raises(CapExceeded):
-        cap_reserve_sync(
+        cap_reserve(
             user_id=user.pk, team_id=team.pk, model_id=SONNET, estimate=SMALL, store=redis_store
         )
-    cap_settle_sync(reservation=reservation, actual=SMALL)
+    cap_settle(reservation=reservation, actual=SMALL)
     assert daily(redis_store, team_owner(team.pk), now)["requests"] == 3
     assert caps_rebuild(store=redis_store, user_id=team_owner(team.pk)) == 3
 

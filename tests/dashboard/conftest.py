@@ -79,13 +79,13 @@ def csrf_client(owner) -> Client:  # noqa: F811 (the persona fixture)
 @pytest.fixture
 def metered_call(record):
     """metered_call(user): one call as the proxy makes it — reserve, record, settle."""
-    from caps.reservations import cap_reserve_sync, cap_settle_sync
+    from caps.reservations import cap_reserve, cap_settle
 
     def _call(user, usage: Usage | None = None):
         usage = usage or Usage(input_tokens=1000, output_tokens=200)
-        reservation = cap_reserve_sync(user_id=user.id, model_id=SONNET, estimate=usage)
+        reservation = cap_reserve(user_id=user.id, model_id=SONNET, estimate=usage)
         recorded = record(user, usage=usage)
-        cap_settle_sync(reservation=reservation, actual=usage, cost_micros=recorded.cost_micros)
+        cap_settle(reservation=reservation, actual=usage, cost_micros=recorded.cost_micros)
         return recorded
 
     return _call

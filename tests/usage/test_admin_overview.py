@@ -11,7 +11,7 @@ import time_machine
 from django.db.models import Sum
 from django.test import Client
 
-from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.reservations import cap_reserve, cap_settle
 from caps.services import cap_create
 from caps.store import _stores
 from costs.money import Usage, micros_usd
@@ -42,9 +42,9 @@ def record_at(record, user, started_at, *, usage=None, **overrides):
     usage = usage or Usage(input_tokens=1000, output_tokens=100)
     model_id = overrides.get("model_id", HAIKU)
     with time_machine.travel(started_at, tick=False):
-        reservation = cap_reserve_sync(user_id=user.id, model_id=model_id, estimate=usage)
+        reservation = cap_reserve(user_id=user.id, model_id=model_id, estimate=usage)
         row = record(user, started_at=started_at, usage=usage, **overrides)
-        cap_settle_sync(reservation=reservation, actual=usage, cost_micros=row.cost_micros)
+        cap_settle(reservation=reservation, actual=usage, cost_micros=row.cost_micros)
         return row
 
 

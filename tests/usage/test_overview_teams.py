@@ -10,7 +10,7 @@ import time_machine
 from django.test import Client
 
 from accounts.models import Team
-from caps.reservations import cap_reserve_sync, cap_settle_sync
+from caps.reservations import cap_reserve, cap_settle
 from caps.services import team_cap_set
 from caps.store import _stores
 from costs.money import Usage
@@ -39,7 +39,7 @@ def call(user, team, started_at, input_tokens):
     """A call as the proxy makes it: reserved under the caps (the team's too), recorded."""
     usage = Usage(input_tokens=input_tokens)
     with time_machine.travel(started_at, tick=False):
-        reservation = cap_reserve_sync(
+        reservation = cap_reserve(
             user_id=user.pk, model_id=SONNET, estimate=usage, team_id=team and team.pk
         )
         row = usage_record(
@@ -51,7 +51,7 @@ def call(user, team, started_at, input_tokens):
                 session_id=None, team_id=team and team.pk,
             )
         )  # fmt: skip
-        cap_settle_sync(reservation=reservation, actual=usage, cost_micros=row.cost_micros)
+        cap_settle(reservation=reservation, actual=usage, cost_micros=row.cost_micros)
 
 
 @pytest.fixture
