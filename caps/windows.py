@@ -9,9 +9,11 @@ script can move them: `usage_cap:{user_42}:hourly:2026-11-25T10`, `…:daily:202
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
+
+from usage.windows import as_utc, period_end, period_start
 
 CAP_TYPES = ("hourly", "daily", "monthly")
 # The per-session cost cap's window: one per Claude Code session, no calendar, no reset.
@@ -34,26 +36,17 @@ def user_tag(user_id: int) -> str:
 
 
 def window_start(cap_type: str, at: datetime) -> datetime:
-    at = at.astimezone(UTC)
-    if cap_type == "hourly":
-        return at.replace(minute=0, second=0, microsecond=0)
-    if cap_type == "daily":
-        return at.replace(hour=0, minute=0, second=0, microsecond=0)
-    return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    """The start of the cap window that holds `at`: the usage summaries' calendar."""
+    return period_start(cap_type, at)
 
 
 def reset_time(cap_type: str, at: datetime) -> datetime:
     """The end of the window that holds `at` (when its counters start again from zero)."""
-    start = window_start(cap_type, at)
-    if cap_type == "hourly":
-        return start + timedelta(hours=1)
-    if cap_type == "daily":
-        return start + timedelta(days=1)
-    return (start + timedelta(days=32)).replace(day=1)
+    return period_end(cap_type, period_start(cap_type, at))
 
 
 def window_key(user_id: int, cap_type: str, at: datetime) -> str:
-    at = at.astimezone(UTC)
+    at = as_utc(at)
     label = {
         "hourly": f"{at:%Y-%m-%dT%H}",
         "daily": f"{at:%Y-%m-%d}",
@@ -65,7 +58,7 @@ def window_key(user_id: int, cap_type: str, at: datetime) -> str:
 def window_keys(user_id: int, at: datetime) -> tuple[str, str, str]:
     """Hourly, daily and monthly keys of the windows holding `at`."""
     tag = user_tag(user_id)
-    at = at.astimezone(UTC)
+    at = as_utc(at)
     return (
         f"{tag}:hourly:{at:%Y-%m-%dT%H}",
         f"{tag}:daily:{at:%Y-%m-%d}",
@@ -92,4 +85,4 @@ def window_ttls() -> tuple[int, int, int]:
 
 
 def iso_z(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(at).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -16,11 +16,17 @@ HOUR = timedelta(hours=1)
 PERIODS = ("hourly", "daily", "weekly", "monthly")
 
 
+def as_utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive one is taken as UTC (the one rule of caps' and usage's
+    windows)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 def floor_hour(moment: datetime) -> datetime:
     """The start of the UTC hour holding `moment` (a naive `moment` is taken as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return as_utc(moment).replace(minute=0, second=0, microsecond=0)
 
 
 def ceil_hour(moment: datetime) -> datetime:
