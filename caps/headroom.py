@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from caps.rules import MICROS_PER_CENT, CapRule, cents
+from caps.rules import MICROS_PER_CENT, Amounts, CapRule, cents
 from caps.store import ReserveResult
 from caps.windows import SESSION, WINDOW_TYPES, iso_z, reset_time
 
@@ -28,7 +28,7 @@ class CapHeadroom:
 
 
 def headroom_left(
-    rules: tuple[CapRule, ...], result: ReserveResult, amounts: tuple[int, int, int], now: datetime
+    rules: tuple[CapRule, ...], result: ReserveResult, amounts: Amounts, now: datetime
 ) -> list[CapHeadroom]:
     """Per period with a cap: what is left after the store's values before this reservation
     (`result`) and this reservation's `amounts`."""

@@ -8,6 +8,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from caps.rules import Amounts
 from caps.store import CapStore, cap_store
 from caps.windows import (
     CAP_TYPES,
@@ -27,7 +28,7 @@ from usage.models import UsageRecord
 logger = logging.getLogger(__name__)
 
 
-def _record_amounts(record: Any) -> tuple[int, int, int]:
+def _record_amounts(record: Any) -> Amounts:
     """A usage record as settle counted it: 1 request, cap tokens, cost (an unknown price at
     its family's dearest)."""
     usage = Usage(
@@ -40,7 +41,7 @@ def _record_amounts(record: Any) -> tuple[int, int, int]:
     cost = record.cost_micros
     if cost is None:
         cost = estimate_cost_micros(model_id=record.model_id, usage=usage, at=record.started_at)
-    return (1, usage.cap_tokens, cost)
+    return Amounts(1, usage.cap_tokens, cost)
 
 
 def _sessions_used(*, now: datetime, user_id: int | None) -> dict[tuple[int, str], list[int]]:
@@ -118,7 +119,7 @@ def caps_rebuild(
         {} if user_id is not None and user_id < 0 else _sessions_used(now=now, user_id=user_id)
     )
     users.update(user for user, _ in sessions)
-    entries: list[tuple[str, tuple[int, int, int], int]] = [
+    entries: list[tuple[str, Amounts, int]] = [
         (window_key(user, cap_type, now), _amounts(used.get((user, i))), ttl)
         for user in sorted(users)
         for i, (cap_type, ttl) in enumerate(zip(CAP_TYPES, window_ttls(), strict=True))
@@ -142,6 +143,6 @@ def owner_rebuild(*, store: CapStore, owner: int, now: datetime, lost: bool = Fa
     logger.info("cap counters of user %s rebuilt from the usage records", owner)
 
 
-def _amounts(totals: list[int] | tuple[int, ...] | None) -> tuple[int, int, int]:
+def _amounts(totals: list[int] | tuple[int, ...] | None) -> Amounts:
     requests, tokens, cost_micros = totals or (0, 0, 0)
-    return requests, tokens, cost_micros
+    return Amounts(requests, tokens, cost_micros)

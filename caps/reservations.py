@@ -43,7 +43,15 @@ from caps.headroom import CapHeadroom, headroom_left, headroom_tighter
 from caps.models import UserCapConfig
 from caps.policy import Policy
 from caps.rebuild import owner_rebuild
-from caps.rules import MICROS_PER_CENT, NO_LIMIT, CapRule, UserCaps, blocking_limits, cents
+from caps.rules import (
+    MICROS_PER_CENT,
+    NO_LIMIT,
+    Amounts,
+    CapRule,
+    UserCaps,
+    blocking_limits,
+    cents,
+)
 from caps.store import (
     CapStore,
     ReserveResult,
@@ -97,7 +105,7 @@ class Reservation:
 
 
 def _exceeded(
-    rules: tuple[CapRule, ...], result: ReserveResult, amounts: tuple[int, int, int], now: datetime
+    rules: tuple[CapRule, ...], result: ReserveResult, amounts: Amounts, now: datetime
 ) -> CapExceeded:
     candidates: list[tuple[datetime, int, CapExceeded]] = []
     for rule in rules:
@@ -166,8 +174,8 @@ class _Attempt:
     estimate: Usage
     now: datetime
     region: str | None
-    amounts: tuple[int, int, int]
-    worst: tuple[int, int, int]
+    amounts: Amounts
+    worst: Amounts
     session_window: str | None = None
     rid: str = field(default_factory=new_reservation_id)
 
@@ -177,8 +185,8 @@ class _Attempt:
     ) -> _Attempt:
         return cls(
             store=store or cap_store(), user_id=user_id, model_id=model_id, estimate=estimate,
-            now=now, region=region, amounts=(1, estimate.cap_tokens, cost),
-            worst=(1, worst_case(estimate).cap_tokens, worst_cost),
+            now=now, region=region, amounts=Amounts(1, estimate.cap_tokens, cost),
+            worst=Amounts(1, worst_case(estimate).cap_tokens, worst_cost),
             session_window=session_key(user_id, session_id),
         )  # fmt: skip
 
@@ -212,9 +220,9 @@ class _Attempt:
             model_id=self.model_id,
             started_at=self.now,
             keys=window_keys(self.user_id, self.now),
-            requests=self.amounts[0],
-            tokens=self.amounts[1],
-            cost_micros=self.amounts[2],
+            requests=self.amounts.requests,
+            tokens=self.amounts.tokens,
+            cost_micros=self.amounts.cost_micros,
             lease_expires_at=self.now + timedelta(seconds=lease),
             headroom=headroom,
             reserved=reserved,
@@ -444,7 +452,7 @@ def _holds(reservation: Reservation) -> list[Reservation]:
 
 def _settle_amounts(
     reservation: Reservation, actual: Usage | None, cost_micros: int | None
-) -> tuple[int, int, int] | None:
+) -> Amounts | None:
     if actual is None:
         return None
     if cost_micros is None:
@@ -454,7 +462,7 @@ def _settle_amounts(
             at=reservation.started_at,
             region=reservation.region,
         )
-    return (1, actual.cap_tokens, cost_micros)
+    return Amounts(1, actual.cap_tokens, cost_micros)
 
 
 async def acap_settle(
@@ -517,7 +525,7 @@ def _settling(reservation: Reservation, actual: Usage | None) -> bool:
 
 
 def _settle_kwargs(
-    held: Reservation, amounts: tuple[int, int, int] | None, now: datetime | None
+    held: Reservation, amounts: Amounts | None, now: datetime | None
 ) -> dict[str, Any]:
     return {
         "user_id": held.user_id,
@@ -529,15 +537,11 @@ def _settle_kwargs(
     }
 
 
-async def _asettle_store(
-    held: Reservation, amounts: tuple[int, int, int] | None, now: datetime | None
-) -> None:
+async def _asettle_store(held: Reservation, amounts: Amounts | None, now: datetime | None) -> None:
     await (held.store or cap_store()).asettle(**_settle_kwargs(held, amounts, now))
 
 
-def _settle_store(
-    held: Reservation, amounts: tuple[int, int, int] | None, now: datetime | None
-) -> None:
+def _settle_store(held: Reservation, amounts: Amounts | None, now: datetime | None) -> None:
     (held.store or cap_store()).settle(**_settle_kwargs(held, amounts, now))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 
@@ -28,6 +28,14 @@ LIMIT_FIELDS = ("max_requests", "max_tokens", "max_cost_cents")
 def cents(micros: int) -> Decimal:
     """Micro-dollars as cents with four decimals (the unit of `max_cost_cents`)."""
     return (Decimal(micros) / MICROS_PER_CENT).quantize(Decimal("0.0001"))
+
+
+class Amounts(NamedTuple):
+    """What a call counts for against caps: one request, its cap tokens, its cost."""
+
+    requests: int
+    tokens: int
+    cost_micros: int
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, connections, transaction
 
 from caps.models import CapLease
-from caps.rules import NO_LIMIT
+from caps.rules import NO_LIMIT, Amounts
 from caps.windows import session_ttl, user_tag, window_keys, window_ttls
 from config import clock, redis_clients
 from usage.models import Counter
@@ -490,7 +490,7 @@ class RedisCapStore:
 
     def set_used(
         self,
-        entries: Sequence[tuple[str, tuple[int, int, int], int]],
+        entries: Sequence[tuple[str, Amounts, int]],
         now: datetime,
         rebuilt_users: Sequence[int] = (),
         only_if_lost: bool = False,
@@ -512,7 +512,7 @@ class RedisCapStore:
             return
         # (key, used, ttl); used None = a sentinel. On a Redis Cluster a MULTI/EXEC holds keys
         # of one slot: one per user there (a user's counters and sentinel share its tag).
-        ops: list[tuple[str, tuple[int, int, int] | None, int]] = [
+        ops: list[tuple[str, Amounts | None, int]] = [
             *entries,
             *((sentinel_key(u), None, sentinel_ttl) for u in rebuilt_users),
         ]
@@ -836,7 +836,7 @@ class DatabaseCapStore:
 
     def set_used(
         self,
-        entries: Sequence[tuple[str, tuple[int, int, int], int]],
+        entries: Sequence[tuple[str, Amounts, int]],
         now: datetime,
         rebuilt_users: Sequence[int] = (),
         only_if_lost: bool = False,
