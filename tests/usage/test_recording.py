@@ -196,7 +196,8 @@ def test_a_lost_store_heals_the_live_hours_from_the_records(owner, record):
     from usage.windows import HOUR, floor_hour
 
     now = clock.now()
-    record(owner, started_at=now - timedelta(minutes=1))
+    latest = now - timedelta(minutes=1)  # the hour before now's in the first minute of an hour
+    record(owner, started_at=latest)
     record(owner, started_at=now - HOUR)  # a completed hour the hourly job has not persisted
 
     def requests_by_hour() -> dict:
@@ -214,4 +215,4 @@ def test_a_lost_store_heals_the_live_hours_from_the_records(owner, record):
     # The store loses everything, its sentinel included.
     store.delete([*store.scan("usage_summary:"), services.live_sentinel_key()])
     assert requests_by_hour() == before
-    assert get_store().get_many([summary_key(owner.pk, now)])[summary_key(owner.pk, now)]
+    assert get_store().get_many([summary_key(owner.pk, latest)])[summary_key(owner.pk, latest)]
