@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
+import orjson
+
 from gateway import model_map
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -243,9 +245,8 @@ def anthropic_response_headers(upstream_headers: Headers | None) -> dict[str, st
 
 
 def sse_event(event_type: str, data: dict) -> bytes:
-    """One server-sent event exactly as Anthropic's API writes it."""
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event_type}\ndata: {payload}\n\n".encode()
+    """One server-sent event exactly as Anthropic's API writes it (compact JSON, UTF-8)."""
+    return b"event: %s\ndata: %s\n\n" % (event_type.encode(), orjson.dumps(data))
 
 
 PING = sse_event("ping", {"type": "ping"})

@@ -117,6 +117,9 @@ async def _pump(
 
 
 async def _put(queue: asyncio.Queue, item: object, timeout: float) -> None:
+    if not queue.full():  # the common case: no timer to arm for a put that cannot wait
+        queue.put_nowait(item)
+        return
     # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands as
     # the put completes, and a shutdown's cut then went unseen (the call was never recorded).
     async with asyncio.timeout(timeout):

@@ -19,15 +19,16 @@ from urllib.parse import quote
 import aiohttp
 import botocore.session
 import httpx
+import orjson
 import yarl
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.eventstream import EventStreamBuffer, EventStreamError
 from django.conf import settings
 
+from config import clock
 from config.conf import secret_value
 from costs.money import Usage
+from emulator.eventstream import EventStreamDecoder, EventStreamError
+from gateway import sigv4
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +81,18 @@ def _signed_headers(method: str, url: str, body: bytes, headers: dict[str, str])
     if credentials is None:  # a bearer key was configured after the credentials were cached
         raise UpstreamUnavailable("no AWS credentials found for the Bedrock upstream")
     frozen = credentials.get_frozen_credentials()
-    request = AWSRequest(method=method, url=url, data=body, headers=headers)
-    SigV4Auth(frozen, "bedrock", aws.region).add_auth(request)
-    return dict(request.headers.items())
+    return sigv4.sign(
+        method,
+        url,
+        body,
+        headers,
+        access_key=frozen.access_key,
+        secret_key=frozen.secret_key,
+        token=frozen.token,
+        region=aws.region,
+        service="bedrock",
+        now=clock.now(),
+    )
 
 
 class UpstreamResponse:
@@ -279,7 +289,7 @@ class StreamMeter:
     delta_chars: int = 0
     final_output: int | None = None
     exception: tuple[str, str] | None = None
-    _buffer: EventStreamBuffer = field(default_factory=EventStreamBuffer)
+    _decoder: EventStreamDecoder = field(default_factory=EventStreamDecoder)
     _broken: bool = False
 
     def feed(self, chunk: bytes) -> list[dict]:
@@ -287,9 +297,8 @@ class StreamMeter:
         if self._broken:
             return []
         events: list[dict] = []
-        self._buffer.add_data(chunk)
         try:
-            for message in self._buffer:
+            for message in self._decoder.feed(chunk):
                 event = self._on_message(message.headers, message.payload)
                 if event is not None:
                     events.append(event)
@@ -300,13 +309,13 @@ class StreamMeter:
     def _on_message(self, headers: dict, payload: bytes) -> dict | None:
         if headers.get(":message-type") == "exception":
             try:
-                message = json.loads(payload).get("message", "")
+                message = orjson.loads(payload).get("message", "")
             except ValueError:
                 message = payload.decode(errors="replace")
             self.exception = (str(headers.get(":exception-type", "")), message)
             return None
         if self.converse:
-            event = json.loads(payload)
+            event = orjson.loads(payload)
             event_type = headers.get(":event-type")
             if event_type == "contentBlockDelta":
                 self.deltas += 1
@@ -316,7 +325,7 @@ class StreamMeter:
                 self.seen_usage = True
                 self.usage = usage_from_converse(event["usage"])
             return {"type": event_type, **event}
-        event = json.loads(base64.b64decode(json.loads(payload)["bytes"]))
+        event = orjson.loads(base64.b64decode(orjson.loads(payload)["bytes"]))
         kind = event.get("type")
         if kind == "message_start":
             usage = event.get("message", {}).get("usage")
