@@ -130,11 +130,6 @@ async def afailure(address: str, exc: AuthFailed) -> None:
     _over(address, count, end, now)
 
 
-def forget() -> None:
-    """Drop what this process remembers (tests)."""
-    _blocked.clear()
-
-
 # --- Django admin's password sign-in ---------------------------------------------------------
 
 

@@ -17,13 +17,13 @@ from caps.windows import (
     session_ttl,
     team_owner,
     window_key,
-    window_start,
     window_ttls,
 )
 from config import clock
 from costs.money import Usage
 from costs.pricing import estimate_cost_micros
 from usage.models import UsageRecord
+from usage.windows import period_start
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def caps_rebuild(
     how many windows were written."""
     store = store or cap_store()
     now = now or clock.now()
-    bounds = [(window_start(t, now), reset_time(t, now)) for t in CAP_TYPES]
+    bounds = [(period_start(t, now), reset_time(t, now)) for t in CAP_TYPES]
     records = UsageRecord.objects.filter(
         started_at__gte=min(start for start, _ in bounds),
         started_at__lt=max(end for _, end in bounds),

@@ -15,8 +15,9 @@ from caps.errors import CapStoreUnavailable
 from caps.rebuild import owner_rebuild
 from caps.rules import LIMIT_FIELDS, MICROS_PER_CENT, CapRule, caps_load, cents
 from caps.store import CapStore, StoreDown, cap_store
-from caps.windows import CAP_TYPES, reset_time, team_owner, window_keys, window_start
+from caps.windows import CAP_TYPES, reset_time, team_owner, window_keys
 from config import clock
+from usage.windows import period_start
 
 
 def cap_status(
@@ -105,7 +106,7 @@ def spend_today_cents(*, user_id: int, now: datetime | None = None) -> Decimal:
     from usage.selectors import summary_buckets
 
     now = now or clock.now()
-    day = window_start("daily", now)
+    day = period_start("daily", now)
     buckets = summary_buckets(
         start=day, end=reset_time("daily", now), bucket="daily", user_id=user_id, now=now
     )

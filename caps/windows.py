@@ -35,11 +35,6 @@ def user_tag(user_id: int) -> str:
     return f"{settings.GATEWAY.redis.usage_cap_prefix}{{user_{user_id}}}"
 
 
-def window_start(cap_type: str, at: datetime) -> datetime:
-    """The start of the cap window that holds `at`: the usage summaries' calendar."""
-    return period_start(cap_type, at)
-
-
 def reset_time(cap_type: str, at: datetime) -> datetime:
     """The end of the window that holds `at` (when its counters start again from zero)."""
     return period_end(cap_type, period_start(cap_type, at))

@@ -221,12 +221,3 @@ async def learn(model_id: str, body: dict) -> set[str]:
 
 def _b64(body: dict) -> str:
     return base64.b64encode(json.dumps(body).encode()).decode()
-
-
-def forget() -> None:
-    """Forget what was learned (tests)."""
-    global _next_share
-    _rejected.clear()
-    _accepted.clear()
-    _next_share = 0.0
-    cache.delete(_CACHE_KEY)

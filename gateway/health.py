@@ -89,11 +89,6 @@ def _result(name: str) -> dict:
         return result
 
 
-def forget() -> None:
-    """Drop the kept results (tests)."""
-    _results.clear()
-
-
 def _may_check(request: HttpRequest) -> bool:
     if request.META.get("REMOTE_ADDR") in _LOOPBACK:
         return True

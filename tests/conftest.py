@@ -3,6 +3,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.emulator",
+    "tests.fixtures.process_memory",
     "tests.fixtures.reference_data",
     "tests.fixtures.tls",
 ]

@@ -14,7 +14,6 @@ import time_machine
 from django.core.cache import cache
 from django.test import Client
 
-from accounts import throttle
 from accounts.services import api_key_create, token_pair_create
 
 pytestmark = pytest.mark.django_db
@@ -32,17 +31,15 @@ MESSAGE = {
 
 
 @pytest.fixture(autouse=True)
-def throttle_config(settings):
+def throttle_config(settings, forget_throttle_blocks):
     auth = settings.GATEWAY.auth.model_copy(
         update={"failed_auth_limit": LIMIT, "failed_auth_window_seconds": WINDOW}
     )
     settings.GATEWAY = settings.GATEWAY.model_copy(update={"auth": auth})
     cache.clear()
-    throttle.forget()
     with time_machine.travel(T0 + timedelta(seconds=10), tick=False) as traveller:
         yield traveller
     cache.clear()
-    throttle.forget()
 
 
 def server_config(settings, **values):
@@ -149,14 +146,16 @@ def test_expired_genuine_credentials_do_not_count(client, owner, throttle_config
     assert api_get(client, fresh).status_code == 200
 
 
-def test_forwarded_for_counts_only_behind_a_configured_public_url(client, settings):
+def test_forwarded_for_counts_only_behind_a_configured_public_url(
+    client, settings, forget_throttle_blocks
+):
     # Without server.public_url X-Forwarded-For is the client's to forge: REMOTE_ADDR counts.
     for n in range(LIMIT + 1):
         api_get(client, BAD_KEY, HTTP_X_FORWARDED_FOR=f"10.9.9.{n}")
     assert api_get(client, BAD_KEY, HTTP_X_FORWARDED_FOR="10.9.9.99").status_code == 429
 
     cache.clear()
-    throttle.forget()
+    forget_throttle_blocks()
     server_config(settings, public_url="https://gateway.example.com")
     # Behind our proxy: the entry it appended (the last) is the client; earlier ones are forged.
     for _ in range(LIMIT + 1):
@@ -172,10 +171,10 @@ def test_successes_do_not_count(client, owner):
     assert api_get(client, BAD_KEY).status_code == 401
 
 
-def test_a_second_process_learns_the_block_from_the_shared_count(client):
+def test_a_second_process_learns_the_block_from_the_shared_count(client, forget_throttle_blocks):
     """Another process (modelled by forgetting this one's memory) refuses at its first failure:
     the count lives in the cache, not in the process."""
     for _ in range(LIMIT + 1):
         api_get(client, BAD_KEY)
-    throttle.forget()
+    forget_throttle_blocks()
     assert api_get(Client(), BAD_KEY).status_code == 429

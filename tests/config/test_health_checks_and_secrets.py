@@ -43,9 +43,7 @@ def counting_upstream():
 
 
 @pytest.fixture
-def aws_at(settings):
-    from gateway import health
-
+def aws_at(settings, forget_health_results):
     def point(url: str, **server) -> None:
         gateway = settings.GATEWAY
         settings.GATEWAY = gateway.model_copy(
@@ -55,9 +53,7 @@ def aws_at(settings):
             }
         )
 
-    health.forget()
-    yield point
-    health.forget()
+    return point
 
 
 @pytest.mark.django_db
@@ -174,19 +170,18 @@ def test_data_dir_is_private_and_so_are_the_database_and_secret(tmp_path):
 
 
 @pytest.fixture
-def aws_credentials(settings):
-    from gateway import health, upstream
+def aws_credentials(settings, forget_health_results):
+    from gateway import upstream
 
     def use(**aws) -> None:
         settings.GATEWAY = settings.GATEWAY.model_copy(
             update={"aws": settings.GATEWAY.aws.model_copy(update=aws)}
         )
         upstream._credentials.cache_clear()
-        health.forget()
+        forget_health_results()
 
     yield use
     upstream._credentials.cache_clear()
-    health.forget()
 
 
 @pytest.mark.django_db

@@ -109,7 +109,9 @@ def test_a_rejection_is_remembered_per_base_model(stack, alice_key):
     assert metric(url, "gateway_beta_retries_total") == before + 2
 
 
-def test_remembered_rejections_are_bounded_oldest_evicted(emulator, settings, db):
+def test_remembered_rejections_are_bounded_oldest_evicted(
+    emulator, settings, db, forget_learned_betas
+):
     from gateway import betas, upstream
 
     settings.GATEWAY = settings.GATEWAY.model_copy(
@@ -119,7 +121,6 @@ def test_remembered_rejections_are_bounded_oldest_evicted(emulator, settings, db
             )
         }
     )
-    betas.forget()
     names = [f"bounded-beta-{n:03d}" for n in range(betas.MAX_REMEMBERED + 20)]
 
     async def learn_all() -> None:
@@ -129,15 +130,12 @@ def test_remembered_rejections_are_bounded_oldest_evicted(emulator, settings, db
             assert found == set(chunk)  # each probed once and rejected by the emulator
         await upstream._session().close()
 
-    try:
-        asyncio.run(learn_all())
-        assert betas.remembered() == betas.MAX_REMEMBERED
-        known = betas.rejected(HAIKU)
-        assert names[0] not in known  # the oldest went first
-        assert names[-1] in known
-        assert betas.rejected(SONNET) == set()  # per base model
-    finally:
-        betas.forget()
+    asyncio.run(learn_all())
+    assert betas.remembered() == betas.MAX_REMEMBERED
+    known = betas.rejected(HAIKU)
+    assert names[0] not in known  # the oldest went first
+    assert names[-1] in known
+    assert betas.rejected(SONNET) == set()  # per base model
 
 
 # --- 3. metric labels --------------------------------------------------------------------------
