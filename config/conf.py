@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -99,6 +99,9 @@ _MASK = "********"
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+    # Django's LazySettings asks every value it returns for `_mask_wrapped`; without the
+    # attribute, pydantic's __getattr__ raises for it, and `settings.GATEWAY` cost ~3 us.
+    _mask_wrapped: ClassVar[bool] = True
 
     def __repr_args__(self):  # pydantic's ReprArgs
         for name, value in super().__repr_args__():

@@ -17,6 +17,7 @@ A path the proxy's URLconf does not know goes to Django's handler with its body 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -26,7 +27,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponseBase, QueryDict
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, ResolverMatch, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,13 @@ async def _respond(view: Callable, request: ProxyRequest, kwargs: dict, send: Se
             closer()
 
 
+@functools.lru_cache(maxsize=1024)
+def _resolve(path: str) -> ResolverMatch:
+    # A client keeps calling the same few paths (one per model and verb): the URLconf is walked
+    # once per path, not per call. A miss (Resolver404) is not cached.
+    return resolve(path)
+
+
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -149,7 +157,7 @@ class ProxyApp:
         if body is None:
             return
         try:
-            match = resolve(scope["path"])
+            match = _resolve(scope["path"])
         except Resolver404:
             await self.fallback(scope, _replaying(body, receive), send)
             return
@@ -157,7 +165,7 @@ class ProxyApp:
         request.resolver_match = match
         # The view runs until it is done or the client goes away, whichever comes first: a
         # client that leaves cancels the view (the call is metered as cut, never lost).
-        serving = asyncio.create_task(_respond(match.func, request, match.kwargs, send))
+        serving = asyncio.create_task(_respond(match.func, request, dict(match.kwargs), send))
         watching = asyncio.create_task(_until_disconnect(receive))
         await asyncio.wait((serving, watching), return_when=asyncio.FIRST_COMPLETED)
         for task in (watching, serving):

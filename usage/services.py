@@ -15,6 +15,7 @@ raced the job is folded in at the next run at the latest.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -23,10 +24,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 
+import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
-from django.db.models import Count, F, Max, Min, Q, Sum
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    close_old_connections,
+    connection,
+    transaction,
+)
+from django.db.models import Count, F, Field, Max, Min, Q, Sum
 from django.db.models.functions import TruncHour
 
 from config import clock
@@ -215,6 +223,55 @@ def _record_row(call: CallRecord) -> UsageRecord:
     )
 
 
+@functools.cache
+def _insert_fields() -> tuple[list[Field], str]:
+    fields = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    table = connection.ops.quote_name(UsageRecord._meta.db_table)
+    return fields, f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608 - the model's names
+
+
+# Rows per INSERT: 24 parameters each stay far below SQLite's and PostgreSQL's limits.
+INSERT_CHUNK = 500
+
+
+def _insert_rows(records: list[UsageRecord]) -> None:
+    """The rows in one statement, or in one transaction of statements of INSERT_CHUNK rows.
+    Inside a caller's transaction, in a savepoint: a refused row must not abort the caller's
+    transaction (the batch then falls back to one row at a time)."""
+    if len(records) <= INSERT_CHUNK and not connection.in_atomic_block:
+        _insert_chunk(records)
+        return
+    with transaction.atomic():
+        for start in range(0, len(records), INSERT_CHUNK):
+            _insert_chunk(records[start : start + INSERT_CHUNK])
+
+
+def _insert_chunk(records: list[UsageRecord]) -> None:
+    """One multi-row INSERT, atomic as any single statement. Not the ORM's bulk_create, whose
+    per-row work and client-side parameter quoting cost ~1 ms of CPU per record; on
+    PostgreSQL the parameters are bound by the server (psycopg's plain cursor adapts UUIDs,
+    aware datetimes and the rest itself)."""
+    fields, insert = _insert_fields()
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = insert + ", ".join([row] * len(records))
+    postgres = connection.vendor == "postgresql"
+    params = [
+        getattr(record, f.attname)
+        if postgres
+        else f.get_db_prep_save(getattr(record, f.attname), connection)
+        for record in records
+        for f in fields
+    ]
+    if not postgres:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+
+
 def _is_late(call: CallRecord, now: datetime) -> bool:
     # Only a call recorded after its start hour ended can find that hour persisted.
     return floor_hour(now) > floor_hour(call.started_at)
@@ -257,8 +314,7 @@ def usage_record_many(*, calls: list[CallRecord], now: datetime | None = None) -
         return inserted
     records = [_record_row(call) for call in current]
     try:
-        with transaction.atomic():
-            UsageRecord.objects.bulk_create(records)
+        _insert_rows(records)
     except UNREACHABLE:
         raise  # nothing can be written now: the caller spools the whole batch
     except DatabaseError:

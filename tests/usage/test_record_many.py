@@ -73,3 +73,49 @@ def test_a_call_the_proxy_priced_is_recorded_at_that_price_not_priced_again(owne
     assert costs[priced.call_id] == 4242
     assert costs[priced_unknown.call_id] is None  # the proxy found no price: none recorded
     assert costs[unpriced.call_id] != 4242  # priced here, from the table
+
+
+@time_machine.travel(datetime(2026, 11, 25, 10, 30, tzinfo=UTC), tick=False)
+def test_a_batch_row_reads_back_as_the_call_it_records(owner):
+    # The batch is written with its own INSERT, not the ORM's: every column must come back
+    # as the call had it (a UUID, an aware time, NULLs, text that is hostile to SQL).
+    started = datetime(2026, 11, 25, 10, 29, 58, 123456, tzinfo=UTC)
+    call = call_for(
+        owner,
+        usage=Usage(input_tokens=7, output_tokens=3, cache_write_1h_tokens=2, cache_read_tokens=9),
+        started_at=started,
+        streaming=True,
+        error_type="x'); DROP TABLE usage_usagerecord; --",
+        ttfb_ms=12,
+        session_id="sess-<b>é</b>",
+        upstream_status=200,
+    )
+    assert usage_record_many(calls=[call]) == 1
+    row = UsageRecord.objects.get(call_id=call.call_id)
+    assert (row.user_id, row.started_at, row.streaming, row.error_type) == (
+        owner.id,
+        started,
+        True,
+        call.error_type,
+    )
+    assert (row.input_tokens, row.output_tokens, row.cache_write_1h_tokens) == (7, 3, 2)
+    assert (row.cache_read_tokens, row.ttfb_ms, row.session_id) == (9, 12, "sess-<b>é</b>")
+    assert (row.api_key_id, row.team_id, row.model_id) == (None, None, call.model_id)
+    assert row.created_at is not None
+    assert row.cost_micros is not None
+
+
+@time_machine.travel(datetime(2026, 11, 25, 10, 30, tzinfo=UTC), tick=False)
+def test_a_batch_larger_than_one_insert_is_all_or_nothing_before_its_fallback(owner, monkeypatch):
+    import usage.services
+
+    monkeypatch.setattr(usage.services, "INSERT_CHUNK", 2)
+    calls = [call_for(owner) for _ in range(5)]
+    assert usage_record_many(calls=calls) == 5
+    assert UsageRecord.objects.count() == 5
+    # A recorded call in the last statement undoes the earlier statements too: then each
+    # call is written on its own, and the recorded one is not written twice.
+    again = [call_for(owner) for _ in range(4)] + [calls[0]]
+    assert usage_record_many(calls=again) == 4
+    assert UsageRecord.objects.count() == 9
+    assert live(owner, HOUR_10)["requests"] == 9
