@@ -89,18 +89,18 @@ class ProxyCall:
     ttfb: float | None = None
     _finish: asyncio.Task | None = None
     _final: Usage | None = None  # what it counts for, once finishing
-    _heartbeat_stop: asyncio.Event | None = field(default=None, repr=False)
+    _heartbeat: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def start_heartbeat(self) -> None:
-        """Renew the reservation's lease every third of a lease until `finish`."""
+        """Renew the reservation's lease every third of a lease until `finish`. A timer, not a
+        task: most calls end long before their first renewal, and then it only costs this."""
         reservation = self.reservation
-        if reservation is None or not reservation.reserved or self._heartbeat_stop:
+        if reservation is None or not reservation.reserved or self._heartbeat is not None:
             return
-        stop = self._heartbeat_stop = asyncio.Event()
         interval = settings.GATEWAY.usage_caps.reservation_lease_seconds / 3
-        task = asyncio.create_task(_heartbeat(weakref.ref(self), reservation, stop, interval))
-        _heartbeats.add(task)
-        task.add_done_callback(_heartbeats.discard)
+        self._heartbeat = asyncio.get_running_loop().call_later(
+            interval, _renew_soon, weakref.ref(self), reservation, interval
+        )
 
     def mark_first_byte(self) -> None:
         if self.ttfb is None:
@@ -122,8 +122,8 @@ class ProxyCall:
             self.reached_upstream = reached
         if outcome is not None and self.error_type is None:
             self.error_type = str(outcome)
-        if self._heartbeat_stop is not None:
-            self._heartbeat_stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._finish is None:
             self._final = self._final_usage(usage)
             if self.reached_upstream:
@@ -234,29 +234,31 @@ def _count_tokens(model_id: str, usage: Usage, cost: int | None) -> None:
         metrics.COST.labels(model_id).inc(cost)
 
 
-async def _heartbeat(
-    call: weakref.ref[ProxyCall], reservation: Reservation, stop: asyncio.Event, interval: float
-) -> None:
-    # Stops when the call finishes (stop is set) or is dropped unfinished (the weak reference
-    # dies); a renewal in progress when settling starts is harmless: settled leases are not
-    # revived.
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-            return
-        except TimeoutError:
-            pass
-        live = call()
-        if live is None or live._finish is not None:
-            return
-        del live
-        try:
-            renewed = await acap_renew(reservation=reservation)
-        except Exception:
-            logger.exception("renewing the reservation of user %s failed", reservation.user_id)
-            continue
+def _renew_soon(call: weakref.ref[ProxyCall], reservation: Reservation, interval: float) -> None:
+    # The heartbeat holds the call weakly: it stops when the call finishes (its timer is
+    # cancelled) or is dropped unfinished (the weak reference dies); a renewal in progress
+    # when settling starts is harmless: settled leases are not revived.
+    live = call()
+    if live is None or live._finish is not None:
+        return
+    task = asyncio.create_task(_renew(call, reservation, interval))
+    _heartbeats.add(task)
+    task.add_done_callback(_heartbeats.discard)
+
+
+async def _renew(call: weakref.ref[ProxyCall], reservation: Reservation, interval: float) -> None:
+    try:
+        renewed = await acap_renew(reservation=reservation)
+    except Exception:
+        logger.exception("renewing the reservation of user %s failed", reservation.user_id)
+    else:
         if not renewed and not reservation.settled:
             logger.warning("reservation %s could not be renewed", reservation.id)
+    live = call()
+    if live is not None and live._finish is None:
+        live._heartbeat = asyncio.get_running_loop().call_later(
+            interval, _renew_soon, call, reservation, interval
+        )
 
 
 # Bedrock's model id shapes: a base id (`anthropic.claude-sonnet-4-6`,

@@ -281,3 +281,48 @@ def test_renewal_with_real_seconds_and_the_async_entry_point(
     dead = asyncio.run(main())
     assert any_store.open_reservations(user.pk) == 0
     assert not cap_renew(reservation=dead)
+
+
+def test_a_live_call_renews_its_lease_and_a_dropped_or_finished_one_stops(
+    any_store, make_user, prices, settings
+):
+    # The proxy's heartbeat (gateway.services.ProxyCall): a timer every third of the lease,
+    # holding the call weakly.
+    import gc
+
+    from accounts.services import Principal
+    from gateway.services import ProxyCall
+
+    configure(settings, reservation_lease_seconds=1)
+    user = make_user()
+    cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=10)
+    principal = Principal(
+        user_id=user.pk, email="", is_admin=False, api_key_id=None, auth_kind="jwt"
+    )
+
+    def call() -> ProxyCall:
+        return ProxyCall(principal, SONNET, "bedrock.invoke", False, "", None)
+
+    async def main():
+        live, dropped, finished = call(), call(), call()
+        for each in (live, dropped, finished):
+            each.reservation = await acap_reserve(
+                user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store
+            )
+            each.start_heartbeat()
+        await asyncio.sleep(0.5)
+        await finished.finish(SMALL, reached=True)  # settled: its timer is cancelled
+        del dropped  # a call dropped without finish (a bug) must not be renewed forever
+        gc.collect()
+        await asyncio.sleep(2.0)  # two leases: only a renewed reservation is still open
+        # A reservation sweeps the user's expired leases first.
+        extra = await acap_reserve(
+            user_id=user.pk, model_id=SONNET, estimate=SMALL, store=any_store
+        )
+        open_now = await run_in_db_thread(any_store.open_reservations, user.pk)
+        await live.finish(SMALL, reached=True)
+        await acap_settle(reservation=extra, actual=SMALL)
+        return open_now
+
+    assert asyncio.run(main()) == 2  # the live call's and the extra one
+    assert any_store.open_reservations(user.pk) == 0
