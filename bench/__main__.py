@@ -6,7 +6,8 @@
 
 Two emulators (one unpaced; one pacing streams at 20 tokens/s, 200 tokens) and three gateways
 (`gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker`, -w 1 and -w 2 in front
-of the unpaced emulator, -w 1 in front of the paced one), `aws.upstream=bedrock` signing with
+of the unpaced emulator, -w 2 in front of the paced one: issue #17 allows two workers for
+streams, one per core as in the production command), `aws.upstream=bedrock` signing with
 SigV4, on PostgreSQL (bench_gateway) + Redis (db 13), every bench user with caps on the three
 windows high enough that each check runs and none blocks. Each run measures, direct then
 through the gateway: `/anthropic/v1/messages` (not streamed, max_tokens 32) at c=1 for 15 s
@@ -40,6 +41,7 @@ from bench.load import Target  # noqa: E402
 
 STREAM_TOKENS_PER_SECOND = 20
 STREAM_TOKENS = 200
+STREAM_WORKERS = 2
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -135,9 +137,12 @@ class Bench:
         for count in a.streams:
             ds = await load.streams(self.direct_paced, count, a.ramp, a.stream_tokens)
             await asyncio.sleep(1)
+            cpu = gws.cpu_seconds()
             gs = await load.streams(
                 self.gws, count, a.ramp, a.stream_tokens, users=self.users, sample=sample
             )
+            await asyncio.sleep(0.5)  # the last records are written after the streams end
+            out[f"cpu_stream_{count}"] = {"gateway": (gws.cpu_seconds() - cpu) / count * 1000}
             await asyncio.sleep(1)
             for q, name in ((0.5, "p50"), (0.99, "p99")):
                 out[f"ttfb_{count}_{name}"] = {
@@ -229,7 +234,7 @@ def main() -> None:
         procs["gw1"] = processes.enter_context(stack.gateway(env, procs["emulator"].url, 1))
         procs["gw2"] = processes.enter_context(stack.gateway(env, procs["emulator"].url, 2))
         procs["gw_streams"] = processes.enter_context(
-            stack.gateway(env, procs["emulator_paced"].url, 1)
+            stack.gateway(env, procs["emulator_paced"].url, STREAM_WORKERS)
         )
         bench = Bench(args, keys, procs)
         with asyncio.Runner(**runner_kwargs) as runner:

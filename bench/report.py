@@ -56,6 +56,7 @@ def rows(streams: tuple[int, int]) -> list[Row]:
             lambda v: v <= 50,
         ),
         Row(f"failed_{small}", f"{small} paced streams, failed (all runs)", "count"),
+        Row(f"cpu_stream_{small}", f"gateway CPU per stream, {small} streams (ms)", "value"),
         Row(f"ttfb_{large}_p50", f"{large} paced streams, TTFB p50 (ms)", "added"),
         Row(
             f"ttfb_{large}_p99",
@@ -71,8 +72,9 @@ def rows(streams: tuple[int, int]) -> list[Row]:
             "0 failed",
             lambda v: v == 0,
         ),
-        Row("rss_idle", "gateway RSS -w 1, idle (MB)", "value"),
-        Row("rss_peak", f"gateway RSS -w 1, peak in {large} streams (MB)", "value"),
+        Row(f"cpu_stream_{large}", f"gateway CPU per stream, {large} streams (ms)", "value"),
+        Row("rss_idle", "gateway RSS -w 2, idle (MB)", "value"),
+        Row("rss_peak", f"gateway RSS -w 2, peak in {large} streams (MB)", "value"),
         # Diagnostics: a load client near 100 % of a core is itself the limit.
         Row("client_cpu_c32_w1", "load client CPU, c=32 -w 1 (% of a core)", "value"),
         Row("client_cpu_c32_w2", "load client CPU, c=32 -w 2 (% of a core)", "value"),

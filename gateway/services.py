@@ -48,6 +48,7 @@ _finishing: set[asyncio.Task] = set()
 # at shutdown, those still here when the drain ends are spooled from what is known of them.
 _unhanded: dict[uuid.UUID, ProxyCall] = {}
 _heartbeats: set[asyncio.Task] = set()
+NOTHING = Usage()
 
 
 class Outcome(StrEnum):
@@ -88,7 +89,7 @@ class ProxyCall:
     request_id: str = ""
     ttfb: float | None = None
     _finish: asyncio.Task | None = None
-    _final: Usage | None = None  # what it counts for, once finishing
+    _final: Usage = NOTHING  # what it counts for: set once, when it starts finishing
     _heartbeat: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def start_heartbeat(self) -> None:
@@ -140,7 +141,7 @@ class ProxyCall:
         if _unhanded.pop(self.call_id, None) is not None and not task.cancelled():
             # An error before the record reached the recorder: the spool keeps it.
             latency = time.perf_counter() - self.started
-            record = self.call_record(self._final or Usage(), latency, None, priced=False)
+            record = self.call_record(self._final, latency, None, priced=False)
             spool.spool_append([record])
             recorder().replay_soon()
 
@@ -371,9 +372,7 @@ def _spool_unhanded() -> None:
     settle or pricing was slow) go to the spool as they are known; the next start prices
     them. One that is written after all is skipped by call_id at replay."""
     calls = [
-        call.call_record(
-            call._final or Usage(), time.perf_counter() - call.started, None, priced=False
-        )
+        call.call_record(call._final, time.perf_counter() - call.started, None, priced=False)
         for call in list(_unhanded.values())
     ]
     _unhanded.clear()
