@@ -193,13 +193,6 @@ def price_table_needs_check() -> bool:
     return table is None or time.monotonic() - table.checked_at >= RECHECK_SECONDS
 
 
-def price_table_reset() -> None:
-    """Forget this process's table (tests, between test databases); no cross-process effect."""
-    global _table
-    _table = None
-    _local.provisional = None
-
-
 def price_cache_invalidate() -> None:
     """Drop this process's table now; bump the shared version once the write commits."""
     global _table

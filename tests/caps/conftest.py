@@ -10,10 +10,10 @@ from django.db import connections
 
 from caps import estimates
 from caps.store import _stores, cap_store, close_db_thread_connections
-from costs.pricing import price_table_reset
 from costs.services import price_defaults_install
 from tests.fixtures.cap_store import REDIS_URL, wipe_redis_user
 from tests.fixtures.personas import policy_clear
+from tests.fixtures.process_memory import forget_price_table
 
 
 @pytest.fixture(autouse=True)
@@ -23,11 +23,11 @@ def _fresh_caches():
         store.caps_cache.clear()
         store.rebuild_pending.clear()
     estimates._local.clear()
-    price_table_reset()
+    forget_price_table()
     yield
     for store in _stores.values():
         store.caps_cache.clear()
-    price_table_reset()
+    forget_price_table()
 
 
 @pytest.fixture(scope="session", autouse=True)

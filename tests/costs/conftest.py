@@ -1,16 +1,16 @@
 import pytest
 from rest_framework.test import APIClient
 
-from costs.pricing import price_table_reset
 from costs.services import price_defaults_install
+from tests.fixtures.process_memory import forget_price_table
 
 
 @pytest.fixture(autouse=True)
 def _fresh_price_table():
     """Each test starts with no table in memory: an earlier test's rolled-back rows are gone."""
-    price_table_reset()
+    forget_price_table()
     yield
-    price_table_reset()
+    forget_price_table()
 
 
 @pytest.fixture

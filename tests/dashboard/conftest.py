@@ -9,10 +9,10 @@ from django.test import Client
 from accounts.credential_cache import get_credential_cache
 from caps.store import _stores
 from costs.money import Usage
-from costs.pricing import price_table_reset
 from costs.services import price_defaults_install
 from tests.fixtures.calls import SONNET, call_for
 from tests.fixtures.personas import admin_user, owner, owner_key, stranger, teammate  # noqa: F401
+from tests.fixtures.process_memory import forget_price_table
 from usage.services import usage_record
 from usage.store import RedisStore, get_store
 
@@ -26,7 +26,7 @@ def _clean_store() -> None:
     for cap_store in _stores.values():
         cap_store.caps_cache.clear()
     get_credential_cache().clear()
-    price_table_reset()
+    forget_price_table()
 
 
 @pytest.fixture(autouse=True)
