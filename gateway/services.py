@@ -99,9 +99,7 @@ class ProxyCall:
         if reservation is None or not reservation.reserved or self._heartbeat is not None:
             return
         interval = settings.GATEWAY.usage_caps.reservation_lease_seconds / 3
-        self._heartbeat = asyncio.get_running_loop().call_later(
-            interval, _renew_soon, weakref.ref(self), reservation, interval
-        )
+        self._heartbeat = _renewal_timer(weakref.ref(self), reservation, interval)
 
     def mark_first_byte(self) -> None:
         if self.ttfb is None:
@@ -257,9 +255,13 @@ async def _renew(call: weakref.ref[ProxyCall], reservation: Reservation, interva
             logger.warning("reservation %s could not be renewed", reservation.id)
     live = call()
     if live is not None and live._finish is None:
-        live._heartbeat = asyncio.get_running_loop().call_later(
-            interval, _renew_soon, call, reservation, interval
-        )
+        live._heartbeat = _renewal_timer(call, reservation, interval)
+
+
+def _renewal_timer(
+    call: weakref.ref[ProxyCall], reservation: Reservation, interval: float
+) -> asyncio.TimerHandle:
+    return asyncio.get_running_loop().call_later(interval, _renew_soon, call, reservation, interval)
 
 
 # Bedrock's model id shapes: a base id (`anthropic.claude-sonnet-4-6`,
