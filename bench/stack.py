@@ -2,7 +2,8 @@
 database, users and keys they serve.
 
 The gateway runs as in production: `gunicorn config.asgi:application -k
-uvicorn_worker.UvicornWorker -w N`, `aws.upstream=bedrock` with SigV4 keys and
+uvicorn_worker.UvicornWorker -w N` with the production keep-alive (config/gunicorn.py),
+`aws.upstream=bedrock` with SigV4 keys and
 `aws.endpoint_url` pointing at a local emulator (so the emulator's knob headers are not
 forwarded: the paced emulator for streams is configured by its flags).
 """
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from config.gunicorn import keepalive  # noqa: E402
 from emulator.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY  # noqa: E402
 from tests.fixtures.servers import free_port, run_process  # noqa: E402
 
@@ -183,6 +185,10 @@ def gateway(env: dict[str, str], upstream: str, workers: int) -> Iterator[Proc]:
         "--no-control-socket",
         "-w",
         str(workers),
+        # The load client keeps idle connections 5 s: with gunicorn's default 2 s, a call sent
+        # as the gateway closes its connection is reset (config/gunicorn.py, keep-alive).
+        "--keep-alive",
+        str(keepalive),
         "-b",
         f"127.0.0.1:{port}",
         "--log-level",

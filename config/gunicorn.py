@@ -8,6 +8,12 @@ prometheus_client), emptied at start-up, and a dead worker's live gauges are dro
 
 Workers: one per core (the proxy is CPU-bound in Python: more workers than cores only queue),
 or WEB_CONCURRENCY; a `-w` on the command line wins.
+
+Keep-alive: an idle connection is kept open longer than whatever holds connections to the
+gateway keeps it idle (a load balancer: AWS ALB 60 s, nginx's upstream keepalive 60 s; clients:
+httpx 5 s, Node 4-5 s). The side that closes an idle connection first must be the client: when
+the server closes it (gunicorn's default is 2 s), a request the client sends at that moment
+meets a closed socket and gets a reset instead of an answer (a 502 behind a load balancer).
 """
 
 import os
@@ -16,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+keepalive = 75  # seconds
 
 
 def on_starting(server) -> None:  # gunicorn's hook signature
