@@ -54,7 +54,10 @@ from caps.rules import (
 )
 from caps.store import (
     CapStore,
+    RenewRequest,
+    ReserveRequest,
     ReserveResult,
+    SettleRequest,
     StoreDown,
     cap_store,
     new_reservation_id,
@@ -190,25 +193,25 @@ class _Attempt:
             session_window=session_key(user_id, session_id),
         )  # fmt: skip
 
-    def reserve_kwargs(self, caps: UserCaps) -> dict[str, Any]:
+    def request(self, caps: UserCaps) -> ReserveRequest:
         conf = settings.GATEWAY.usage_caps
         lease = conf.reservation_lease_seconds
         max_in_flight = _limit_or_none(conf.max_in_flight_per_user)
-        return {
-            "user_id": self.user_id,
-            "version": caps.version,
-            "rid": self.rid,
-            "now": self.now,
-            "lease_expires_at": self.now + timedelta(seconds=lease),
-            "estimate": self.amounts,
-            "limits": blocking_limits(caps.rules, self.now),
-            "lease_seconds": lease,
-            "worst": self.worst,
+        return ReserveRequest(
+            user_id=self.user_id,
+            version=caps.version,
+            rid=self.rid,
+            now=self.now,
+            lease_expires_at=self.now + timedelta(seconds=lease),
+            estimate=self.amounts,
+            limits=blocking_limits(caps.rules, self.now),
+            lease_seconds=lease,
+            worst=self.worst,
             # A team's calls in flight are limited per member, by each member's reservation.
-            "max_in_flight": NO_LIMIT if self.user_id < 0 else max_in_flight,
-            "max_uncovered": _limit_or_none(conf.max_uncovered_in_flight),
-            "session_key": self.session_window,
-        }
+            max_in_flight=NO_LIMIT if self.user_id < 0 else max_in_flight,
+            max_uncovered=_limit_or_none(conf.max_uncovered_in_flight),
+            session_key=self.session_window,
+        )
 
     def _reservation(
         self, *, headroom: list[CapHeadroom], reserved: bool = True, uncovered: bool = False
@@ -252,7 +255,7 @@ class _Attempt:
             self.store.rebuild_pending.add(team_owner(team_id))
         return self._reservation(headroom=[], reserved=False)
 
-    def outcome(self, caps: UserCaps, result: Any) -> Reservation:
+    def outcome(self, caps: UserCaps, result: ReserveResult) -> Reservation:
         if result.status == "denied":
             raise _exceeded(caps.rules, result, self.amounts, self.now)
         conf = settings.GATEWAY.usage_caps
@@ -398,7 +401,7 @@ async def _areserve_owner(attempt: _Attempt, policy: Policy) -> tuple[UserCaps, 
         caps = caps_cached(store, owner, policy)
         if caps is None:
             caps = await run_in_db_thread(caps_reload, store, owner, policy)
-        result = await store.areserve(**attempt.reserve_kwargs(caps))
+        result = await store.areserve(attempt.request(caps))
         step = retries.next(result)
         if step == _REBUILD:
             await run_in_db_thread(
@@ -415,7 +418,7 @@ def _reserve_owner(attempt: _Attempt, policy: Policy) -> tuple[UserCaps, Reserve
         owner_rebuild(store=store, owner=owner, now=attempt.now)
     while True:
         caps = caps_cached(store, owner, policy) or caps_reload(store, owner, policy)
-        result = store.reserve(**attempt.reserve_kwargs(caps))
+        result = store.reserve(attempt.request(caps))
         step = retries.next(result)
         if step == _REBUILD:
             owner_rebuild(store=store, owner=owner, now=attempt.now, lost=True)
@@ -524,25 +527,25 @@ def _settling(reservation: Reservation, actual: Usage | None) -> bool:
     return reservation.reserved
 
 
-def _settle_kwargs(
+def _settle_request(
     held: Reservation, amounts: Amounts | None, now: datetime | None
-) -> dict[str, Any]:
-    return {
-        "user_id": held.user_id,
-        "rid": held.id,
-        "keys": held.keys,
-        "actual": amounts,
-        "now": now or clock.now(),
-        "session_key": held.session_key,
-    }
+) -> SettleRequest:
+    return SettleRequest(
+        user_id=held.user_id,
+        rid=held.id,
+        keys=held.keys,
+        actual=amounts,
+        now=now or clock.now(),
+        session_key=held.session_key,
+    )
 
 
 async def _asettle_store(held: Reservation, amounts: Amounts | None, now: datetime | None) -> None:
-    await (held.store or cap_store()).asettle(**_settle_kwargs(held, amounts, now))
+    await (held.store or cap_store()).asettle(_settle_request(held, amounts, now))
 
 
 def _settle_store(held: Reservation, amounts: Amounts | None, now: datetime | None) -> None:
-    (held.store or cap_store()).settle(**_settle_kwargs(held, amounts, now))
+    (held.store or cap_store()).settle(_settle_request(held, amounts, now))
 
 
 # --- Renew ---------------------------------------------------------------------------------------
@@ -550,7 +553,7 @@ def _settle_store(held: Reservation, amounts: Amounts | None, now: datetime | No
 
 def _renewals(
     reservation: Reservation, now: datetime | None
-) -> Iterator[tuple[Reservation, dict[str, Any]]]:
+) -> Iterator[tuple[Reservation, RenewRequest]]:
     """Each reservation the call holds with its new lease (now + a lease), to renew in turn."""
     # The call's own reservation decides: a settled call renews neither.
     if reservation.settled or not reservation.reserved:
@@ -558,13 +561,15 @@ def _renewals(
     lease = settings.GATEWAY.usage_caps.reservation_lease_seconds
     for held in _holds(reservation):
         held.lease_expires_at = (now or clock.now()) + timedelta(seconds=lease)
-        kwargs = {
-            "user_id": held.user_id,
-            "rid": held.id,
-            "lease_expires_at": held.lease_expires_at,
-            "lease_seconds": lease,
-        }
-        yield held, kwargs
+        yield (
+            held,
+            RenewRequest(
+                user_id=held.user_id,
+                rid=held.id,
+                lease_expires_at=held.lease_expires_at,
+                lease_seconds=lease,
+            ),
+        )
 
 
 async def acap_renew(*, reservation: Reservation, now: datetime | None = None) -> bool:
@@ -573,9 +578,9 @@ async def acap_renew(*, reservation: Reservation, now: datetime | None = None) -
     renew: settled, never reserved, already released, or the store unreachable (the lease runs
     on)."""
     renewed = False
-    for held, kwargs in _renewals(reservation, now):
+    for held, request in _renewals(reservation, now):
         try:
-            renewed = await (held.store or cap_store()).arenew(**kwargs) or renewed
+            renewed = await (held.store or cap_store()).arenew(request) or renewed
         except StoreDown as exc:
             logger.warning("cap lease renewal failed for owner %s: %s", held.user_id, exc)
     return renewed
@@ -584,9 +589,9 @@ async def acap_renew(*, reservation: Reservation, now: datetime | None = None) -
 def cap_renew(*, reservation: Reservation, now: datetime | None = None) -> bool:
     """acap_renew for synchronous callers."""
     renewed = False
-    for held, kwargs in _renewals(reservation, now):
+    for held, request in _renewals(reservation, now):
         try:
-            renewed = (held.store or cap_store()).renew(**kwargs) or renewed
+            renewed = (held.store or cap_store()).renew(request) or renewed
         except StoreDown as exc:
             logger.warning("cap lease renewal failed for owner %s: %s", held.user_id, exc)
     return renewed

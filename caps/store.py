@@ -80,6 +80,49 @@ class ReserveResult:
     uncovered: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    """One owner's reservation as both stores take it: the owner (a user, or a team as
+    `caps.windows.team_owner`), the caps version it was checked against, its amounts, the
+    owner's limits and the concurrency bounds."""
+
+    user_id: int
+    version: str
+    rid: str
+    now: datetime
+    lease_expires_at: datetime
+    estimate: Amounts
+    # caps.rules.blocking_limits: (hourly, daily, monthly, session) x (requests, tokens, cost)
+    limits: Sequence[int]
+    lease_seconds: int
+    worst: Amounts | None = None  # the worst case (estimate + max_tokens); None: the estimate
+    max_in_flight: int = NO_LIMIT
+    max_uncovered: int = NO_LIMIT
+    session_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettleRequest:
+    """A reservation's end: its in-flight amounts leave, `actual` (None: nothing) is used."""
+
+    user_id: int
+    rid: str
+    keys: Sequence[str]  # the windows it was reserved in (hourly, daily, monthly)
+    actual: Amounts | None
+    now: datetime
+    session_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenewRequest:
+    """A live reservation's new lease expiry."""
+
+    user_id: int
+    rid: str
+    lease_expires_at: datetime
+    lease_seconds: int
+
+
 def new_version() -> str:
     return secrets.token_hex(8)
 
@@ -321,45 +364,32 @@ class RedisCapStore:
         return entry[0], entry[1], entry[2], entry[3], entry[4]
 
     @staticmethod
-    def _reserve_args(
-        *,
-        user_id,
-        version,
-        rid,
-        now,
-        lease_expires_at,
-        estimate,
-        limits,
-        lease_seconds,
-        worst=None,
-        max_in_flight=NO_LIMIT,
-        max_uncovered=NO_LIMIT,
-        session_key=None,
-    ) -> tuple[list[str], list[Any]]:
-        worst = estimate if worst is None else worst
+    def _reserve_args(r: ReserveRequest) -> tuple[list[str], list[Any]]:
+        estimate = r.estimate
+        worst = estimate if r.worst is None else r.worst
         keys = [
-            *window_keys(user_id, now),
-            *aux_keys(user_id),
-            sentinel_key(user_id),
-            uncovered_key(user_id),
+            *window_keys(r.user_id, r.now),
+            *aux_keys(r.user_id),
+            sentinel_key(r.user_id),
+            uncovered_key(r.user_id),
         ]
-        if session_key:
-            keys.append(session_key)
+        if r.session_key:
+            keys.append(r.session_key)
         args = [
-            _ms(now),
-            version,
-            rid,
-            _ms(lease_expires_at),
+            _ms(r.now),
+            r.version,
+            r.rid,
+            _ms(r.lease_expires_at),
             *estimate,
             *window_ttls(),
-            *limits[:9],
-            lease_seconds + 3600,
-            max(worst[1], estimate[1]),
-            max(worst[2], estimate[2]),
-            max_in_flight,
-            max_uncovered,
+            *r.limits[:9],
+            r.lease_seconds + 3600,
+            max(worst.tokens, estimate.tokens),
+            max(worst.cost_micros, estimate.cost_micros),
+            r.max_in_flight,
+            r.max_uncovered,
             session_ttl(),
-            *_session_limits(limits),
+            *_session_limits(r.limits),
         ]
         return keys, args
 
@@ -372,36 +402,34 @@ class RedisCapStore:
         return ReserveResult(status, _decode_values(raw[1]), uncovered)
 
     @staticmethod
-    def _settle_args(
-        *, user_id, rid, keys, actual, now=None, session_key=None
-    ) -> tuple[list[str], list[Any]]:
+    def _settle_args(r: SettleRequest) -> tuple[list[str], list[Any]]:
         # `now` is unused: Redis runs TTLs on its own clock, and settling has no lease to date.
-        leases, reservations, _ = aux_keys(user_id)
-        count = 0 if actual is None else 1
-        amounts = actual or (0, 0, 0)
-        keys = [*keys, leases, reservations, uncovered_key(user_id)]
-        args = [rid, count, *amounts, *window_ttls()]
-        if session_key:
-            keys.append(session_key)
+        leases, reservations, _ = aux_keys(r.user_id)
+        count = 0 if r.actual is None else 1
+        amounts = r.actual or (0, 0, 0)
+        keys = [*r.keys, leases, reservations, uncovered_key(r.user_id)]
+        args = [r.rid, count, *amounts, *window_ttls()]
+        if r.session_key:
+            keys.append(r.session_key)
             args.append(session_ttl())
         return keys, args
 
     @staticmethod
-    def _renew_args(*, user_id, rid, lease_expires_at, lease_seconds) -> tuple[list, list]:
-        leases, reservations, _ = aux_keys(user_id)
-        keys = [leases, reservations, uncovered_key(user_id)]
-        return keys, [rid, _ms(lease_expires_at), lease_seconds + 3600]
+    def _renew_args(r: RenewRequest) -> tuple[list[str], list[Any]]:
+        leases, reservations, _ = aux_keys(r.user_id)
+        keys = [leases, reservations, uncovered_key(r.user_id)]
+        return keys, [r.rid, _ms(r.lease_expires_at), r.lease_seconds + 3600]
 
-    def renew(self, **kw: Any) -> bool:
+    def renew(self, request: RenewRequest) -> bool:
         """Move an open reservation's lease expiry; False if it is no longer open."""
-        keys, args = self._renew_args(**kw)
+        keys, args = self._renew_args(request)
         try:
             return bool(self._renew(keys=keys, args=args))
         except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
-    async def arenew(self, **kw: Any) -> bool:
-        keys, args = self._renew_args(**kw)
+    async def arenew(self, request: RenewRequest) -> bool:
+        keys, args = self._renew_args(request)
         script = self._aentry()[4]
         try:
             return bool(await script(keys=keys, args=args))
@@ -414,30 +442,30 @@ class RedisCapStore:
         except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
-    def reserve(self, **kw: Any) -> ReserveResult:
-        keys, args = self._reserve_args(**kw)
+    def reserve(self, request: ReserveRequest) -> ReserveResult:
+        keys, args = self._reserve_args(request)
         try:
             return self._result(self._reserve(keys=keys, args=args))
         except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
-    async def areserve(self, **kw: Any) -> ReserveResult:
-        keys, args = self._reserve_args(**kw)
+    async def areserve(self, request: ReserveRequest) -> ReserveResult:
+        keys, args = self._reserve_args(request)
         _, script, _ = self._aclient()
         try:
             return self._result(await script(keys=keys, args=args))
         except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
-    def settle(self, **kw: Any) -> None:
-        keys, args = self._settle_args(**kw)
+    def settle(self, request: SettleRequest) -> None:
+        keys, args = self._settle_args(request)
         try:
             self._settle(keys=keys, args=args)
         except REDIS_ERRORS as exc:
             raise StoreDown(str(exc)) from exc
 
-    async def asettle(self, **kw: Any) -> None:
-        keys, args = self._settle_args(**kw)
+    async def asettle(self, request: SettleRequest) -> None:
+        keys, args = self._settle_args(request)
         _, _, script = self._aclient()
         try:
             await script(keys=keys, args=args)
@@ -606,9 +634,6 @@ class DatabaseCapStore:
         # their counters are rebuilt from the usage records before their next reservation.
         self.rebuild_pending: set[int] = set()
 
-    async def _run(self, fn: Callable[..., T], **kw: Any) -> T:
-        return await run_in_db_thread(fn, **kw)
-
     @staticmethod
     def _lock(user_id: int) -> None:
         if connection.vendor == "postgresql":
@@ -643,28 +668,18 @@ class DatabaseCapStore:
             result[key][name] = value
         return result
 
-    def reserve(
-        self,
-        *,
-        user_id: int,
-        version: str,
-        rid: str,
-        now: datetime,
-        lease_expires_at: datetime,
-        estimate: Sequence[int],
-        limits: Sequence[int],
-        lease_seconds: int,
-        worst: Sequence[int] | None = None,
-        max_in_flight: int = NO_LIMIT,
-        max_uncovered: int = NO_LIMIT,
-        session_key: str | None = None,
-    ) -> ReserveResult:
+    def reserve(self, request: ReserveRequest) -> ReserveResult:
+        r = request
+        user_id, now, estimate, session_key = r.user_id, r.now, r.estimate, r.session_key
         keys = _with_session(window_keys(user_id, now), session_key)
         ttls = _ttls(session_key)
-        limits = [*limits[:9], *_session_limits(limits)]
+        limits = [*r.limits[:9], *_session_limits(r.limits)]
         version_key = aux_keys(user_id)[2]
-        worst = estimate if worst is None else worst
-        worst_amounts = (max(worst[1], estimate[1]), max(worst[2], estimate[2]))
+        worst = estimate if r.worst is None else r.worst
+        worst_amounts = (
+            max(worst.tokens, estimate.tokens),
+            max(worst.cost_micros, estimate.cost_micros),
+        )
         try:
             with transaction.atomic():
                 self._lock(user_id)
@@ -686,7 +701,7 @@ class DatabaseCapStore:
                 if expired:
                     CapLease.objects.filter(id__in=[row[0] for row in expired]).delete()
                 current = self._read([*keys, version_key], now)
-                if str(current[version_key].get("v", "")) != version:
+                if str(current[version_key].get("v", "")) != r.version:
                     return ReserveResult("stale")
                 values = tuple(tuple(current[key].get(f, 0) for f in FIELDS) for key in keys)
                 uncovered = False
@@ -702,12 +717,12 @@ class DatabaseCapStore:
                             flying = max(worst_flying, window[3 + j])
                             uncovered |= window[j] + flying + worst_amounts[j - 1] > limit
                 open_leases = CapLease.objects.filter(user_id=user_id)
-                if max_in_flight != NO_LIMIT and open_leases.count() >= max_in_flight:
+                if r.max_in_flight != NO_LIMIT and open_leases.count() >= r.max_in_flight:
                     return ReserveResult("busy_in_flight", values)
                 if (
                     uncovered
-                    and max_uncovered != NO_LIMIT
-                    and open_leases.filter(uncovered=True).count() >= max_uncovered
+                    and r.max_uncovered != NO_LIMIT
+                    and open_leases.filter(uncovered=True).count() >= r.max_uncovered
                 ):
                     return ReserveResult("busy_uncovered", values)
                 deltas = (0, 0, 0, *estimate, *worst_amounts)
@@ -718,10 +733,10 @@ class DatabaseCapStore:
                 ]
                 self._upsert(rows, now)
                 CapLease.objects.create(
-                    id=rid,
+                    id=r.rid,
                     user_id=user_id,
                     started_at=now,
-                    expires_at=lease_expires_at,
+                    expires_at=r.lease_expires_at,
                     requests=estimate[0],
                     tokens=estimate[1],
                     cost_micros=estimate[2],
@@ -734,21 +749,13 @@ class DatabaseCapStore:
         except DatabaseError as exc:
             raise StoreDown(str(exc)) from exc
 
-    async def areserve(self, **kw: Any) -> ReserveResult:
-        return await self._run(self.reserve, **kw)
+    async def areserve(self, request: ReserveRequest) -> ReserveResult:
+        return await run_in_db_thread(self.reserve, request)
 
-    def settle(
-        self,
-        *,
-        user_id: int,
-        rid: str,
-        keys: Sequence[str],
-        actual: Sequence[int] | None,
-        now: datetime | None = None,
-        session_key: str | None = None,
-    ) -> None:
-        now = now or clock.now()
-        keys = _with_session(keys, session_key)
+    def settle(self, request: SettleRequest) -> None:
+        user_id, rid, actual, now = request.user_id, request.rid, request.actual, request.now
+        session_key = request.session_key
+        keys = _with_session(request.keys, session_key)
         try:
             with transaction.atomic():
                 self._lock(user_id)
@@ -772,26 +779,25 @@ class DatabaseCapStore:
         except DatabaseError as exc:
             raise StoreDown(str(exc)) from exc
 
-    async def asettle(self, **kw: Any) -> None:
-        await self._run(self.settle, **kw)
+    async def asettle(self, request: SettleRequest) -> None:
+        await run_in_db_thread(self.settle, request)
 
-    def renew(
-        self, *, user_id: int, rid: str, lease_expires_at: datetime, lease_seconds: int
-    ) -> bool:
+    def renew(self, request: RenewRequest) -> bool:
         """Move an open reservation's lease expiry; False if it is no longer open."""
+        user_id = request.user_id
         try:
             with transaction.atomic():
                 self._lock(user_id)
                 return bool(
-                    CapLease.objects.filter(id=rid, user_id=user_id).update(
-                        expires_at=lease_expires_at
+                    CapLease.objects.filter(id=request.rid, user_id=user_id).update(
+                        expires_at=request.lease_expires_at
                     )
                 )
         except DatabaseError as exc:
             raise StoreDown(str(exc)) from exc
 
-    async def arenew(self, **kw: Any) -> bool:
-        return await self._run(self.renew, **kw)
+    async def arenew(self, request: RenewRequest) -> bool:
+        return await run_in_db_thread(self.renew, request)
 
     def uncovered_reservations(self, user_id: int) -> int:
         return CapLease.objects.filter(user_id=user_id, uncovered=True).count()
@@ -805,7 +811,7 @@ class DatabaseCapStore:
         return "" if value is None else str(value)
 
     async def aversion(self, user_id: int) -> str:
-        return await self._run(self.version, user_id=user_id)
+        return await run_in_db_thread(self.version, user_id)
 
     def set_version(self, user_id: int) -> None:
         # Inside the cap write's own transaction when there is one: atomic with the change. The

@@ -10,7 +10,14 @@ import redis.cluster
 from django.core.cache.backends.redis import RedisCache
 
 from accounts.credential_cache import RedisCredentialCache, key_entry_name, user_entry_name
-from caps.store import RedisCapStore, sentinel_key
+from caps.rules import Amounts
+from caps.store import (
+    RedisCapStore,
+    RenewRequest,
+    ReserveRequest,
+    SettleRequest,
+    sentinel_key,
+)
 from caps.windows import user_tag
 from config import redis_clients
 from config.cluster_cache import RedisClusterCache
@@ -115,18 +122,22 @@ def test_every_key_of_a_users_cap_scripts_carries_the_users_tag():
 
     now = datetime(2026, 11, 25, 10, tzinfo=UTC)
     keys, _ = RedisCapStore._reserve_args(
-        user_id=42,
-        version="v",
-        rid="r",
-        now=now,
-        lease_expires_at=now,
-        estimate=(1, 1, 1),
-        limits=[-1] * 9,
-        lease_seconds=60,
+        ReserveRequest(
+            user_id=42,
+            version="v",
+            rid="r",
+            now=now,
+            lease_expires_at=now,
+            estimate=Amounts(1, 1, 1),
+            limits=[-1] * 9,
+            lease_seconds=60,
+        )
     )
-    settle, _ = RedisCapStore._settle_args(user_id=42, rid="r", keys=keys[:3], actual=None)
+    settle, _ = RedisCapStore._settle_args(
+        SettleRequest(user_id=42, rid="r", keys=keys[:3], actual=None, now=now)
+    )
     renew, _ = RedisCapStore._renew_args(
-        user_id=42, rid="r", lease_expires_at=now, lease_seconds=60
+        RenewRequest(user_id=42, rid="r", lease_expires_at=now, lease_seconds=60)
     )
     every = [*keys, *settle, *renew, sentinel_key(42)]
     assert all("{user_42}" in key for key in every)
