@@ -22,3 +22,24 @@ async def thread_connections():
 
     yield
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+def auth_config(settings):
+    """Change `settings.GATEWAY.auth` for one test: auth_config(admin_emails=[...])."""
+
+    def change(**values):
+        auth = settings.GATEWAY.auth.model_copy(update=values)
+        settings.GATEWAY = settings.GATEWAY.model_copy(update={"auth": auth})
+
+    return change
+
+
+@pytest.fixture
+def empty_django_cache():
+    """The Django cache (the throttles' counters, among others) empty before and after the test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -27,17 +27,6 @@ HASH_KEY_2 = "hash-key-two-" + "2" * 40
 HASH_KEY_3 = "hash-key-three-" + "3" * 40
 
 
-@pytest.fixture
-def auth_config(settings):
-    """Change `settings.GATEWAY.auth` for one test: auth_config(api_key_hash_keys=[...])."""
-
-    def change(**values):
-        auth = settings.GATEWAY.auth.model_copy(update=values)
-        settings.GATEWAY = settings.GATEWAY.model_copy(update={"auth": auth})
-
-    return change
-
-
 def key_headers(raw: str) -> CaseInsensitiveMapping:
     return CaseInsensitiveMapping({"X-API-Key": raw})
 

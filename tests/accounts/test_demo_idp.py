@@ -18,7 +18,8 @@ REDIRECT = "http://gateway.test/accounts/oidc/demo/login/callback/"
 
 
 @pytest.fixture
-def idp():
+def cli_idp():
+    """A private provider of its own whose one client is "cli" (stopped after the test)."""
     provider = DemoIdP(client_id="cli", client_secret="sec").start()
     yield provider
     provider.stop()
@@ -54,86 +55,87 @@ def exchange(idp: DemoIdP, code: str, **extra) -> httpx.Response:
     return httpx.post(f"{idp.url}/token", data=data)
 
 
-def test_discovery_names_every_endpoint(idp):
-    config = httpx.get(f"{idp.url}/.well-known/openid-configuration").json()
-    assert config["issuer"] == idp.url
+def test_discovery_names_every_endpoint(cli_idp):
+    config = httpx.get(f"{cli_idp.url}/.well-known/openid-configuration").json()
+    assert config["issuer"] == cli_idp.url
     for name in ("authorization", "token", "userinfo"):
-        assert config[f"{name}_endpoint"].startswith(idp.url)
+        assert config[f"{name}_endpoint"].startswith(cli_idp.url)
     assert config["id_token_signing_alg_values_supported"] == ["RS256"]
 
 
-def test_code_flow_yields_a_verifiable_id_token_and_userinfo(idp):
-    back = authorize(idp, nonce="n0nce")
+def test_code_flow_yields_a_verifiable_id_token_and_userinfo(cli_idp):
+    back = authorize(cli_idp, nonce="n0nce")
     assert back["state"] == "st4te"
-    tokens = exchange(idp, back["code"]).json()
-    jwks = httpx.get(f"{idp.url}/jwks").json()
+    tokens = exchange(cli_idp, back["code"]).json()
+    jwks = httpx.get(f"{cli_idp.url}/jwks").json()
     key = jwt.PyJWK(jwks["keys"][0]).key
     claims = jwt.decode(tokens["id_token"], key, algorithms=["RS256"], audience="cli")
-    assert claims["iss"] == idp.url
+    assert claims["iss"] == cli_idp.url
     assert claims["email"] == "a@example.com"
     assert claims["email_verified"] is True
     assert claims["nonce"] == "n0nce"
     info = httpx.get(
-        f"{idp.url}/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        f"{cli_idp.url}/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
     )
     assert info.json()["sub"] == claims["sub"]
     assert (
-        httpx.get(f"{idp.url}/userinfo", headers={"Authorization": "Bearer x"}).status_code == 401
+        httpx.get(f"{cli_idp.url}/userinfo", headers={"Authorization": "Bearer x"}).status_code
+        == 401
     )
 
 
-def test_code_is_single_use(idp):
-    code = authorize(idp)["code"]
-    assert exchange(idp, code).status_code == 200
-    again = exchange(idp, code)
+def test_code_is_single_use(cli_idp):
+    code = authorize(cli_idp)["code"]
+    assert exchange(cli_idp, code).status_code == 200
+    again = exchange(cli_idp, code)
     assert again.status_code == 400
     assert again.json() == {"error": "invalid_grant"}
 
 
-def test_code_expires(idp):
-    idp.code_ttl = 0
-    code = authorize(idp)["code"]
-    assert exchange(idp, code).json() == {"error": "invalid_grant"}
+def test_code_expires(cli_idp):
+    cli_idp.code_ttl = 0
+    code = authorize(cli_idp)["code"]
+    assert exchange(cli_idp, code).json() == {"error": "invalid_grant"}
 
 
-def test_wrong_client_secret_or_redirect_is_refused(idp):
-    assert exchange(idp, authorize(idp)["code"], client_secret="nope").status_code == 401
-    moved = exchange(idp, authorize(idp)["code"], redirect_uri="http://evil.test/cb")
+def test_wrong_client_secret_or_redirect_is_refused(cli_idp):
+    assert exchange(cli_idp, authorize(cli_idp)["code"], client_secret="nope").status_code == 401
+    moved = exchange(cli_idp, authorize(cli_idp)["code"], redirect_uri="http://evil.test/cb")
     assert moved.json() == {"error": "invalid_grant"}
 
 
-def test_basic_client_authentication_works(idp):
-    code = authorize(idp)["code"]
+def test_basic_client_authentication_works(cli_idp):
+    code = authorize(cli_idp)["code"]
     response = httpx.post(
-        f"{idp.url}/token",
+        f"{cli_idp.url}/token",
         data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
         auth=("cli", "sec"),
     )
     assert response.status_code == 200
 
 
-def test_pkce_verifier_must_match(idp):
+def test_pkce_verifier_must_match(cli_idp):
     verifier = "v" * 50
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     params = {"code_challenge": challenge.rstrip(b"=").decode(), "code_challenge_method": "S256"}
-    bad = exchange(idp, authorize(idp, **params)["code"], code_verifier="w" * 50)
+    bad = exchange(cli_idp, authorize(cli_idp, **params)["code"], code_verifier="w" * 50)
     assert bad.json() == {"error": "invalid_grant"}
-    good = exchange(idp, authorize(idp, **params)["code"], code_verifier=verifier)
+    good = exchange(cli_idp, authorize(cli_idp, **params)["code"], code_verifier=verifier)
     assert good.status_code == 200
 
 
-def test_unknown_client_gets_an_error_page_not_a_redirect(idp):
+def test_unknown_client_gets_an_error_page_not_a_redirect(cli_idp):
     response = httpx.get(
-        f"{idp.url}/authorize",
+        f"{cli_idp.url}/authorize",
         params={"client_id": "other", "redirect_uri": REDIRECT, "response_type": "code"},
     )
     assert response.status_code == 400
     assert "location" not in response.headers
 
 
-def test_form_escapes_hostile_parameters(idp):
+def test_form_escapes_hostile_parameters(cli_idp):
     response = httpx.get(
-        f"{idp.url}/authorize",
+        f"{cli_idp.url}/authorize",
         params={
             "client_id": "cli",
             "redirect_uri": REDIRECT,

@@ -22,15 +22,6 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def auth_config(settings):
-    def change(**values):
-        auth = settings.GATEWAY.auth.model_copy(update=values)
-        settings.GATEWAY = settings.GATEWAY.model_copy(update={"auth": auth})
-
-    return change
-
-
-@pytest.fixture
 def demo_on(auth_config):
     """The tests' provider id is "demo", as the demo sign-in's: turning the flag on makes it
     the demo sign-in (config/settings.py lists it exactly so)."""

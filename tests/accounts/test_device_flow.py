@@ -20,19 +20,10 @@ from config import clock
 from tests.fixtures.device_flow import api_get, ask, decide, poll, signed_in_device
 from tests.fixtures.personas import make_user
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_django_cache")]
 
 FORM = "application/x-www-form-urlencoded"
 USER_CODE = re.compile(rf"^[{USER_CODE_ALPHABET}]{{4}}-[{USER_CODE_ALPHABET}]{{4}}$")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    from django.core.cache import cache
-
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def refresh(client: Client, refresh_token: str, client_id: str = "gateway-token"):

@@ -17,15 +17,6 @@ from config import clock
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def auth_config(settings):
-    def change(**values):
-        auth = settings.GATEWAY.auth.model_copy(update=values)
-        settings.GATEWAY = settings.GATEWAY.model_copy(update={"auth": auth})
-
-    return change
-
-
 def keys_page(user) -> str:
     client = Client()
     client.force_login(user)

@@ -23,17 +23,6 @@ from tests.fixtures.personas import make_user
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("oidc_settings")]
 
 
-@pytest.fixture
-def auth_config(settings):
-    """Change `settings.GATEWAY.auth` for one test: auth_config(admin_emails=[...])."""
-
-    def change(**values):
-        auth = settings.GATEWAY.auth.model_copy(update=values)
-        settings.GATEWAY = settings.GATEWAY.model_copy(update={"auth": auth})
-
-    return change
-
-
 def signed_in_email(client) -> str | None:
     response = client.get("/token")
     if response.status_code != 200:

@@ -16,16 +16,7 @@ from accounts.tasks import refresh_identities
 from tests.fixtures.device_flow import api_get, signed_in_device
 from tests.fixtures.oidc import sign_in
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("oidc_settings")]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    from django.core.cache import cache
-
-    cache.clear()
-    yield
-    cache.clear()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_django_cache", "oidc_settings")]
 
 
 def signed_in(email: str) -> tuple[Client, User]:

@@ -1,4 +1,4 @@
-"""Fixtures for the caps tests: users, both cap stores (Redis and the database), prices."""
+"""Fixtures for the caps tests: users, both cap stores (Redis and the database)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from django.db import connections
 
 from caps import estimates
 from caps.store import _stores, cap_store, close_db_thread_connections
-from costs.services import price_defaults_install
 from tests.fixtures.cap_store import REDIS_URL, wipe_redis_user
 from tests.fixtures.personas import policy_clear
 from tests.fixtures.process_memory import forget_price_table
@@ -38,11 +37,6 @@ def _close_cap_pool_connections(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         close_db_thread_connections()
         asyncio.run(sync_to_async(connections.close_all)())
-
-
-@pytest.fixture
-def prices(db):
-    price_defaults_install()
 
 
 @pytest.fixture

@@ -53,7 +53,8 @@ def caps_now() -> list[tuple]:
 
 
 @pytest.fixture
-def org(make_user):
+def alice_bob_and_platform(make_user):
+    """(alice@example.com, bob@example.com, the team "Platform")."""
     alice = make_user("alice@example.com")
     bob = make_user("bob@example.com")
     platform = Team.objects.create(name="Platform")
@@ -67,8 +68,8 @@ def test_the_caps_list_links_the_import_and_the_export(admin_client):
     assert b"Download caps CSV" in page.content
 
 
-def test_preview_lists_what_a_good_file_will_change(admin_client, org):
-    _alice, bob, _platform = org
+def test_preview_lists_what_a_good_file_will_change(admin_client, alice_bob_and_platform):
+    _alice, bob, _platform = alice_bob_and_platform
     cap_create(user_id=bob.pk, cap_type="daily", set_by="admin", max_requests=5)
     text = HEADER + (
         "alice@example.com,daily,1000,,50.00\n"
@@ -84,8 +85,8 @@ def test_preview_lists_what_a_good_file_will_change(admin_client, org):
     assert UserCapConfig.objects.count() == 1
 
 
-def test_a_good_file_applies_user_and_team_rows(admin_client, org):
-    alice, bob, _platform = org
+def test_a_good_file_applies_user_and_team_rows(admin_client, alice_bob_and_platform):
+    alice, bob, _platform = alice_bob_and_platform
     cap_create(user_id=bob.pk, cap_type="daily", set_by="admin", max_requests=5)
     own = cap_create(user_id=bob.pk, cap_type="daily", set_by="user", max_requests=3)
     text = HEADER + (
@@ -128,7 +129,7 @@ BAD_ROWS = [
 ]
 
 
-def test_preview_shows_every_bad_row_and_applies_nothing(admin_client, org):
+def test_preview_shows_every_bad_row_and_applies_nothing(admin_client, alice_bob_and_platform):
     good = "alice@example.com,daily,1000,,50.00"
     text = HEADER + "\n".join([good, *(row for row, _, _ in BAD_ROWS), good]) + "\n"
     page = upload(admin_client, text)
@@ -145,8 +146,8 @@ def test_preview_shows_every_bad_row_and_applies_nothing(admin_client, org):
     assert caps_now() == []
 
 
-def test_applying_a_file_with_one_bad_row_changes_nothing(admin_client, org):
-    _alice, bob, _platform = org
+def test_applying_a_file_with_one_bad_row_changes_nothing(admin_client, alice_bob_and_platform):
+    _alice, bob, _platform = alice_bob_and_platform
     cap_create(user_id=bob.pk, cap_type="daily", set_by="admin", max_requests=5)
     before = caps_now()
     text = HEADER + (
@@ -161,7 +162,7 @@ def test_applying_a_file_with_one_bad_row_changes_nothing(admin_client, org):
     assert caps_now() == before
 
 
-def test_hostile_cells_are_shown_escaped_and_refused(admin_client, org):
+def test_hostile_cells_are_shown_escaped_and_refused(admin_client, alice_bob_and_platform):
     text = HEADER + (
         '"<script>alert(1)</script>",daily,10,,\n'
         '"x@example.com\'; DROP TABLE user_cap_configs; --",daily,10,,\n'
@@ -180,7 +181,7 @@ def test_hostile_cells_are_shown_escaped_and_refused(admin_client, org):
     assert caps_now() == []
 
 
-def test_a_file_that_is_not_a_caps_file_is_refused(admin_client, org):
+def test_a_file_that_is_not_a_caps_file_is_refused(admin_client, alice_bob_and_platform):
     assert b"the header must start with" in upload(admin_client, "email,limit\na,1\n").content
     assert b"file has no data rows" in upload(admin_client, HEADER).content
     binary = SimpleUploadedFile("caps.csv", b"\xff\xfe\x00bad", content_type="text/csv")
@@ -195,8 +196,10 @@ def export(client) -> list[dict]:
     return list(csv.DictReader(io.StringIO(response.content.decode())))
 
 
-def test_export_lists_every_active_cap_with_its_use(admin_client, org, prices):
-    alice, bob, platform = org
+def test_export_lists_every_active_cap_with_its_use(
+    admin_client, alice_bob_and_platform, default_prices
+):
+    alice, bob, platform = alice_bob_and_platform
     user_team_set(user=alice, team=platform)
     cap_create(user_id=alice.pk, cap_type="daily", set_by="admin", max_requests=10,
                max_cost_cents=5000)  # fmt: skip
@@ -228,8 +231,10 @@ def test_export_lists_every_active_cap_with_its_use(admin_client, org, prices):
     assert ("bob@example.com", "hourly", "admin") not in by_key  # inactive
 
 
-def test_an_exported_file_imports_back_unchanged_and_edits_apply(admin_client, org, make_user):
-    alice, _bob, platform = org
+def test_an_exported_file_imports_back_unchanged_and_edits_apply(
+    admin_client, alice_bob_and_platform, make_user
+):
+    alice, _bob, platform = alice_bob_and_platform
     odd = make_user("-dash@example.com")  # a spreadsheet would take this cell for a formula
     cap_create(user_id=alice.pk, cap_type="daily", set_by="admin", max_requests=10,
                max_cost_cents=5050)  # fmt: skip

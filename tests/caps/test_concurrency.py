@@ -45,7 +45,7 @@ async def _attempt(store, user, estimate=SMALL, actual=None, hold=0.0):
     return True
 
 
-def test_exactly_n_of_5n_concurrent_reservations_pass(any_store, make_user, prices):
+def test_exactly_n_of_5n_concurrent_reservations_pass(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=N)
 
@@ -60,7 +60,7 @@ def test_exactly_n_of_5n_concurrent_reservations_pass(any_store, make_user, pric
     assert any_store.open_reservations(user.pk) == 0
 
 
-def test_exactly_n_of_5n_reservations_from_threads_pass(any_store, make_user, prices):
+def test_exactly_n_of_5n_reservations_from_threads_pass(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="hourly", set_by="user", max_requests=N)
     passed = []
@@ -91,7 +91,7 @@ def test_exactly_n_of_5n_reservations_from_threads_pass(any_store, make_user, pr
 
 
 @pytest.mark.parametrize("where", ["redis", "embedded"])
-def test_two_processes_sharing_one_store_stay_exact(make_user, prices, where):
+def test_two_processes_sharing_one_store_stay_exact(make_user, default_prices, where):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=N)
     start = time.time() + 4.0  # both processes have set Django up by then
@@ -115,7 +115,9 @@ def test_two_processes_sharing_one_store_stay_exact(make_user, prices, where):
     assert sum(counts) == N
 
 
-def test_token_cap_with_upper_bound_estimates_is_never_exceeded(any_store, make_user, prices):
+def test_token_cap_with_upper_bound_estimates_is_never_exceeded(
+    any_store, make_user, default_prices
+):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_tokens=1000)
     estimate = Usage(input_tokens=60, output_tokens=40)
@@ -134,7 +136,7 @@ def test_token_cap_with_upper_bound_estimates_is_never_exceeded(any_store, make_
 
 
 def test_token_cap_overshoot_is_bounded_by_the_estimate_errors_in_flight(
-    any_store, make_user, prices
+    any_store, make_user, default_prices
 ):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_tokens=1000)
@@ -164,7 +166,7 @@ def test_token_cap_overshoot_is_bounded_by_the_estimate_errors_in_flight(
     assert daily(any_store, other)["tokens"] <= 1000 + admitted * 12
 
 
-def test_postgres_or_sqlite_reservations_serialize_per_user(db_store, make_user, prices):
+def test_postgres_or_sqlite_reservations_serialize_per_user(db_store, make_user, default_prices):
     """The embedded store's lock (SQLite's write lock, PostgreSQL's advisory lock) holds
     across connections: a reservation waits for another's transaction."""
     assert isinstance(db_store, DatabaseCapStore)

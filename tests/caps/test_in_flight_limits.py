@@ -79,7 +79,7 @@ def test_the_estimate_knows_the_requests_max_tokens(settings):
 
 
 def test_only_one_uncovered_call_runs_at_once_and_the_cap_is_overshot_by_one_call(
-    any_store, make_user, prices
+    any_store, make_user, default_prices
 ):
     # The case: a 20,000-token cap, calls asking for 30,000 tokens each. Each estimate
     # (8,292) fits, two of them fit at once, but no call's worst case fits: at most one runs.
@@ -103,7 +103,7 @@ def test_only_one_uncovered_call_runs_at_once_and_the_cap_is_overshot_by_one_cal
 
 
 def test_covered_calls_run_together_and_one_uncovered_call_at_most_joins_them(
-    any_store, make_user, prices
+    any_store, make_user, default_prices
 ):
     # 100,000 tokens: three worst cases (30,100 each) fit side by side, the fourth call is
     # uncovered (allowed: the first), the rest wait. Final use overshoots by less than a call.
@@ -120,7 +120,7 @@ def test_covered_calls_run_together_and_one_uncovered_call_at_most_joins_them(
     assert limit < used <= limit + WORST.cap_tokens
 
 
-def test_a_cost_cap_decides_uncovered_too(any_store, make_user, prices):
+def test_a_cost_cap_decides_uncovered_too(any_store, make_user, default_prices):
     # Sonnet: 30,000 output tokens cost 45 cents (+ input): one worst case fits 50 cents.
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_cost_cents=50)
@@ -131,7 +131,7 @@ def test_a_cost_cap_decides_uncovered_too(any_store, make_user, prices):
     settle_all(passed, SMALL)
 
 
-def test_the_uncovered_limit_is_a_setting(any_store, make_user, prices, settings):
+def test_the_uncovered_limit_is_a_setting(any_store, make_user, default_prices, settings):
     configure(settings, max_uncovered_in_flight=2)
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_tokens=20_000)
@@ -141,7 +141,7 @@ def test_the_uncovered_limit_is_a_setting(any_store, make_user, prices, settings
     settle_all(passed, SMALL)
 
 
-def test_calls_within_their_estimate_never_count_as_uncovered(any_store, make_user, prices):
+def test_calls_within_their_estimate_never_count_as_uncovered(any_store, make_user, default_prices):
     # max_tokens under the ceiling: the estimate is the worst case; the caps alone decide.
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_tokens=1000)
@@ -154,7 +154,7 @@ def test_calls_within_their_estimate_never_count_as_uncovered(any_store, make_us
     settle_all(passed, estimate)
 
 
-def test_a_settled_uncovered_call_makes_room_for_the_next(any_store, make_user, prices):
+def test_a_settled_uncovered_call_makes_room_for_the_next(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_tokens=20_000)
     first = cap_reserve(user_id=user.pk, model_id=SONNET, estimate=BIG, store=any_store)
@@ -171,7 +171,7 @@ def test_a_settled_uncovered_call_makes_room_for_the_next(any_store, make_user, 
     ).uncovered
 
 
-def test_an_expired_uncovered_reservation_stops_counting(any_store, make_user, prices):
+def test_an_expired_uncovered_reservation_stops_counting(any_store, make_user, default_prices):
     # A dead worker's uncovered call: once its lease ran out, the next uncovered call runs.
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_tokens=20_000)
@@ -191,7 +191,9 @@ def test_an_expired_uncovered_reservation_stops_counting(any_store, make_user, p
         cap_settle(reservation=reservation, actual=None, now=later)
 
 
-def test_at_most_max_in_flight_calls_of_a_user_run_at_once(any_store, make_user, prices, settings):
+def test_at_most_max_in_flight_calls_of_a_user_run_at_once(
+    any_store, make_user, default_prices, settings
+):
     configure(settings, max_in_flight_per_user=3)
     user = make_user()  # no caps at all: the in-flight limit still holds
     results = run_concurrently(any_store, user, SMALL, 12)
@@ -207,7 +209,7 @@ def test_at_most_max_in_flight_calls_of_a_user_run_at_once(any_store, make_user,
     settle_all(again, SMALL)
 
 
-def test_the_default_in_flight_limit_is_32(any_store, make_user, prices, settings):
+def test_the_default_in_flight_limit_is_32(any_store, make_user, default_prices, settings):
     assert settings.GATEWAY.usage_caps.max_in_flight_per_user == 32
     assert settings.GATEWAY.usage_caps.max_uncovered_in_flight == 1
     user = make_user()
@@ -216,7 +218,9 @@ def test_the_default_in_flight_limit_is_32(any_store, make_user, prices, setting
     settle_all(results, SMALL)
 
 
-def test_a_cap_refusal_comes_before_the_in_flight_limit(any_store, make_user, prices, settings):
+def test_a_cap_refusal_comes_before_the_in_flight_limit(
+    any_store, make_user, default_prices, settings
+):
     configure(settings, max_in_flight_per_user=1)
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=1)
@@ -227,7 +231,7 @@ def test_a_cap_refusal_comes_before_the_in_flight_limit(any_store, make_user, pr
 
 
 def test_a_renewed_lease_outlives_its_first_expiry_and_an_unrenewed_one_does_not(
-    any_store, make_user, prices, settings
+    any_store, make_user, default_prices, settings
 ):
     configure(settings, reservation_lease_seconds=2)
     user = make_user()
@@ -255,7 +259,7 @@ def test_a_renewed_lease_outlives_its_first_expiry_and_an_unrenewed_one_does_not
 
 
 def test_renewal_with_real_seconds_and_the_async_entry_point(
-    any_store, make_user, prices, settings
+    any_store, make_user, default_prices, settings
 ):
     configure(settings, reservation_lease_seconds=1)
     user = make_user()
@@ -284,7 +288,7 @@ def test_renewal_with_real_seconds_and_the_async_entry_point(
 
 
 def test_a_live_call_renews_its_lease_and_a_dropped_or_finished_one_stops(
-    any_store, make_user, prices, settings
+    any_store, make_user, default_prices, settings
 ):
     # The proxy's heartbeat (gateway.services.ProxyCall): a timer every third of the lease,
     # holding the call weakly.

@@ -45,7 +45,9 @@ def policy(make_user):
     return policy_update
 
 
-def test_the_policy_applies_to_a_user_without_any_cap_row(any_store, make_user, prices, policy):
+def test_the_policy_applies_to_a_user_without_any_cap_row(
+    any_store, make_user, default_prices, policy
+):
     policy(cap_type="daily", max_requests=3, now=NOW - timedelta(hours=1))
     user = make_user("new@example.com", defaults=True)
     assert calls(user, any_store, 5) == 3
@@ -55,7 +57,7 @@ def test_the_policy_applies_to_a_user_without_any_cap_row(any_store, make_user, 
     assert status["is_exceeded"] is True
 
 
-def test_a_change_reaches_existing_users_at_once(any_store, make_user, prices, policy):
+def test_a_change_reaches_existing_users_at_once(any_store, make_user, default_prices, policy):
     policy(cap_type="daily", max_requests=2, now=NOW - timedelta(hours=1))
     users = [make_user(f"dev{i}@example.com", defaults=True) for i in range(3)]
     for user in users:
@@ -66,7 +68,9 @@ def test_a_change_reaches_existing_users_at_once(any_store, make_user, prices, p
     assert UserCapConfig.objects.count() == 0
 
 
-def test_tightening_blocks_only_after_the_grace_period(any_store, make_user, prices, policy):
+def test_tightening_blocks_only_after_the_grace_period(
+    any_store, make_user, default_prices, policy
+):
     policy(cap_type="daily", max_requests=10, now=NOW - timedelta(hours=1))
     user = make_user("dev@example.com", defaults=True)
     assert calls(user, any_store, 2) == 2
@@ -80,7 +84,7 @@ def test_tightening_blocks_only_after_the_grace_period(any_store, make_user, pri
 
 
 def test_an_administrator_cap_replaces_the_policy_for_its_period(
-    any_store, make_user, prices, policy
+    any_store, make_user, default_prices, policy
 ):
     policy(cap_type="daily", max_requests=2, now=NOW - timedelta(hours=1))
     policy(cap_type="monthly", max_requests=100, now=NOW - timedelta(hours=1))
@@ -96,7 +100,7 @@ def test_an_administrator_cap_replaces_the_policy_for_its_period(
 
 
 def test_a_first_administrator_cap_keeps_the_policy_limit_during_its_grace(
-    any_store, make_user, prices, policy
+    any_store, make_user, default_prices, policy
 ):
     policy(cap_type="daily", max_requests=3, now=NOW - timedelta(hours=1))
     user = make_user("dev@example.com", defaults=True)
@@ -104,7 +108,7 @@ def test_a_first_administrator_cap_keeps_the_policy_limit_during_its_grace(
     assert calls(user, any_store, 5) == 3  # the policy's 3, not unlimited, until enforce_from
 
 
-def test_a_users_own_cap_only_tightens(any_store, make_user, prices, policy):
+def test_a_users_own_cap_only_tightens(any_store, make_user, default_prices, policy):
     policy(cap_type="daily", max_requests=3, now=NOW - timedelta(hours=1))
     loose = make_user("a@example.com", defaults=True)
     tight = make_user("b@example.com", defaults=True)
@@ -114,7 +118,9 @@ def test_a_users_own_cap_only_tightens(any_store, make_user, prices, policy):
     assert calls(tight, any_store, 5) == 1
 
 
-def test_another_process_sees_the_change_within_a_second(redis_store, make_user, prices, policy):
+def test_another_process_sees_the_change_within_a_second(
+    redis_store, make_user, default_prices, policy
+):
     policy(cap_type="daily", max_requests=1, now=NOW - timedelta(hours=1))
     user = make_user("dev@example.com", defaults=True)
     assert calls(user, redis_store, 2) == 1

@@ -39,7 +39,7 @@ def own_daily(user, store) -> dict:
     return next(s for s in cap_status(user_id=user.pk, store=store) if s["set_by"] == "user")
 
 
-def test_a_lost_store_is_rebuilt_from_the_records(any_store, make_user, prices):
+def test_a_lost_store_is_rebuilt_from_the_records(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
     known = Usage(input_tokens=1000, output_tokens=200, cache_write_5m_tokens=50,
@@ -60,7 +60,7 @@ def test_a_lost_store_is_rebuilt_from_the_records(any_store, make_user, prices):
     assert usage["cost_cents"] * 10_000 > priced  # the unknown model at its family's dearest
 
 
-def test_rebuilding_keeps_calls_in_flight(any_store, make_user, prices):
+def test_rebuilding_keeps_calls_in_flight(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
     record(user, SONNET, Usage(input_tokens=10, output_tokens=10))

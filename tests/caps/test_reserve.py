@@ -48,7 +48,7 @@ def used(store, user, cap_type="daily", now=T0):
     return store.read([window_keys(user.pk, now)[index]], now)[0]
 
 
-def test_exceeded_request_cap_names_cap_usage_and_reset(any_store, make_user, prices):
+def test_exceeded_request_cap_names_cap_usage_and_reset(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=3)
     for _ in range(3):
@@ -68,7 +68,7 @@ def test_exceeded_request_cap_names_cap_usage_and_reset(any_store, make_user, pr
     }
 
 
-def test_the_cap_that_resets_last_decides_retry_after(any_store, make_user, prices):
+def test_the_cap_that_resets_last_decides_retry_after(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="hourly", set_by="user", max_requests=1)
     cap_create(user_id=user.pk, cap_type="monthly", set_by="user", max_requests=1)
@@ -81,7 +81,7 @@ def test_the_cap_that_resets_last_decides_retry_after(any_store, make_user, pric
     assert info.value.retry_after_seconds == 5 * 86400 + 13 * 3600 + 1
 
 
-def test_retry_after_rounds_up_to_the_reset(any_store, make_user, prices):
+def test_retry_after_rounds_up_to_the_reset(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="hourly", set_by="user", max_requests=1)
     call(any_store, user, now=datetime(2026, 11, 25, 10, 59, 59, tzinfo=UTC))
@@ -93,7 +93,7 @@ def test_retry_after_rounds_up_to_the_reset(any_store, make_user, prices):
 
 
 def test_a_call_the_estimate_of_which_does_not_fit_is_refused_with_what_it_needs(
-    any_store, make_user, prices
+    any_store, make_user, default_prices
 ):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_tokens=1000)
@@ -106,7 +106,7 @@ def test_a_call_the_estimate_of_which_does_not_fit_is_refused_with_what_it_needs
     reserve(any_store, user, estimate=Usage(input_tokens=50, output_tokens=50))  # fits exactly
 
 
-def test_cost_cap_compares_micro_dollars_and_reports_cents(any_store, make_user, prices):
+def test_cost_cap_compares_micro_dollars_and_reports_cents(any_store, make_user, default_prices):
     user = make_user()
     # Sonnet 4.6: $3 / $15 per Mtok -> 1000 in + 1000 out = 18,000 micros = 1.8 cents.
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_cost_cents=5)
@@ -123,7 +123,9 @@ def test_cost_cap_compares_micro_dollars_and_reports_cents(any_store, make_user,
     reserve(any_store, user, estimate=Usage(input_tokens=1000, output_tokens=700))  # 1.35 fits
 
 
-def test_the_strictest_of_an_admin_cap_and_the_users_own_applies(any_store, make_user, prices):
+def test_the_strictest_of_an_admin_cap_and_the_users_own_applies(
+    any_store, make_user, default_prices
+):
     user = make_user()
     cap_create(
         user_id=user.pk,
@@ -161,7 +163,7 @@ def test_the_strictest_of_an_admin_cap_and_the_users_own_applies(any_store, make
     ],
 )
 def test_a_window_starts_from_zero_at_its_utc_boundary(
-    any_store, make_user, prices, cap_type, before, after
+    any_store, make_user, default_prices, cap_type, before, after
 ):
     user = make_user()
     cap_create(
@@ -178,7 +180,7 @@ def test_a_window_starts_from_zero_at_its_utc_boundary(
     assert used(any_store, user, cap_type, now=after)["requests"] == 1
 
 
-def test_a_call_counts_in_the_window_where_it_started(any_store, make_user, prices):
+def test_a_call_counts_in_the_window_where_it_started(any_store, make_user, default_prices):
     user = make_user()
     started = datetime(2026, 11, 25, 10, 59, tzinfo=UTC)
     reservation = reserve(any_store, user, now=started)
@@ -188,7 +190,7 @@ def test_a_call_counts_in_the_window_where_it_started(any_store, make_user, pric
     assert used(any_store, user, "hourly", now=started + timedelta(minutes=7)) == {}
 
 
-def test_settle_leaves_no_reservation_behind(any_store, make_user, prices):
+def test_settle_leaves_no_reservation_behind(any_store, make_user, default_prices):
     user = make_user()
     for actual in (SMALL, None):
         reservation = reserve(any_store, user)
@@ -203,7 +205,7 @@ def test_settle_leaves_no_reservation_behind(any_store, make_user, prices):
 
 
 def test_an_unsettled_reservation_is_released_after_its_lease(
-    any_store, make_user, prices, settings
+    any_store, make_user, default_prices, settings
 ):
     caps = settings.GATEWAY.usage_caps.model_copy(update={"reservation_lease_seconds": 1})
     settings.GATEWAY = settings.GATEWAY.model_copy(update={"usage_caps": caps})
@@ -220,7 +222,7 @@ def test_an_unsettled_reservation_is_released_after_its_lease(
 
 
 def test_used_counters_equal_the_sum_of_settled_actuals_after_mixed_cycles(
-    any_store, make_user, prices
+    any_store, make_user, default_prices
 ):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="monthly", set_by="user", max_tokens=10**9)
@@ -256,7 +258,7 @@ def test_used_counters_equal_the_sum_of_settled_actuals_after_mixed_cycles(
 
 
 def test_admin_cap_blocks_only_after_the_grace_period_but_shows_at_once(
-    any_store, make_user, prices
+    any_store, make_user, default_prices
 ):
     user = make_user()
     call(any_store, user)
@@ -270,7 +272,7 @@ def test_admin_cap_blocks_only_after_the_grace_period_but_shows_at_once(
 
 
 def test_tightened_admin_cap_keeps_its_old_limit_during_the_grace_period(
-    any_store, make_user, prices
+    any_store, make_user, default_prices
 ):
     user = make_user()
     cap = cap_create(
@@ -291,7 +293,7 @@ def test_tightened_admin_cap_keeps_its_old_limit_during_the_grace_period(
     assert info.value.limit == 1
 
 
-def test_users_own_cap_applies_at_once(any_store, make_user, prices):
+def test_users_own_cap_applies_at_once(any_store, make_user, default_prices):
     user = make_user()
     call(any_store, user)
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=1, now=T0)
@@ -299,7 +301,9 @@ def test_users_own_cap_applies_at_once(any_store, make_user, prices):
         reserve(any_store, user)
 
 
-def test_enforce_off_never_blocks_but_counts_and_reports(any_store, make_user, prices, settings):
+def test_enforce_off_never_blocks_but_counts_and_reports(
+    any_store, make_user, default_prices, settings
+):
     caps = settings.GATEWAY.usage_caps.model_copy(update={"enforce_caps": False})
     settings.GATEWAY = settings.GATEWAY.model_copy(update={"usage_caps": caps})
     user = make_user()
@@ -313,7 +317,7 @@ def test_enforce_off_never_blocks_but_counts_and_reports(any_store, make_user, p
     assert status["enforced"] is False
 
 
-def test_a_cap_change_reaches_a_warm_cache_at_once(any_store, make_user, prices):
+def test_a_cap_change_reaches_a_warm_cache_at_once(any_store, make_user, default_prices):
     user = make_user()
     cap = cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=10)
     call(any_store, user)
@@ -326,7 +330,7 @@ def test_a_cap_change_reaches_a_warm_cache_at_once(any_store, make_user, prices)
     call(any_store, user)
 
 
-def test_headroom_headers_show_what_is_left_after_this_call(any_store, make_user, prices):
+def test_headroom_headers_show_what_is_left_after_this_call(any_store, make_user, default_prices):
     user = make_user()
     cap_create(
         user_id=user.pk,

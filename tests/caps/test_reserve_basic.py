@@ -9,7 +9,7 @@ from tests.fixtures.calls import SONNET
 pytestmark = pytest.mark.django_db
 
 
-def test_request_cap_blocks_the_call_past_the_limit(any_store, make_user, prices):
+def test_request_cap_blocks_the_call_past_the_limit(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=2)
     est = Usage(input_tokens=10, output_tokens=10)

@@ -51,7 +51,7 @@ def test_session_key_is_hashed_under_the_users_tag():
     assert session_key(42, "") is None
 
 
-def test_a_full_session_is_refused_with_the_seeds_body(any_store, make_user, prices):
+def test_a_full_session_is_refused_with_the_seeds_body(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="session", set_by="user", max_cost_cents=200)
     spend(any_store, user, "s1", 2_000_000)
@@ -76,7 +76,7 @@ def test_a_full_session_is_refused_with_the_seeds_body(any_store, make_user, pri
     assert session_counters(any_store, user, "s2")["requests"] == 1
 
 
-def test_a_call_that_does_not_fit_says_what_it_needs(any_store, make_user, prices):
+def test_a_call_that_does_not_fit_says_what_it_needs(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="session", set_by="user", max_cost_cents=200)
     spend(any_store, user, "s1", 1_990_000)
@@ -88,7 +88,7 @@ def test_a_call_that_does_not_fit_says_what_it_needs(any_store, make_user, price
     )
 
 
-def test_the_session_cap_wins_over_a_full_calendar_cap(any_store, make_user, prices):
+def test_the_session_cap_wins_over_a_full_calendar_cap(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_cost_cents=200)
     cap_create(user_id=user.pk, cap_type="session", set_by="user", max_cost_cents=100)
@@ -101,7 +101,7 @@ def test_the_session_cap_wins_over_a_full_calendar_cap(any_store, make_user, pri
     assert info.value.cap_type == "daily"
 
 
-def test_headroom_and_status(any_store, make_user, prices):
+def test_headroom_and_status(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="session", set_by="user", max_cost_cents=200)
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=10)
@@ -118,7 +118,7 @@ def test_headroom_and_status(any_store, make_user, prices):
 
 
 def test_a_dead_workers_session_reservation_is_released_after_its_lease(
-    any_store, make_user, prices, settings
+    any_store, make_user, default_prices, settings
 ):
     caps = settings.GATEWAY.usage_caps.model_copy(update={"reservation_lease_seconds": 1})
     settings.GATEWAY = settings.GATEWAY.model_copy(update={"usage_caps": caps})
@@ -154,7 +154,7 @@ def lose_the_store(user) -> None:
     Counter.objects.filter(key__startswith=user_tag(user.pk)).delete()
 
 
-def test_rebuild_restores_the_session_windows(any_store, make_user, prices):
+def test_rebuild_restores_the_session_windows(any_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="session", set_by="user", max_cost_cents=1)
     heavy = Usage(input_tokens=1000, output_tokens=500)  # 1.05 cents
@@ -170,7 +170,7 @@ def test_rebuild_restores_the_session_windows(any_store, make_user, prices):
     cap_settle(reservation=reserve(any_store, user, "s2"), actual=SMALL)
 
 
-def test_a_lost_redis_rebuilds_the_session_before_checking(redis_store, make_user, prices):
+def test_a_lost_redis_rebuilds_the_session_before_checking(redis_store, make_user, default_prices):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="session", set_by="user", max_cost_cents=1)
     caps_rebuild(store=redis_store, user_id=user.pk)  # the sentinel exists

@@ -30,14 +30,14 @@ def failure_mode(settings, mode):
     settings.GATEWAY = settings.GATEWAY.model_copy(update={"usage_caps": caps})
 
 
-def test_store_down_fails_closed_when_configured(dead_redis, make_user, prices, settings):
+def test_store_down_fails_closed_when_configured(dead_redis, make_user, default_prices, settings):
     failure_mode(settings, "closed")
     user = make_user()
     with pytest.raises(CapStoreUnavailable):
         cap_reserve(user_id=user.pk, model_id=SONNET, estimate=SMALL, store=dead_redis)
 
 
-def test_store_down_fails_open_when_configured(dead_redis, make_user, prices, settings):
+def test_store_down_fails_open_when_configured(dead_redis, make_user, default_prices, settings):
     failure_mode(settings, "open")
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_cost_cents=100)
@@ -47,7 +47,9 @@ def test_store_down_fails_open_when_configured(dead_redis, make_user, prices, se
     assert reservation.settled is True
 
 
-def test_default_mode_fails_closed_only_for_users_with_a_cost_cap(dead_redis, make_user, prices):
+def test_default_mode_fails_closed_only_for_users_with_a_cost_cap(
+    dead_redis, make_user, default_prices
+):
     spender = make_user()
     cap_create(user_id=spender.pk, cap_type="monthly", set_by="admin", max_cost_cents=500)
     counter = make_user()
@@ -66,7 +68,7 @@ def test_status_with_the_store_down_is_unavailable(dead_redis, make_user):
 
 
 def test_a_warm_reservation_does_not_touch_the_database(
-    redis_store, make_user, prices, django_assert_num_queries
+    redis_store, make_user, default_prices, django_assert_num_queries
 ):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)
@@ -85,7 +87,7 @@ def test_a_warm_reservation_does_not_touch_the_database(
 
 
 def test_a_warm_embedded_reservation_is_one_short_transaction(
-    db_store, make_user, prices, django_assert_max_num_queries
+    db_store, make_user, default_prices, django_assert_max_num_queries
 ):
     user = make_user()
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=100)

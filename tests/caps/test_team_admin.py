@@ -49,7 +49,7 @@ def inline_data(*rows, initial=0):
     return data
 
 
-def test_team_list_shows_members_spend_this_month_and_caps(admin_client, make_user, prices):
+def test_team_list_shows_members_spend_this_month_and_caps(admin_client, make_user, default_prices):
     platform = Team.objects.create(name="Platform")
     Team.objects.create(name="Data")
     alice, bob = make_user("alice@example.com"), make_user("bob@example.com")

@@ -62,7 +62,7 @@ def daily(store, owner, now):
 
 
 @pytest.mark.django_db
-def test_a_team_cap_is_shared_by_its_members(any_store, make_user, prices, team):
+def test_a_team_cap_is_shared_by_its_members(any_store, make_user, default_prices, team):
     users = members(make_user, team)
     team_cap_set(team_id=team.pk, cap_type="daily", max_requests=4, now=an_hour_ago())
     passed, refused = 0, []
@@ -91,7 +91,7 @@ def test_a_team_cap_is_shared_by_its_members(any_store, make_user, prices, team)
 
 
 @pytest.mark.django_db
-def test_a_members_refusal_releases_the_teams_hold(any_store, make_user, prices, team):
+def test_a_members_refusal_releases_the_teams_hold(any_store, make_user, default_prices, team):
     [user] = members(make_user, team, count=1)
     team_cap_set(team_id=team.pk, cap_type="daily", max_requests=10, now=an_hour_ago())
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=1)
@@ -112,7 +112,7 @@ def test_a_members_refusal_releases_the_teams_hold(any_store, make_user, prices,
 
 
 @pytest.mark.django_db
-def test_headroom_is_the_tighter_of_user_and_team(any_store, make_user, prices, team):
+def test_headroom_is_the_tighter_of_user_and_team(any_store, make_user, default_prices, team):
     [user] = members(make_user, team, count=1)
     team_cap_set(team_id=team.pk, cap_type="daily", max_requests=3, now=an_hour_ago())
     cap_create(user_id=user.pk, cap_type="daily", set_by="user", max_requests=10)
@@ -125,7 +125,9 @@ def test_headroom_is_the_tighter_of_user_and_team(any_store, make_user, prices, 
 
 
 @pytest.mark.django_db
-def test_tightening_a_team_cap_waits_for_the_grace_period(any_store, make_user, prices, team):
+def test_tightening_a_team_cap_waits_for_the_grace_period(
+    any_store, make_user, default_prices, team
+):
     [user] = members(make_user, team, count=1)
     now = datetime(2031, 5, 2, 9, 0, tzinfo=UTC)
     team_cap_set(team_id=team.pk, cap_type="daily", max_requests=100, now=now - timedelta(hours=1))
@@ -146,7 +148,9 @@ def test_tightening_a_team_cap_waits_for_the_grace_period(any_store, make_user, 
 
 
 @pytest.mark.django_db
-def test_lost_team_counters_are_rebuilt_from_the_records(redis_store, make_user, prices, team):
+def test_lost_team_counters_are_rebuilt_from_the_records(
+    redis_store, make_user, default_prices, team
+):
     import uuid
 
     from usage.services import CallRecord, usage_record
@@ -180,7 +184,7 @@ def test_lost_team_counters_are_rebuilt_from_the_records(redis_store, make_user,
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("where", ["redis", "embedded"])
-def test_team_cap_is_exact_under_5n_calls_from_two_processes(make_user, prices, where):
+def test_team_cap_is_exact_under_5n_calls_from_two_processes(make_user, default_prices, where):
     team = Team.objects.create(name="Data")
     wipe_redis_team(team.pk)
     users = members(make_user, team, count=4)

@@ -28,7 +28,7 @@ ADMIN_IMPORT = "/admin/costs/modelprice/import-csv/"
 
 
 @pytest.fixture(scope="module")
-def gateway(django_db_setup, django_db_blocker, emulator) -> Iterator[Server]:
+def default_limits_gateway(django_db_setup, django_db_blocker, emulator) -> Iterator[Server]:
     """A gateway with the default limits (32 MiB proxy, 2.5 MB elsewhere, 5 MB imports)."""
     with start_gateway(upstream_url=emulator.url) as server:
         yield server
@@ -58,25 +58,32 @@ def test_djangos_own_limit_never_refuses_what_the_guard_lets_through(settings):
 
 
 @pytest.mark.parametrize("path", ["/health", "/api/token/refresh", "/api/keys", "/admin/login/"])
-def test_a_declared_10_gb_body_is_refused_at_once_without_being_sent(gateway, path):
-    response = raw_http.request(gateway.port, "POST", path, [("Content-Length", str(TEN_GB))])
+def test_a_declared_10_gb_body_is_refused_at_once_without_being_sent(default_limits_gateway, path):
+    response = raw_http.request(
+        default_limits_gateway.port, "POST", path, [("Content-Length", str(TEN_GB))]
+    )
     assert response.body_bytes_sent == 0
     assert response.seconds < 2
     detail_413(response)
 
 
-def test_a_large_chunked_body_to_health_is_cut_off_with_a_413(gateway):
+def test_a_large_chunked_body_to_health_is_cut_off_with_a_413(default_limits_gateway):
     response = raw_http.request(
-        gateway.port, "POST", "/health", [], raw_http.pieces(40 * 1024 * 1024), chunked=True
+        default_limits_gateway.port,
+        "POST",
+        "/health",
+        [],
+        raw_http.pieces(40 * 1024 * 1024),
+        chunked=True,
     )
     detail_413(response)
     assert response.body_bytes_sent < 40 * 1024 * 1024
 
 
-def test_a_3_mb_token_refresh_is_a_413_in_drfs_shape(gateway):
+def test_a_3_mb_token_refresh_is_a_413_in_drfs_shape(default_limits_gateway):
     body = b'{"refresh": "' + b"a" * 3_000_000 + b'"}'
     response = raw_http.request(
-        gateway.port,
+        default_limits_gateway.port,
         "POST",
         "/api/token/refresh",
         [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
@@ -85,10 +92,10 @@ def test_a_3_mb_token_refresh_is_a_413_in_drfs_shape(gateway):
     detail_413(response)
 
 
-def test_a_body_under_the_limit_reaches_the_view(gateway):
+def test_a_body_under_the_limit_reaches_the_view(default_limits_gateway):
     body = b'{"refresh": "' + b"a" * 2_000_000 + b'"}'
     response = httpx.post(
-        f"{gateway.url}/api/token/refresh",
+        f"{default_limits_gateway.url}/api/token/refresh",
         content=body,
         headers={"content-type": "application/json"},
         timeout=20,
@@ -111,17 +118,19 @@ def big_price_csv(target_bytes: int) -> str:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_4_mb_csv_previewed_in_admin_can_be_applied(gateway, django_user_model):
+def test_a_4_mb_csv_previewed_in_admin_can_be_applied(default_limits_gateway, django_user_model):
     django_user_model.objects.create_superuser("root", "root@example.com", "pw-for-tests-1")
     text = big_price_csv(4 * 1024 * 1024)
     assert API_LIMIT < len(text.encode()) < MAX_IMPORT_BYTES
-    with httpx.Client(base_url=gateway.url, timeout=60, follow_redirects=False) as client:
+    with httpx.Client(
+        base_url=default_limits_gateway.url, timeout=60, follow_redirects=False
+    ) as client:
         page = client.get("/admin/login/").text
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
         signed_in = client.post(
             "/admin/login/",
             data={"username": "root", "password": "pw-for-tests-1", "csrfmiddlewaretoken": token},
-            headers={"referer": f"{gateway.url}/admin/login/"},
+            headers={"referer": f"{default_limits_gateway.url}/admin/login/"},
         )
         assert signed_in.status_code == 302, signed_in.text[:500]
 
@@ -152,12 +161,12 @@ def test_a_4_mb_csv_previewed_in_admin_can_be_applied(gateway, django_user_model
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_4_mb_csv_can_be_imported_through_the_api(gateway, django_user_model):
+def test_a_4_mb_csv_can_be_imported_through_the_api(default_limits_gateway, django_user_model):
     admin = django_user_model.objects.create_superuser("root2", "root2@example.com", "x")
     key = api_key_create(user=user_get_or_create(email=admin.email), name="t").raw
     text = big_price_csv(4 * 1024 * 1024)
     response = httpx.post(
-        f"{gateway.url}/api/costs/import",
+        f"{default_limits_gateway.url}/api/costs/import",
         content=text.encode(),
         headers={"content-type": "text/csv", "authorization": f"Bearer {key}"},
         timeout=60,
@@ -166,10 +175,13 @@ def test_a_4_mb_csv_can_be_imported_through_the_api(gateway, django_user_model):
     assert response.json()["created"] == len(text.splitlines()) - 1
 
 
-def test_the_import_routes_refuse_more_than_their_own_limit(gateway):
+def test_the_import_routes_refuse_more_than_their_own_limit(default_limits_gateway):
     for path in ("/api/costs/import", ADMIN_IMPORT):
         response = raw_http.request(
-            gateway.port, "POST", path, [("Content-Length", str(IMPORT_BODY_BYTES + 1))]
+            default_limits_gateway.port,
+            "POST",
+            path,
+            [("Content-Length", str(IMPORT_BODY_BYTES + 1))],
         )
         assert response.status == 413
         assert str(IMPORT_BODY_BYTES) in response.json()["detail"]

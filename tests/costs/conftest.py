@@ -1,7 +1,6 @@
 import pytest
 from rest_framework.test import APIClient
 
-from costs.services import price_defaults_install
 from tests.fixtures.process_memory import forget_price_table
 
 
@@ -11,12 +10,6 @@ def _fresh_price_table():
     forget_price_table()
     yield
     forget_price_table()
-
-
-@pytest.fixture
-def default_prices(db):
-    """The shipped defaults, also after a transactional test flushed the migration's rows."""
-    price_defaults_install()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from django.test import Client
 from accounts.credential_cache import get_credential_cache
 from caps.store import _stores
 from costs.money import Usage
-from costs.services import price_defaults_install
 from tests.fixtures.calls import SONNET, call_for
 from tests.fixtures.personas import admin_user, owner, owner_key, stranger, teammate  # noqa: F401
 from tests.fixtures.process_memory import forget_price_table
@@ -36,11 +35,6 @@ def clean_stores():
     _clean_store()
 
 
-@pytest.fixture
-def prices(db):
-    price_defaults_install()
-
-
 # What the dashboard shows most: Claude Code's calls through /anthropic with an API key.
 DASHBOARD_CALL = {
     "auth_kind": "api_key",
@@ -52,8 +46,9 @@ DASHBOARD_CALL = {
 
 
 @pytest.fixture
-def record(prices):
-    """record(user, **CallRecord fields) -> UsageRecord: a call recorded by the real service."""
+def record_claude_code_call(default_prices):
+    """record_claude_code_call(user, **CallRecord fields) -> UsageRecord: a call of the shape
+    above (DASHBOARD_CALL) recorded by the real service, with the shipped prices."""
 
     def _record(user, **overrides):
         return usage_record(call=call_for(user, **{**DASHBOARD_CALL, **overrides}))
@@ -77,14 +72,14 @@ def csrf_client(owner) -> Client:  # noqa: F811 (the persona fixture)
 
 
 @pytest.fixture
-def metered_call(record):
+def metered_call(record_claude_code_call):
     """metered_call(user): one call as the proxy makes it — reserve, record, settle."""
     from caps.reservations import cap_reserve, cap_settle
 
     def _call(user, usage: Usage | None = None):
         usage = usage or Usage(input_tokens=1000, output_tokens=200)
         reservation = cap_reserve(user_id=user.id, model_id=SONNET, estimate=usage)
-        recorded = record(user, usage=usage)
+        recorded = record_claude_code_call(user, usage=usage)
         cap_settle(reservation=reservation, actual=usage, cost_micros=recorded.cost_micros)
         return recorded
 

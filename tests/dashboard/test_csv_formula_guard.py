@@ -27,10 +27,10 @@ DANGEROUS = [
 
 @pytest.mark.parametrize("session_id", DANGEROUS)
 def test_csv_export_neutralises_full_width_and_control_led_formulas(
-    owner, owner_client, record, session_id
+    owner, owner_client, record_claude_code_call, session_id
 ):
     key = api_key_create(user=owner, name=session_id).api_key
-    record(owner, api_key_id=key.pk, session_id=session_id)
+    record_claude_code_call(owner, api_key_id=key.pk, session_id=session_id)
     response = owner_client.get("/usage/export.csv")
     assert response.status_code == 200
     header, *rows = list(csv.reader(io.StringIO(b"".join(response).decode())))
@@ -39,8 +39,8 @@ def test_csv_export_neutralises_full_width_and_control_led_formulas(
     assert cell["api_key_name"] == "'" + session_id
 
 
-def test_csv_export_leaves_plain_cells_alone(owner, owner_client, record):
-    record(owner, session_id="plain-session")
+def test_csv_export_leaves_plain_cells_alone(owner, owner_client, record_claude_code_call):
+    record_claude_code_call(owner, session_id="plain-session")
     response = owner_client.get("/usage/export.csv")
     header, *rows = list(csv.reader(io.StringIO(b"".join(response).decode())))
     assert dict(zip(header, rows[0], strict=True))["session_id"] == "plain-session"

@@ -53,9 +53,15 @@ def test_json_responses_carry_no_csp(owner_client):
     assert "Content-Security-Policy" not in response
 
 
-def test_dashboard_shows_todays_and_this_months_figures(owner, owner_client, record):
-    record(owner, usage=Usage(input_tokens=1_000_000, output_tokens=0))  # $3.00 on Sonnet 4.6
-    record(owner, usage=Usage(input_tokens=1000, output_tokens=500, cache_read_tokens=7000))
+def test_dashboard_shows_todays_and_this_months_figures(
+    owner, owner_client, record_claude_code_call
+):
+    record_claude_code_call(
+        owner, usage=Usage(input_tokens=1_000_000, output_tokens=0)
+    )  # $3.00 on Sonnet 4.6
+    record_claude_code_call(
+        owner, usage=Usage(input_tokens=1000, output_tokens=500, cache_read_tokens=7000)
+    )
     page = owner_client.get("/")
     today, month = page.context["today"], page.context["month"]
     assert today["requests"] == month["requests"] == 2
@@ -68,16 +74,18 @@ def test_dashboard_shows_todays_and_this_months_figures(owner, owner_client, rec
     assert SONNET in html  # recent calls and the by-model table
 
 
-def test_dashboard_never_shows_another_users_calls(owner, stranger, owner_client, record):
-    record(stranger, model_id="us.anthropic.claude-opus-4-5-20251101-v1:0")
+def test_dashboard_never_shows_another_users_calls(
+    owner, stranger, owner_client, record_claude_code_call
+):
+    record_claude_code_call(stranger, model_id="us.anthropic.claude-opus-4-5-20251101-v1:0")
     page = owner_client.get("/")
     assert page.context["today"]["requests"] == 0
     assert b"claude-opus-4-5" not in page.content
     assert b"No calls yet" in page.content
 
 
-def test_dashboard_escapes_hostile_model_ids(owner, owner_client, record):
-    record(owner, model_id=HOSTILE)
+def test_dashboard_escapes_hostile_model_ids(owner, owner_client, record_claude_code_call):
+    record_claude_code_call(owner, model_id=HOSTILE)
     html = owner_client.get("/").content.decode()
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

@@ -31,9 +31,9 @@ def export(client, query: str = "") -> list[list[str]]:
     return list(csv.reader(io.StringIO(body)))
 
 
-def test_usage_page_lists_own_calls_only(owner, stranger, owner_client, record):
-    record(owner, model_id=SONNET)
-    record(stranger, model_id=HAIKU)
+def test_usage_page_lists_own_calls_only(owner, stranger, owner_client, record_claude_code_call):
+    record_claude_code_call(owner, model_id=SONNET)
+    record_claude_code_call(stranger, model_id=HAIKU)
     page = owner_client.get("/usage")
     assert page.status_code == 200
     assert page.context["page"].paginator.count == 1
@@ -42,13 +42,15 @@ def test_usage_page_lists_own_calls_only(owner, stranger, owner_client, record):
     assert HAIKU not in html  # neither in the table nor in the model filter's choices
 
 
-def test_usage_filters_by_model_key_dates_and_result(owner, owner_client, record):
+def test_usage_filters_by_model_key_dates_and_result(owner, owner_client, record_claude_code_call):
     key = api_key_create(user=owner, name="ci").api_key
     now = datetime.now(UTC)
-    record(owner, model_id=SONNET, api_key_id=key.pk)
-    record(owner, model_id=HAIKU)
-    record(owner, model_id=HAIKU, started_at=now - timedelta(days=3))
-    record(owner, model_id=SONNET, upstream_status=429, error_type="ThrottlingException")
+    record_claude_code_call(owner, model_id=SONNET, api_key_id=key.pk)
+    record_claude_code_call(owner, model_id=HAIKU)
+    record_claude_code_call(owner, model_id=HAIKU, started_at=now - timedelta(days=3))
+    record_claude_code_call(
+        owner, model_id=SONNET, upstream_status=429, error_type="ThrottlingException"
+    )
 
     def count(query: str) -> int:
         response = owner_client.get(f"/usage?{query}")
@@ -66,9 +68,9 @@ def test_usage_filters_by_model_key_dates_and_result(owner, owner_client, record
     assert count("status=success") == 3
 
 
-def test_usage_paginates(owner, owner_client, record):
+def test_usage_paginates(owner, owner_client, record_claude_code_call):
     for _ in range(55):
-        record(owner)
+        record_claude_code_call(owner)
     first = owner_client.get("/usage")
     assert len(first.context["page"].object_list) == 50
     assert b"Page 1 of 2" in first.content
@@ -95,25 +97,27 @@ def test_usage_filters_show_field_errors(owner_client, query, field, message):
     assert owner_client.get(f"/usage/export.csv?{query}").status_code == 400
 
 
-def test_another_users_key_is_not_a_filter_choice(owner_client, stranger, record):
+def test_another_users_key_is_not_a_filter_choice(owner_client, stranger, record_claude_code_call):
     theirs = api_key_create(user=stranger, name="theirs").api_key
-    record(stranger, api_key_id=theirs.pk)
+    record_claude_code_call(stranger, api_key_id=theirs.pk)
     response = owner_client.get(f"/usage?key={theirs.pk}")
     assert "key" in response.context["form"].errors
     assert response.context["page"] is None
 
 
-def test_csv_export_holds_the_filtered_records(owner, stranger, owner_client, record):
+def test_csv_export_holds_the_filtered_records(
+    owner, stranger, owner_client, record_claude_code_call
+):
     key = api_key_create(user=owner, name="laptop").api_key
-    record(
+    record_claude_code_call(
         owner,
         model_id=SONNET,
         api_key_id=key.pk,
         usage=Usage(input_tokens=1_000_000, output_tokens=0),
         session_id="s-1",
     )
-    record(owner, model_id=HAIKU)
-    record(stranger, model_id=SONNET)
+    record_claude_code_call(owner, model_id=HAIKU)
+    record_claude_code_call(stranger, model_id=SONNET)
     rows = export(owner_client)
     header, body = rows[0], rows[1:]
     assert header[:3] == ["started_at", "model_id", "base_model_id"]
@@ -129,10 +133,12 @@ def test_csv_export_holds_the_filtered_records(owner, stranger, owner_client, re
     assert [r[1] for r in only_haiku[1:]] == [HAIKU]
 
 
-def test_csv_export_neutralises_formulas(owner, owner_client, record):
+def test_csv_export_neutralises_formulas(owner, owner_client, record_claude_code_call):
     key = api_key_create(user=owner, name='=HYPERLINK("http://evil","x")').api_key
-    record(owner, api_key_id=key.pk, session_id="+cmd|' /C calc'!A0", model_id="@SUM(1)")
-    record(owner, api_key_id=key.pk, session_id="-2+3", model_id=SONNET)
+    record_claude_code_call(
+        owner, api_key_id=key.pk, session_id="+cmd|' /C calc'!A0", model_id="@SUM(1)"
+    )
+    record_claude_code_call(owner, api_key_id=key.pk, session_id="-2+3", model_id=SONNET)
     header, *body = export(owner_client)
     cells = [dict(zip(header, row, strict=True)) for row in body]
     names = {c["api_key_name"] for c in cells}
@@ -141,12 +147,12 @@ def test_csv_export_neutralises_formulas(owner, owner_client, record):
     assert "'@SUM(1)" in {c["model_id"] for c in cells}
 
 
-def test_csv_export_streams_in_batches(owner, owner_client, record, monkeypatch):
+def test_csv_export_streams_in_batches(owner, owner_client, record_claude_code_call, monkeypatch):
     from usage import views
 
     monkeypatch.setattr(views, "EXPORT_BATCH", 7)
     for _ in range(20):
-        record(owner)
+        record_claude_code_call(owner)
     rows = export(owner_client)
     assert len(rows) == 21
     started = [row[0] for row in rows[1:]]

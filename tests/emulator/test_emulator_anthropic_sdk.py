@@ -9,19 +9,8 @@ from emulator.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 MODEL = "us.anthropic.claude-opus-5-5"
 
 
-@pytest.fixture(scope="module")
-def client(emulator):
-    return AnthropicBedrock(
-        base_url=emulator.url,
-        aws_access_key=DEFAULT_ACCESS_KEY,
-        aws_secret_key=DEFAULT_SECRET_KEY,
-        aws_region="us-east-1",
-        max_retries=0,
-    )
-
-
-def test_messages_create(client):
-    message = client.messages.create(
+def test_messages_create(anthropic_client):
+    message = anthropic_client.messages.create(
         model=MODEL,
         max_tokens=12,
         system="Be kind.",
@@ -36,8 +25,8 @@ def test_messages_create(client):
     assert message.usage.input_tokens == 2 + 3 + 3
 
 
-def test_messages_stream(client):
-    with client.messages.stream(
+def test_messages_stream(anthropic_client):
+    with anthropic_client.messages.stream(
         model=MODEL,
         max_tokens=8,
         messages=[{"role": "user", "content": "Hello, SDK"}],
@@ -51,20 +40,20 @@ def test_messages_stream(client):
     assert final.usage.input_tokens == 3 + 3
 
 
-def test_arn_model_goes_through_the_sdks_quoting(client):
+def test_arn_model_goes_through_the_sdks_quoting(anthropic_client):
     arn = (
         "arn:aws:bedrock:us-east-1:123456789012:inference-profile/global.anthropic.claude-sonnet-5"
     )
 
-    message = client.messages.create(
+    message = anthropic_client.messages.create(
         model=arn, max_tokens=3, messages=[{"role": "user", "content": "hi"}]
     )
 
     assert message.model == "claude-sonnet-5"
 
 
-def test_beta_header_is_copied_into_the_body_and_checked(client):
-    ok = client.messages.create(
+def test_beta_header_is_copied_into_the_body_and_checked(anthropic_client):
+    ok = anthropic_client.messages.create(
         model=MODEL,
         max_tokens=3,
         messages=[{"role": "user", "content": "hi"}],
@@ -72,7 +61,7 @@ def test_beta_header_is_copied_into_the_body_and_checked(client):
     )
 
     with pytest.raises(anthropic.BadRequestError) as caught:
-        client.messages.create(
+        anthropic_client.messages.create(
             model=MODEL,
             max_tokens=3,
             messages=[{"role": "user", "content": "hi"}],

@@ -10,13 +10,8 @@ MODEL = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "Hello from converse"}]}]
 
 
-@pytest.fixture(scope="module")
-def client(emulator):
-    return bedrock_client(emulator.url)
-
-
-def test_converse_returns_output_usage_and_metrics(client):
-    response = client.converse(
+def test_converse_returns_output_usage_and_metrics(bedrock_runtime):
+    response = bedrock_runtime.converse(
         modelId=MODEL,
         messages=MESSAGES,
         system=[{"text": "Be brief."}],
@@ -36,11 +31,11 @@ def test_converse_returns_output_usage_and_metrics(client):
     assert response["metrics"]["latencyMs"] >= 0
 
 
-def test_converse_and_invoke_give_the_same_words(client):
+def test_converse_and_invoke_give_the_same_words(bedrock_runtime):
     import json
 
-    converse = client.converse(modelId=MODEL, messages=MESSAGES)
-    invoke = client.invoke_model(
+    converse = bedrock_runtime.converse(modelId=MODEL, messages=MESSAGES)
+    invoke = bedrock_runtime.invoke_model(
         modelId=MODEL,
         body=json.dumps(
             {
@@ -55,11 +50,11 @@ def test_converse_and_invoke_give_the_same_words(client):
     assert converse["output"]["message"]["content"][0]["text"] == text
 
 
-def test_converse_cache_point_writes_then_reads(client):
+def test_converse_cache_point_writes_then_reads(bedrock_runtime):
     system = [{"text": "converse cached system " * 10}, {"cachePoint": {"type": "default"}}]
 
-    first = client.converse(modelId=MODEL, messages=MESSAGES, system=system)
-    second = client.converse(modelId=MODEL, messages=MESSAGES, system=system)
+    first = bedrock_runtime.converse(modelId=MODEL, messages=MESSAGES, system=system)
+    second = bedrock_runtime.converse(modelId=MODEL, messages=MESSAGES, system=system)
 
     prefix = math.ceil(len(system[0]["text"]) / 4)
     assert first["usage"]["cacheWriteInputTokens"] == prefix
@@ -70,7 +65,7 @@ def test_converse_cache_point_writes_then_reads(client):
     )
 
 
-def test_converse_tool_use(client):
+def test_converse_tool_use(bedrock_runtime):
     tool_config = {
         "tools": [
             {
@@ -89,7 +84,7 @@ def test_converse_tool_use(client):
     }
     messages = [{"role": "user", "content": [{"text": "Use a tool for the top song"}]}]
 
-    response = client.converse(modelId=MODEL, messages=messages, toolConfig=tool_config)
+    response = bedrock_runtime.converse(modelId=MODEL, messages=messages, toolConfig=tool_config)
 
     assert response["stopReason"] == "tool_use"
     tool_use = response["output"]["message"]["content"][0]["toolUse"]
@@ -97,8 +92,8 @@ def test_converse_tool_use(client):
     assert tool_use["input"] == {"sign": "emulated"}
 
 
-def test_converse_stream_events(client):
-    response = client.converse_stream(
+def test_converse_stream_events(bedrock_runtime):
+    response = bedrock_runtime.converse_stream(
         modelId=MODEL, messages=MESSAGES, inferenceConfig={"maxTokens": 5}
     )
 
@@ -119,12 +114,14 @@ def test_converse_stream_events(client):
     assert len(events) == 9
 
 
-def test_converse_stream_tool_use_has_a_block_start(client):
+def test_converse_stream_tool_use_has_a_block_start(bedrock_runtime):
     tool_config = {"tools": [{"toolSpec": {"name": "t", "inputSchema": {"json": {}}}}]}
     messages = [{"role": "user", "content": [{"text": "tool time"}]}]
 
     events = list(
-        client.converse_stream(modelId=MODEL, messages=messages, toolConfig=tool_config)["stream"]
+        bedrock_runtime.converse_stream(modelId=MODEL, messages=messages, toolConfig=tool_config)[
+            "stream"
+        ]
     )
 
     start = events[1]["contentBlockStart"]
@@ -145,6 +142,6 @@ def test_converse_stream_mid_stream_error_raises(emulator):
     assert caught.value.response["Error"]["Code"] == "throttlingException"
 
 
-def test_converse_without_messages_is_a_validation_error(client):
-    with pytest.raises(client.exceptions.ValidationException):
-        client.converse(modelId=MODEL, messages=[])
+def test_converse_without_messages_is_a_validation_error(bedrock_runtime):
+    with pytest.raises(bedrock_runtime.exceptions.ValidationException):
+        bedrock_runtime.converse(modelId=MODEL, messages=[])

@@ -16,11 +16,6 @@ from tests.fixtures.emulator import bedrock_client
 MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 
 
-@pytest.fixture(scope="module")
-def client(emulator):
-    return bedrock_client(emulator.url)
-
-
 def request_body(text="Stream this", **extra):
     return json.dumps(
         {
@@ -43,8 +38,8 @@ def collect(events, into):
         into.append(event)
 
 
-def test_stream_carries_every_anthropic_event_in_order(client):
-    response, events = stream(client)
+def test_stream_carries_every_anthropic_event_in_order(bedrock_runtime):
+    response, events = stream(bedrock_runtime)
 
     headers = response["ResponseMetadata"]["HTTPHeaders"]
     assert headers["content-type"] == "application/vnd.amazon.eventstream"
@@ -82,17 +77,17 @@ def test_stream_carries_every_anthropic_event_in_order(client):
     assert metrics["cacheWriteInputTokenCount"] == 0
 
 
-def test_streamed_text_equals_the_invoke_reply(client):
-    _, events = stream(client, request_body("same words"))
+def test_streamed_text_equals_the_invoke_reply(bedrock_runtime):
+    _, events = stream(bedrock_runtime, request_body("same words"))
     plain = json.loads(
-        client.invoke_model(modelId=MODEL, body=request_body("same words"))["body"].read()
+        bedrock_runtime.invoke_model(modelId=MODEL, body=request_body("same words"))["body"].read()
     )
 
     text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
     assert text == plain["content"][0]["text"]
 
 
-def test_tool_use_streams_input_json_deltas(client):
+def test_tool_use_streams_input_json_deltas(bedrock_runtime):
     tools = [
         {
             "name": "lookup",
@@ -100,7 +95,7 @@ def test_tool_use_streams_input_json_deltas(client):
         }
     ]
 
-    _, events = stream(client, request_body("call a tool", tools=tools))
+    _, events = stream(bedrock_runtime, request_body("call a tool", tools=tools))
 
     start = events[1]["content_block"]
     assert start["type"] == "tool_use"
@@ -112,14 +107,14 @@ def test_tool_use_streams_input_json_deltas(client):
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
 
 
-def test_stream_reports_cache_usage_in_message_start_and_metrics(client):
+def test_stream_reports_cache_usage_in_message_start_and_metrics(bedrock_runtime):
     system = [
         {"type": "text", "text": "stream cache " * 20, "cache_control": {"type": "ephemeral"}}
     ]
     body = request_body(system=system)
 
-    _, first = stream(client, body)
-    _, second = stream(client, body)
+    _, first = stream(bedrock_runtime, body)
+    _, second = stream(bedrock_runtime, body)
 
     assert first[0]["message"]["usage"]["cache_creation_input_tokens"] == 65
     assert second[0]["message"]["usage"]["cache_read_input_tokens"] == 65

@@ -26,11 +26,6 @@ def client_for(url: str, **headers: str) -> AnthropicBedrock:
     )
 
 
-@pytest.fixture(scope="module")
-def client(emulator):
-    return client_for(emulator.url)
-
-
 def reply(client, content, **kw):
     return client.messages.create(
         model=MODEL,
@@ -59,32 +54,32 @@ def tool_round(text_after_result: str) -> list:
     ]
 
 
-def test_the_word_tool_in_the_users_request_asks_for_a_tool(client):
-    assert reply(client, "Use a tool to list the files").stop_reason == "tool_use"
+def test_the_word_tool_in_the_users_request_asks_for_a_tool(anthropic_client):
+    assert reply(anthropic_client, "Use a tool to list the files").stop_reason == "tool_use"
 
 
-def test_a_plain_request_is_answered_with_text(client):
-    message = reply(client, "Say hello")
+def test_a_plain_request_is_answered_with_text(anthropic_client):
+    message = reply(anthropic_client, "Say hello")
     assert message.stop_reason == "end_turn"
     assert message.content[0].type == "text"
 
 
-def test_the_word_tool_inside_a_system_reminder_is_not_a_request(client):
+def test_the_word_tool_inside_a_system_reminder_is_not_a_request(anthropic_client):
     content = [{"type": "text", "text": REMINDER}, {"type": "text", "text": "Say hello"}]
-    assert reply(client, content).stop_reason == "end_turn"
-    assert reply(client, f"{REMINDER}\nSay hello").stop_reason == "end_turn"
+    assert reply(anthropic_client, content).stop_reason == "end_turn"
+    assert reply(anthropic_client, f"{REMINDER}\nSay hello").stop_reason == "end_turn"
 
 
-def test_an_unclosed_system_reminder_hides_the_rest_of_its_block(client):
+def test_an_unclosed_system_reminder_hides_the_rest_of_its_block(anthropic_client):
     content = [
         {"type": "text", "text": "<system-reminder> use tools"},
         {"type": "text", "text": "Hi"},
     ]
-    assert reply(client, content).stop_reason == "end_turn"
+    assert reply(anthropic_client, content).stop_reason == "end_turn"
 
 
-def test_a_tool_result_ends_the_loop_even_when_text_after_it_names_a_tool(client):
-    message = client.messages.create(
+def test_a_tool_result_ends_the_loop_even_when_text_after_it_names_a_tool(anthropic_client):
+    message = anthropic_client.messages.create(
         model=MODEL, max_tokens=64, tools=TOOLS, messages=tool_round("Now use a tool again")
     )
     assert message.stop_reason == "end_turn"

@@ -27,7 +27,8 @@ BODY = {
 
 
 @pytest.fixture
-def coder(reference_data):
+def metered_coder(reference_data):
+    """(user, raw API key) of metered@example.com."""
     user = user_get_or_create(email="metered@example.com")
     return user, api_key_create(user=user, name="tests").raw
 
@@ -47,8 +48,8 @@ def only_record(user) -> UsageRecord:
     return record
 
 
-def test_a_model_family_the_gateway_cannot_meter_is_refused(stack, coder):
-    user, key = coder
+def test_a_model_family_the_gateway_cannot_meter_is_refused(stack, metered_coder):
+    user, key = metered_coder
     response = invoke(stack.gateway, key, NOVA)
     assert response.status_code == 400
     assert response.headers["x-amzn-ErrorType"] == "ValidationException"
@@ -66,9 +67,9 @@ def gateway_serving_amazon(emulator, django_db_setup):
 
 
 def test_an_allowed_family_whose_usage_cannot_be_read_counts_at_its_estimate(
-    gateway_serving_amazon, coder
+    gateway_serving_amazon, metered_coder
 ):
-    user, key = coder
+    user, key = metered_coder
     response = invoke(gateway_serving_amazon, key, NOVA)
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["outputTokens"] > 0  # Nova's shape, not Anthropic's
@@ -79,8 +80,8 @@ def test_an_allowed_family_whose_usage_cannot_be_read_counts_at_its_estimate(
 
 
 @pytest.mark.parametrize("verb", ["invoke", "invoke-with-response-stream"])
-def test_a_200_without_usage_counts_at_the_estimate_never_zero(stack, coder, verb):
-    user, key = coder
+def test_a_200_without_usage_counts_at_the_estimate_never_zero(stack, metered_coder, verb):
+    user, key = metered_coder
     response = invoke(stack.gateway, key, HAIKU, verb=verb, **{"x-emulator-omit-usage": "true"})
     assert response.status_code == 200
     record = only_record(user)
@@ -90,8 +91,8 @@ def test_a_200_without_usage_counts_at_the_estimate_never_zero(stack, coder, ver
     assert record.cost_micros > 0
 
 
-def test_a_cut_stream_counts_at_least_the_text_it_relayed(stack, coder):
-    user, key = coder
+def test_a_cut_stream_counts_at_least_the_text_it_relayed(stack, metered_coder):
+    user, key = metered_coder
     client = anthropic.Anthropic(
         base_url=f"{stack.gateway.url}/anthropic", api_key=key, max_retries=0
     )

@@ -29,7 +29,7 @@ MESSAGE = {
 
 
 @pytest.fixture(scope="module")
-def gateway(stack):
+def in_flight_gateway(stack):
     """The issue's shape at a small scale: an output estimate ceiling of 50 tokens (the
     default's 8,192 against Claude Code's 128,000), a 3-second lease, 4 calls in flight."""
     env = {
@@ -43,9 +43,9 @@ def gateway(stack):
 
 
 @pytest.fixture
-def idle_after(gateway, reference_data):
+def idle_after(in_flight_gateway, reference_data):
     yield
-    assert gateway_idle(gateway), "recording never ended"
+    assert gateway_idle(in_flight_gateway), "recording never ended"
 
 
 def user_with_key(email, **limits):
@@ -72,7 +72,7 @@ def cap_tokens(records):
 
 
 def test_one_uncovered_call_runs_the_others_get_429_and_the_overshoot_is_one_call(
-    gateway, idle_after
+    in_flight_gateway, idle_after
 ):
     # Each estimate (~60 tokens) fits a 200-token cap, three fit at once; each call really
     # produces 300. Before: all three ran (3 x ~310 of 200). Now one runs, two are told to wait.
@@ -80,7 +80,7 @@ def test_one_uncovered_call_runs_the_others_get_429_and_the_overshoot_is_one_cal
     user, key = user_with_key("uncovered@example.com", max_tokens=limit)
     slow = {"x-emulator-reply-tokens": "300", "x-emulator-ttfb-ms": "1500"}
     with ThreadPoolExecutor(max_workers=3) as pool:
-        replies = list(pool.map(lambda _: post(gateway.url, key, headers=slow), range(3)))
+        replies = list(pool.map(lambda _: post(in_flight_gateway.url, key, headers=slow), range(3)))
     assert sorted(r.status_code for r in replies) == [200, 429, 429]
     for refused in (r for r in replies if r.status_code == 429):
         assert refused.headers["retry-after"] == "1"
@@ -93,19 +93,21 @@ def test_one_uncovered_call_runs_the_others_get_429_and_the_overshoot_is_one_cal
     # Over by one call's overshoot (~310 tokens of 200), not three calls' (~930).
     assert limit < used < 2 * limit
     # Now over the cap: an ordinary cap refusal, naming the cap.
-    refused = post(gateway.url, key)
+    refused = post(in_flight_gateway.url, key)
     assert refused.status_code == 429
     assert refused.json()["error"]["cap_type"] == "daily"
 
 
-def test_bedrock_answers_throttling_exception_for_a_second_uncovered_call(gateway, idle_after):
+def test_bedrock_answers_throttling_exception_for_a_second_uncovered_call(
+    in_flight_gateway, idle_after
+):
     user, key = user_with_key("uncovered-bedrock@example.com", max_tokens=200)
     slow = {"x-emulator-reply-tokens": "300", "x-emulator-ttfb-ms": "2000"}
     with ThreadPoolExecutor(max_workers=1) as pool:
-        running = pool.submit(post, gateway.url, key, MESSAGE, slow)
+        running = pool.submit(post, in_flight_gateway.url, key, MESSAGE, slow)
         assert wait_for(lambda: cap_store().open_reservations(user.pk) == 1)
         refused = httpx.post(
-            f"{gateway.url}/bedrock/model/us.anthropic.claude-haiku-4-5-20251001-v1:0/invoke",
+            f"{in_flight_gateway.url}/bedrock/model/us.anthropic.claude-haiku-4-5-20251001-v1:0/invoke",
             headers={"Authorization": f"Bearer {key}"},
             json={
                 "anthropic_version": "bedrock-2023-05-31",
@@ -122,12 +124,12 @@ def test_bedrock_answers_throttling_exception_for_a_second_uncovered_call(gatewa
     assert refused.json()["message"]
 
 
-def test_calls_beyond_the_per_user_in_flight_limit_get_429(gateway, idle_after):
+def test_calls_beyond_the_per_user_in_flight_limit_get_429(in_flight_gateway, idle_after):
     user, key = user_with_key("parallel@example.com")
     body = {**MESSAGE, "max_tokens": 20}  # covered: only the in-flight limit (4) applies
     slow = {"x-emulator-ttfb-ms": "1500"}
     with ThreadPoolExecutor(max_workers=8) as pool:
-        replies = list(pool.map(lambda _: post(gateway.url, key, body, slow), range(8)))
+        replies = list(pool.map(lambda _: post(in_flight_gateway.url, key, body, slow), range(8)))
     assert sorted(r.status_code for r in replies) == [200] * 4 + [429] * 4
     refused = next(r for r in replies if r.status_code == 429)
     assert refused.headers["retry-after"] == "1"
@@ -135,10 +137,12 @@ def test_calls_beyond_the_per_user_in_flight_limit_get_429(gateway, idle_after):
     assert "cap_type" not in refused.json()["error"]
     assert "in flight" in refused.json()["error"]["message"]
     assert wait_for(lambda: UsageRecord.objects.filter(user=user).count() == 4)
-    assert post(gateway.url, key, body).status_code == 200  # room again
+    assert post(in_flight_gateway.url, key, body).status_code == 200  # room again
 
 
-def test_a_stream_longer_than_the_lease_keeps_its_reservation_until_it_ends(gateway, idle_after):
+def test_a_stream_longer_than_the_lease_keeps_its_reservation_until_it_ends(
+    in_flight_gateway, idle_after
+):
     user, key = user_with_key("long-stream@example.com", max_requests=100)
     done = threading.Event()
     lines: list[str] = []
@@ -146,7 +150,7 @@ def test_a_stream_longer_than_the_lease_keeps_its_reservation_until_it_ends(gate
     def stream():
         with httpx.stream(
             "POST",
-            f"{gateway.url}/anthropic/v1/messages",
+            f"{in_flight_gateway.url}/anthropic/v1/messages",
             json={**MESSAGE, "max_tokens": 70, "stream": True},
             headers={
                 "x-api-key": key,
@@ -171,7 +175,7 @@ def test_a_stream_longer_than_the_lease_keeps_its_reservation_until_it_ends(gate
         time.sleep(LEASE + 1.5 - (time.monotonic() - started))
         # Another call's reservation releases the user's expired leases: the stream's was
         # renewed, so it stays (before: released here, the stream then ran unreserved).
-        assert post(gateway.url, key, {**MESSAGE, "max_tokens": 5}).status_code == 200
+        assert post(in_flight_gateway.url, key, {**MESSAGE, "max_tokens": 5}).status_code == 200
         assert not done.is_set(), "the stream ended before its lease ran out: pace it slower"
         assert wait_for(lambda: UsageRecord.objects.filter(user=user).count() == 1)
         assert in_flight() == 1

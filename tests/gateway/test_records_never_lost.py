@@ -49,7 +49,8 @@ def records(user) -> list[UsageRecord]:
 
 
 @pytest.fixture
-def coder(reference_data):
+def never_lost_coder(reference_data):
+    """(user, raw API key) of never-lost@example.com."""
     user = user_get_or_create(email="never-lost@example.com")
     return user, api_key_create(user=user, name="tests").raw
 
@@ -57,8 +58,8 @@ def coder(reference_data):
 # --- Client strings are checked before anything is reserved ---------------------------------
 
 
-def test_a_session_id_of_100_characters_is_recorded(stack, coder):
-    user, key = coder
+def test_a_session_id_of_100_characters_is_recorded(stack, never_lost_coder):
+    user, key = never_lost_coder
     response = post_messages(stack, key, **{"X-Claude-Code-Session-Id": "s" * 100})
     assert response.status_code == 200, response.text
     assert wait_for(lambda: records(user))
@@ -66,8 +67,8 @@ def test_a_session_id_of_100_characters_is_recorded(stack, coder):
 
 
 @pytest.mark.parametrize("session_id", ["s" * 101, "tab\tinside"], ids=["101-chars", "control"])
-def test_a_bad_session_id_is_a_400_and_reserves_nothing(stack, coder, session_id):
-    user, key = coder
+def test_a_bad_session_id_is_a_400_and_reserves_nothing(stack, never_lost_coder, session_id):
+    user, key = never_lost_coder
     response = post_messages(stack, key, **{"X-Claude-Code-Session-Id": session_id})
     assert response.status_code == 400
     error = response.json()
@@ -84,8 +85,8 @@ def test_a_bad_session_id_is_a_400_and_reserves_nothing(stack, coder, session_id
     ["anthropic.claude-" + "x" * 300, "anthropic.claude%00-sonnet-4-6", "anthropic.clau de"],
     ids=["over-200-chars", "nul", "space"],
 )
-def test_a_bad_bedrock_model_id_is_a_validation_exception(stack, coder, model_id):
-    user, key = coder
+def test_a_bad_bedrock_model_id_is_a_validation_exception(stack, never_lost_coder, model_id):
+    user, key = never_lost_coder
     response = httpx.post(
         f"{stack.gateway.url}/bedrock/model/{model_id}/invoke",
         headers={"Authorization": f"Bearer {key}"},
@@ -109,8 +110,8 @@ def test_a_bad_bedrock_model_id_is_a_validation_exception(stack, coder, model_id
         "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-6",
     ],
 )
-def test_documented_model_id_shapes_pass(stack, coder, model_id):
-    user, key = coder
+def test_documented_model_id_shapes_pass(stack, never_lost_coder, model_id):
+    user, key = never_lost_coder
     response = httpx.post(
         f"{stack.gateway.url}/bedrock/model/{quote(model_id, safe='')}/invoke",
         headers={"Authorization": f"Bearer {key}"},
@@ -153,8 +154,10 @@ def spool_in(tmp_path, settings):
     return tmp_path / "spool"
 
 
-def test_a_record_the_database_refuses_is_kept_aside_and_the_others_are_written(coder, spool_in):
-    user, _ = coder
+def test_a_record_the_database_refuses_is_kept_aside_and_the_others_are_written(
+    never_lost_coder, spool_in
+):
+    user, _ = never_lost_coder
     good = [call_record(user), call_record(user)]
     bad = call_record(user, usage=Usage(input_tokens=-1))  # breaks a check constraint
     assert usage_record_many(calls=[good[0], bad, good[1]]) == 2
@@ -163,8 +166,8 @@ def test_a_record_the_database_refuses_is_kept_aside_and_the_others_are_written(
     assert [json.loads(line)["call_id"] for line in rejected] == [str(bad.call_id)]
 
 
-def test_a_spooled_journal_replays_once_whatever_was_written_before(coder, spool_in):
-    user, _ = coder
+def test_a_spooled_journal_replays_once_whatever_was_written_before(never_lost_coder, spool_in):
+    user, _ = never_lost_coder
     calls = [call_record(user) for _ in range(3)]
     spool.spool_append(calls)
     usage_record_many(calls=calls[:1])  # a replay cut short had written the first one
@@ -175,8 +178,8 @@ def test_a_spooled_journal_replays_once_whatever_was_written_before(coder, spool
     assert sorted(r.call_id for r in records(user)) == sorted(c.call_id for c in calls)
 
 
-def test_a_torn_last_line_is_skipped_and_the_rest_replayed(coder, spool_in):
-    user, _ = coder
+def test_a_torn_last_line_is_skipped_and_the_rest_replayed(never_lost_coder, spool_in):
+    user, _ = never_lost_coder
     call = call_record(user)
     spool.spool_append([call])
     with (spool_in / spool.JOURNAL).open("a") as journal:
@@ -202,10 +205,10 @@ def short_timeout_gateway(tmp_path, emulator, django_db_setup):
 
 
 def test_a_stream_ending_while_the_database_is_locked_is_recorded_once_when_it_answers(
-    short_timeout_gateway, coder
+    short_timeout_gateway, never_lost_coder
 ):
     gateway, spool_folder = short_timeout_gateway
-    user, key = coder
+    user, key = never_lost_coder
     client = anthropic.Anthropic(base_url=f"{gateway.url}/anthropic", api_key=key, max_retries=0)
     started = threading.Event()
     texts: list[str] = []
@@ -258,10 +261,10 @@ def keys_table_locked():
 
 @pytest.mark.parametrize("family", ["anthropic", "bedrock"])
 def test_a_database_that_cannot_answer_in_time_is_a_503_with_retry_after(
-    short_timeout_gateway, coder, family
+    short_timeout_gateway, never_lost_coder, family
 ):
     gateway, _ = short_timeout_gateway
-    _user, key = coder
+    _user, key = never_lost_coder
     if family == "anthropic":
         request = {
             "url": f"{gateway.url}/anthropic/v1/messages",

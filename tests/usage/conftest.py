@@ -24,12 +24,14 @@ OWN_REDIS_URL = "redis://127.0.0.1:6379/4"
 
 
 @pytest.fixture
-def owner(db):
+def unique_owner(db):
+    """The user whose calls a test looks at, with an e-mail no other test uses."""
     return unique_user()
 
 
 @pytest.fixture
-def stranger(db):
+def unique_stranger(db):
+    """Another user, with an e-mail no other test uses, whose calls the owner must not see."""
     return unique_user()
 
 

@@ -18,8 +18,10 @@ def superuser_client(db):
     return client
 
 
-def test_usage_records_and_summaries_are_listed_and_filterable(superuser_client, owner, record):
-    row = record(owner)
+def test_usage_records_and_summaries_are_listed_and_filterable(
+    superuser_client, unique_owner, record
+):
+    row = record(unique_owner)
     page = superuser_client.get("/admin/usage/usagerecord/?client_family=Anthropic/Python")
     assert page.status_code == 200
     assert row.model_id in page.content.decode()
@@ -29,7 +31,7 @@ def test_usage_records_and_summaries_are_listed_and_filterable(superuser_client,
     assert 'name="_save"' not in detail.content.decode()
 
 
-def test_records_cannot_be_added_or_deleted_in_admin(superuser_client, owner, record):
-    row = record(owner)
+def test_records_cannot_be_added_or_deleted_in_admin(superuser_client, unique_owner, record):
+    row = record(unique_owner)
     assert superuser_client.get("/admin/usage/usagerecord/add/").status_code == 403
     assert superuser_client.post(f"/admin/usage/usagerecord/{row.pk}/delete/").status_code == 403

@@ -37,10 +37,12 @@ def test_money_formats():
     assert rate_usd(30_000_000) == "$30.00"
 
 
-def test_usage_records_and_summaries_show_cost_in_dollars(admin_client_, owner, record):
+def test_usage_records_and_summaries_show_cost_in_dollars(admin_client_, unique_owner, record):
     started = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
     with time_machine.travel(started, tick=False):
-        row = record(owner, started_at=started, model_id=SONNET, usage=Usage(input_tokens=456_789))
+        row = record(
+            unique_owner, started_at=started, model_id=SONNET, usage=Usage(input_tokens=456_789)
+        )
     with time_machine.travel(datetime(2026, 11, 25, 10, 5, tzinfo=UTC), tick=False):
         services.summary_persist_hours()
     dollars = micros_usd(row.cost_micros)
@@ -49,7 +51,7 @@ def test_usage_records_and_summaries_show_cost_in_dollars(admin_client_, owner, 
     assert f'<td class="field-cost">{dollars}</td>' in records
     summaries = admin_client_.get("/admin/usage/usagesummary/").content.decode()
     assert f'<td class="field-cost">{dollars}</td>' in summaries
-    unknown = record(owner, model_id="anthropic.claude-unpriced-1")
+    unknown = record(unique_owner, model_id="anthropic.claude-unpriced-1")
     assert unknown.cost_micros is None
     records = admin_client_.get("/admin/usage/usagerecord/").content.decode()
     assert '<td class="field-cost">unknown</td>' in records

@@ -13,28 +13,16 @@ from django.test import Client
 
 from caps.reservations import cap_reserve, cap_settle
 from caps.services import cap_create
-from caps.store import _stores
 from costs.money import Usage, micros_usd
 from tests.fixtures.calls import HAIKU
 from tests.fixtures.personas import unique_user
 from usage import services
 from usage.models import UsageRecord
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("forget_cap_caches")]
 
 NOW = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
 SONNET = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cap_caches():
-    """User ids are reused after rollbacks: no caps cached by an earlier test."""
-    for store in _stores.values():
-        store.caps_cache.clear()
-        store.rebuild_pending.clear()
-    yield
-    for store in _stores.values():
-        store.caps_cache.clear()
 
 
 def record_at(record, user, started_at, *, usage=None, **overrides):
@@ -68,7 +56,7 @@ def index(user) -> str:
 
 
 @pytest.fixture
-def org(record):
+def overview_spenders(record):
     """A big spender, a user at 80 % of a daily request cap, a blocked one, an unpriced model,
     and one upstream error among today's calls; one call earlier this month (persisted)."""
     big, near, blocked = unique_user(), unique_user(), unique_user()
@@ -95,7 +83,7 @@ def org(record):
     return {"big": big, "near": near, "blocked": blocked}
 
 
-def test_the_overview_shows_spend_today_and_this_month(admin, org):
+def test_the_overview_shows_spend_today_and_this_month(admin, overview_spenders):
     html = index(admin)
     assert html.index('id="overview"') < html.index('id="content-main"')  # first on the page
     today = UsageRecord.objects.filter(started_at__gte=NOW.replace(hour=0, minute=0))
@@ -109,7 +97,7 @@ def test_the_overview_shows_spend_today_and_this_month(admin, org):
     assert "8 calls" in html  # the month adds the call of the 3rd
 
 
-def test_the_overview_chart_has_thirty_days_of_spend(admin, org):
+def test_the_overview_chart_has_thirty_days_of_spend(admin, overview_spenders):
     html = index(admin)
     data = re.search(
         r'<script id="overview-chart-data" type="application/json">(.*?)</script>', html
@@ -123,24 +111,26 @@ def test_the_overview_chart_has_thirty_days_of_spend(admin, org):
     assert "<script>" not in html  # no inline script (CSP)
 
 
-def test_the_top_spender_comes_first_with_their_cap_headroom(admin, org):
+def test_the_top_spender_comes_first_with_their_cap_headroom(admin, overview_spenders):
     top = section(index(admin), "top-users")
     rows = top.split("<tr>")[2:]
-    assert org["big"].email in rows[0]
-    near_row = next(row for row in rows if org["near"].email in row)
+    assert overview_spenders["big"].email in rows[0]
+    near_row = next(row for row in rows if overview_spenders["near"].email in row)
     assert "daily 80.0 % used" in near_row
 
 
-def test_users_at_80_percent_of_a_cap_or_blocked_are_listed(admin, org):
+def test_users_at_80_percent_of_a_cap_or_blocked_are_listed(admin, overview_spenders):
     near_cap = section(index(admin), "near-cap")
-    assert org["near"].email in near_cap
-    assert org["blocked"].email in near_cap
-    assert near_cap.index(org["blocked"].email) < near_cap.index(org["near"].email)
-    assert "blocked" in near_cap.split(org["blocked"].email)[1].split("</tr>")[0]
-    assert org["big"].email not in near_cap
+    assert overview_spenders["near"].email in near_cap
+    assert overview_spenders["blocked"].email in near_cap
+    assert near_cap.index(overview_spenders["blocked"].email) < near_cap.index(
+        overview_spenders["near"].email
+    )
+    assert "blocked" in near_cap.split(overview_spenders["blocked"].email)[1].split("</tr>")[0]
+    assert overview_spenders["big"].email not in near_cap
 
 
-def test_unpriced_models_and_error_rates_are_shown(admin, org):
+def test_unpriced_models_and_error_rates_are_shown(admin, overview_spenders):
     html = index(admin)
     assert "anthropic.claude-unpriced-1" in section(html, "unpriced-models")
     assert "14.29 %" in section(html, "errors-today")  # 1 of 7 calls today
@@ -148,7 +138,7 @@ def test_unpriced_models_and_error_rates_are_shown(admin, org):
     assert "12.5 %" in section(html, "errors-month")  # 1 of 8 this month
 
 
-def test_the_overview_is_for_gateway_administrators_only(org):
+def test_the_overview_is_for_gateway_administrators_only(overview_spenders):
     staff = unique_user()
     staff.is_staff = True
     staff.save()

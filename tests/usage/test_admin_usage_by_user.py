@@ -133,11 +133,11 @@ def test_spend_per_user_narrows_to_one_user(admin, spenders):
     assert body["by_user"][0]["requests"] == 2
 
 
-def test_spend_per_user_is_for_admins_only(owner, spenders):
-    response = client_for(owner).get("/api/admin/usage/summary?group_by=user")
+def test_spend_per_user_is_for_admins_only(unique_owner, spenders):
+    response = client_for(unique_owner).get("/api/admin/usage/summary?group_by=user")
     assert response.status_code == 403
     # The caller's own summary has no per-user grouping.
-    own = client_for(owner).get("/api/usage/summary?group_by=user")
+    own = client_for(unique_owner).get("/api/usage/summary?group_by=user")
     assert own.status_code == 400
     assert list(own.json()) == ["group_by"]
 
@@ -203,8 +203,8 @@ def test_chargeback_guards_cells_against_formulas(admin, record):
     assert row["email"] == "'=HYPERLINK(evil)@example.com"
 
 
-def test_chargeback_is_for_admins_only_and_checks_its_range(owner, admin):
-    assert client_for(owner).get("/api/admin/usage/chargeback.csv").status_code == 403
+def test_chargeback_is_for_admins_only_and_checks_its_range(unique_owner, admin):
+    assert client_for(unique_owner).get("/api/admin/usage/chargeback.csv").status_code == 403
     bad = chargeback(admin, "from=2026-11-30&to=2026-11-01")
     assert bad.status_code == 400
     assert bad["Content-Type"] == "application/json"

@@ -31,52 +31,52 @@ def record_at(record, user, started_at, **overrides):
 
 
 @pytest.fixture
-def history(owner, stranger, record):
+def history(unique_owner, unique_stranger, record):
     """The owner's 5 calls over two days (two models, one key, one error); one stranger call."""
-    key = api_key_create(user=owner, name="ci").api_key
-    record_at(record, owner, at(-20), usage=Usage(input_tokens=100, output_tokens=10))
+    key = api_key_create(user=unique_owner, name="ci").api_key
+    record_at(record, unique_owner, at(-20), usage=Usage(input_tokens=100, output_tokens=10))
     with time_machine.travel(at(-18.9), tick=False):
         services.summary_persist_hours()  # the hourly job ran since (it runs every hour)
-    record_at(record, owner, at(8.5), api_key_id=key.id, auth_kind="api_key")
+    record_at(record, unique_owner, at(8.5), api_key_id=key.id, auth_kind="api_key")
     record_at(
         record,
-        owner,
+        unique_owner,
         at(9.5),
         model_id="global.anthropic.claude-sonnet-4-5-20250929-v1:0",
         upstream_status=429,
         error_type="ThrottlingException",
         usage=Usage(),
     )
-    record_at(record, owner, at(10.2), api_key_id=key.id, auth_kind="api_key")
-    record_at(record, owner, at(10.7), model_id="anthropic.claude-unpriced-1")
-    record_at(record, stranger, at(10.5), usage=Usage(input_tokens=999_999))
+    record_at(record, unique_owner, at(10.2), api_key_id=key.id, auth_kind="api_key")
+    record_at(record, unique_owner, at(10.7), model_id="anthropic.claude-unpriced-1")
+    record_at(record, unique_stranger, at(10.5), usage=Usage(input_tokens=999_999))
     return key
 
 
-def test_records_list_only_the_callers_own_newest_first(owner, stranger, history):
-    body = client_for(owner).get("/api/usage/records").json()
+def test_records_list_only_the_callers_own_newest_first(unique_owner, unique_stranger, history):
+    body = client_for(unique_owner).get("/api/usage/records").json()
     assert body["count"] == 5
     starts = [row["started_at"] for row in body["results"]]
     assert starts == sorted(starts, reverse=True)
     assert {row["input_tokens"] for row in body["results"]} != {999_999}
-    other = client_for(stranger).get("/api/usage/records").json()
+    other = client_for(unique_stranger).get("/api/usage/records").json()
     assert other["count"] == 1
     assert other["results"][0]["input_tokens"] == 999_999
 
 
-def test_a_record_shows_cost_in_micros_and_usd(owner, history):
-    rows = client_for(owner).get("/api/usage/records").json()["results"]
+def test_a_record_shows_cost_in_micros_and_usd(unique_owner, history):
+    rows = client_for(unique_owner).get("/api/usage/records").json()["results"]
     priced = next(row for row in rows if row["started_at"].startswith("2026-11-24"))
     assert (priced["cost_micros"], priced["cost_usd"]) == (150, "0.000150")
     unpriced = next(row for row in rows if row["base_model_id"] == "anthropic.claude-unpriced-1")
     assert (unpriced["cost_micros"], unpriced["cost_usd"]) == (None, None)
 
 
-def test_pagination_is_stable_across_pages(owner, record):
+def test_pagination_is_stable_across_pages(unique_owner, record):
     same_moment = at(10)
     for _ in range(7):
-        record_at(record, owner, same_moment)
-    client = client_for(owner)
+        record_at(record, unique_owner, same_moment)
+    client = client_for(unique_owner)
     seen = []
     for offset in range(0, 7, 3):
         page = client.get(f"/api/usage/records?limit=3&offset={offset}").json()
@@ -98,12 +98,12 @@ def test_pagination_is_stable_across_pages(owner, record):
         ("status=error", 1),
     ],
 )
-def test_records_filters(owner, history, query, expected):
-    assert client_for(owner).get(f"/api/usage/records?{query}").json()["count"] == expected
+def test_records_filters(unique_owner, history, query, expected):
+    assert client_for(unique_owner).get(f"/api/usage/records?{query}").json()["count"] == expected
 
 
-def test_records_filter_by_key(owner, history):
-    body = client_for(owner).get(f"/api/usage/records?key={history.id}").json()
+def test_records_filter_by_key(unique_owner, history):
+    body = client_for(unique_owner).get(f"/api/usage/records?key={history.id}").json()
     assert body["count"] == 2
     assert {row["api_key_hint"] for row in body["results"]} == {history.hint}
 
@@ -119,8 +119,8 @@ def test_records_filter_by_key(owner, history):
         ("status=700", "status"),
     ],
 )
-def test_bad_record_filters_are_400_naming_the_field(owner, query, field):
-    response = client_for(owner).get(f"/api/usage/records?{query}")
+def test_bad_record_filters_are_400_naming_the_field(unique_owner, query, field):
+    response = client_for(unique_owner).get(f"/api/usage/records?{query}")
     assert response.status_code == 400
     assert list(response.json()) == [field]
     assert isinstance(response.json()[field], list)
@@ -131,9 +131,11 @@ def test_anonymous_callers_are_refused(history):
         assert APIClient().get(path).status_code in (401, 403)
 
 
-def test_the_summary_has_totals_and_breakdowns_by_day_model_and_client(owner, history):
+def test_the_summary_has_totals_and_breakdowns_by_day_model_and_client(unique_owner, history):
     with time_machine.travel(at(11.5), tick=False):
-        body = client_for(owner).get("/api/usage/summary?from=2026-11-24&to=2026-11-25").json()
+        body = (
+            client_for(unique_owner).get("/api/usage/summary?from=2026-11-24&to=2026-11-25").json()
+        )
     assert body["totals"]["requests"] == 5
     assert body["totals"]["input_tokens"] == 100 + 3 * 1000
     assert body["totals"]["cost_micros"] == 150 + 2 * 1500
@@ -155,9 +157,9 @@ def test_the_summary_has_totals_and_breakdowns_by_day_model_and_client(owner, hi
 
 
 def test_the_summary_merges_persisted_hours_and_live_counters_without_double_counting(
-    owner, history, record
+    unique_owner, history, record
 ):
-    client = client_for(owner)
+    client = client_for(unique_owner)
     query = "/api/usage/summary?from=2026-11-25&to=2026-11-25&group_by=hour"
     with time_machine.travel(at(10.9), tick=False):
         before = client.get(query).json()
@@ -165,7 +167,7 @@ def test_the_summary_merges_persisted_hours_and_live_counters_without_double_cou
         services.summary_persist_hours()
         after_persist = client.get(query).json()
     # A call now shows up at once, from the live counter.
-    record_at(record, owner, at(11.2))
+    record_at(record, unique_owner, at(11.2))
     with time_machine.travel(at(11.3), tick=False):
         live = client.get(query).json()
     assert before["totals"] == after_persist["totals"]
@@ -179,14 +181,14 @@ def test_the_summary_merges_persisted_hours_and_live_counters_without_double_cou
     ]
 
 
-def test_bad_summary_queries_are_400(owner):
-    client = client_for(owner)
+def test_bad_summary_queries_are_400(unique_owner):
+    client = client_for(unique_owner)
     assert list(client.get("/api/usage/summary?group_by=year").json()) == ["group_by"]
     assert list(client.get("/api/usage/summary?from=2020-01-01&to=2026-01-01").json()) == ["to"]
 
 
-def test_admin_variants_are_forbidden_to_non_admins(owner, history):
-    client = client_for(owner)
+def test_admin_variants_are_forbidden_to_non_admins(unique_owner, history):
+    client = client_for(unique_owner)
     for path in (
         "/api/admin/usage/records",
         "/api/admin/usage/summary",
@@ -195,16 +197,16 @@ def test_admin_variants_are_forbidden_to_non_admins(owner, history):
         assert client.get(path).status_code == 403
 
 
-def test_admins_see_everyone_or_one_user(admin, owner, stranger, history):
+def test_admins_see_everyone_or_one_user(admin, unique_owner, unique_stranger, history):
     client = client_for(admin)
     assert client.get("/api/admin/usage/records").json()["count"] == 6
-    body = client.get(f"/api/admin/usage/records?user={stranger.id}").json()
+    body = client.get(f"/api/admin/usage/records?user={unique_stranger.id}").json()
     assert body["count"] == 1
-    assert body["results"][0]["user_email"] == stranger.email
+    assert body["results"][0]["user_email"] == unique_stranger.email
     with time_machine.travel(at(11.5), tick=False):
         everyone = client.get("/api/admin/usage/summary?from=2026-11-24&to=2026-11-25").json()
         one = client.get(
-            f"/api/admin/usage/summary?from=2026-11-24&to=2026-11-25&user={owner.id}"
+            f"/api/admin/usage/summary?from=2026-11-24&to=2026-11-25&user={unique_owner.id}"
         ).json()
     assert everyone["totals"]["requests"] == 6
     assert everyone["totals"]["input_tokens"] == 100 + 3000 + 999_999
@@ -219,10 +221,10 @@ def test_admins_see_which_models_lack_a_price(admin, history):
 
 
 def test_the_records_list_runs_a_fixed_number_of_queries(
-    owner, history, record, django_assert_max_num_queries
+    unique_owner, history, record, django_assert_max_num_queries
 ):
     for _ in range(20):
-        record_at(record, owner, at(10))
-    client = client_for(owner)
+        record_at(record, unique_owner, at(10))
+    client = client_for(unique_owner)
     with django_assert_max_num_queries(2):
         assert client.get("/api/usage/records?limit=25").status_code == 200

@@ -12,27 +12,16 @@ from django.test import Client
 from accounts.models import Team
 from caps.reservations import cap_reserve, cap_settle
 from caps.services import team_cap_set
-from caps.store import _stores
 from costs.money import Usage
 from costs.services import price_defaults_install
 from tests.fixtures.personas import unique_user
 from usage.overview import admin_overview
 from usage.services import CallRecord, usage_record
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("forget_cap_caches")]
 
 NOW = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
 SONNET = "us.anthropic.claude-sonnet-4-6"  # $3 per million input tokens
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cap_caches():
-    for store in _stores.values():
-        store.caps_cache.clear()
-        store.rebuild_pending.clear()
-    yield
-    for store in _stores.values():
-        store.caps_cache.clear()
 
 
 def call(user, team, started_at, input_tokens):

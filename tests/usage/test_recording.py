@@ -31,11 +31,11 @@ def live(user, hour) -> dict:
     return get_store().get_many([key])[key]
 
 
-def test_a_recorded_call_keeps_its_tokens_cost_and_attribution(owner):
-    created = api_key_create(user=owner, name="laptop")
+def test_a_recorded_call_keeps_its_tokens_cost_and_attribution(unique_owner):
+    created = api_key_create(user=unique_owner, name="laptop")
     record = usage_record(
         call=call_for(
-            owner,
+            unique_owner,
             api_key_id=created.api_key.id,
             auth_kind="api_key",
             route="bedrock.invoke_stream",
@@ -62,33 +62,33 @@ def test_a_recorded_call_keeps_its_tokens_cost_and_attribution(owner):
     assert stored.cost_micros == 1000 + 500 + 2500 + 2000 + 1000
 
 
-def test_a_model_without_a_price_is_recorded_with_unknown_cost(owner, record):
-    row = record(owner, model_id="anthropic.claude-unreleased-9")
+def test_a_model_without_a_price_is_recorded_with_unknown_cost(unique_owner, record):
+    row = record(unique_owner, model_id="anthropic.claude-unreleased-9")
     assert row.cost_micros is None
-    values = live(owner, services.floor_hour(row.started_at))
+    values = live(unique_owner, services.floor_hour(row.started_at))
     assert values["unknown_cost_requests"] == 1
     assert values["cost_micros"] == 0
 
 
-def test_recording_the_same_call_twice_counts_it_once(owner):
-    call = call_for(owner, started_at=datetime.now(UTC))
+def test_recording_the_same_call_twice_counts_it_once(unique_owner):
+    call = call_for(unique_owner, started_at=datetime.now(UTC))
     assert usage_record(call=call) is not None
     assert usage_record(call=call) is None
     assert UsageRecord.objects.filter(call_id=call.call_id).count() == 1
-    values = live(owner, services.floor_hour(call.started_at))
+    values = live(unique_owner, services.floor_hour(call.started_at))
     assert values["requests"] == 1
     assert values["input_tokens"] == 1000
 
 
-def test_each_call_updates_every_field_of_the_live_hourly_summary(owner, record):
+def test_each_call_updates_every_field_of_the_live_hourly_summary(unique_owner, record):
     now = datetime.now(UTC)
-    record(owner, started_at=now, usage=Usage(input_tokens=10, output_tokens=20))
+    record(unique_owner, started_at=now, usage=Usage(input_tokens=10, output_tokens=20))
     record(
-        owner,
+        unique_owner,
         started_at=now,
         usage=Usage(input_tokens=1, output_tokens=2, cache_write_1h_tokens=3, cache_read_tokens=4),
     )
-    values = live(owner, services.floor_hour(now))
+    values = live(unique_owner, services.floor_hour(now))
     assert values == {
         "requests": 2,
         "input_tokens": 11,
@@ -100,9 +100,9 @@ def test_each_call_updates_every_field_of_the_live_hourly_summary(owner, record)
     }
 
 
-def test_the_live_key_has_the_configured_ttl(owner, record, settings):
-    row = record(owner)
-    key = summary_key(owner.id, services.floor_hour(row.started_at))
+def test_the_live_key_has_the_configured_ttl(unique_owner, record, settings):
+    row = record(unique_owner)
+    key = summary_key(unique_owner.id, services.floor_hour(row.started_at))
     store = get_store()
     if isinstance(store, RedisStore):
         ttl = store.client.ttl(key)
@@ -114,25 +114,25 @@ def test_the_live_key_has_the_configured_ttl(owner, record, settings):
     assert settings.GATEWAY.redis.hourly_summary_ttl - 60 < ttl <= 90000
 
 
-def test_a_call_counts_in_the_hour_where_it_started(owner):
+def test_a_call_counts_in_the_hour_where_it_started(unique_owner):
     with time_machine.travel(T_1059, tick=False):
-        call = call_for(owner, started_at=T_1059)
+        call = call_for(unique_owner, started_at=T_1059)
     # The stream ends (and is recorded) at 11:06, before the hourly job ran.
     with time_machine.travel(HOUR_11 + timedelta(minutes=6), tick=False):
         usage_record(call=call)
-        assert live(owner, HOUR_10)["requests"] == 1
-        assert live(owner, HOUR_11) == {}
+        assert live(unique_owner, HOUR_10)["requests"] == 1
+        assert live(unique_owner, HOUR_11) == {}
 
 
-def test_a_call_recorded_after_its_hour_was_persisted_joins_the_persisted_row(owner, record):
+def test_a_call_recorded_after_its_hour_was_persisted_joins_the_persisted_row(unique_owner, record):
     with time_machine.travel(HOUR_10 + timedelta(minutes=20), tick=False):
-        record(owner, started_at=HOUR_10 + timedelta(minutes=20))
+        record(unique_owner, started_at=HOUR_10 + timedelta(minutes=20))
     with time_machine.travel(HOUR_11 + timedelta(minutes=5), tick=False):
         services.summary_persist_hours()
     with time_machine.travel(HOUR_11 + timedelta(minutes=6), tick=False):
-        usage_record(call=call_for(owner, started_at=T_1059))
-        assert live(owner, HOUR_10) == {}
-    row = owner.usage_summaries.get(period="hourly", period_start=HOUR_10)
+        usage_record(call=call_for(unique_owner, started_at=T_1059))
+        assert live(unique_owner, HOUR_10) == {}
+    row = unique_owner.usage_summaries.get(period="hourly", period_start=HOUR_10)
     assert row.requests == 2
     # And the next run (which recomputes from the records) agrees.
     with time_machine.travel(HOUR_11 + timedelta(hours=1, minutes=5), tick=False):
@@ -141,17 +141,17 @@ def test_a_call_recorded_after_its_hour_was_persisted_joins_the_persisted_row(ow
     assert row.requests == 2
 
 
-def test_a_counter_failure_leaves_the_row_and_is_logged(owner, monkeypatch, caplog):
+def test_a_counter_failure_leaves_the_row_and_is_logged(unique_owner, monkeypatch, caplog):
     down = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
     monkeypatch.setattr(services, "get_store", lambda: down)
-    row = usage_record(call=call_for(owner))
+    row = usage_record(call=call_for(unique_owner))
     assert UsageRecord.objects.filter(pk=row.pk).exists()
     assert "live usage counter update failed" in caplog.text
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_async_wrapper_records_the_call(owner):
-    call = call_for(owner)
+async def test_the_async_wrapper_records_the_call(unique_owner):
+    call = call_for(unique_owner)
     await ausage_record(call=call)
     await ausage_record(call=call)
     count = await UsageRecord.objects.filter(call_id=call.call_id).acount()
@@ -182,14 +182,14 @@ def test_client_family_comes_from_the_user_agent(user_agent, family):
     assert client_family(user_agent) == family
 
 
-def test_call_ids_are_unique_in_the_database(owner, record):
+def test_call_ids_are_unique_in_the_database(unique_owner, record):
     call_id = uuid.uuid4()
-    record(owner, call_id=call_id)
-    assert record(owner, call_id=call_id, model_id="other") is None
+    record(unique_owner, call_id=call_id)
+    assert record(unique_owner, call_id=call_id, model_id="other") is None
     assert UsageRecord.objects.get(call_id=call_id).model_id == HAIKU
 
 
-def test_a_lost_store_heals_the_live_hours_from_the_records(owner, record):
+def test_a_lost_store_heals_the_live_hours_from_the_records(unique_owner, record):
     """A flushed Redis (or a replaced one) must not show the hours not yet persisted as 0."""
     from config import clock
     from usage.selectors import summary_buckets
@@ -197,15 +197,15 @@ def test_a_lost_store_heals_the_live_hours_from_the_records(owner, record):
 
     now = clock.now()
     latest = now - timedelta(minutes=1)  # the hour before now's in the first minute of an hour
-    record(owner, started_at=latest)
-    record(owner, started_at=now - HOUR)  # a completed hour the hourly job has not persisted
+    record(unique_owner, started_at=latest)
+    record(unique_owner, started_at=now - HOUR)  # a completed hour the hourly job has not persisted
 
     def requests_by_hour() -> dict:
         buckets = summary_buckets(
             start=floor_hour(now) - HOUR,
             end=floor_hour(now) + HOUR,
             bucket="hourly",
-            user_id=owner.pk,
+            user_id=unique_owner.pk,
         )
         return {hour: totals.requests for hour, totals in buckets.items() if totals.requests}
 
@@ -215,4 +215,6 @@ def test_a_lost_store_heals_the_live_hours_from_the_records(owner, record):
     # The store loses everything, its sentinel included.
     store.delete([*store.scan("usage_summary:"), services.live_sentinel_key()])
     assert requests_by_hour() == before
-    assert get_store().get_many([summary_key(owner.pk, latest)])[summary_key(owner.pk, latest)]
+    assert get_store().get_many([summary_key(unique_owner.pk, latest)])[
+        summary_key(unique_owner.pk, latest)
+    ]

@@ -313,10 +313,10 @@ def test_spend_per_team_counts_live_hours_by_the_records_team(admin, record):
     ]
 
 
-def test_team_grouping_is_for_admins_and_only_the_known_groupings(owner, admin):
+def test_team_grouping_is_for_admins_and_only_the_known_groupings(unique_owner, admin):
     with time_machine.travel(NOW, tick=False):
-        own = client_for(owner).get("/api/usage/summary?group_by=team")
-        other = client_for(owner).get("/api/admin/usage/summary?group_by=team")
+        own = client_for(unique_owner).get("/api/usage/summary?group_by=team")
+        other = client_for(unique_owner).get("/api/admin/usage/summary?group_by=team")
         bad = client_for(admin).get("/api/admin/usage/summary?group_by=teams")
         bad_csv = client_for(admin).get("/api/admin/usage/chargeback.csv?group_by=day")
     assert (own.status_code, list(own.json())) == (400, ["group_by"])

@@ -33,14 +33,14 @@ def record_at(record, user, started_at, **overrides):
 
 
 @pytest.fixture
-def sessions(owner, stranger, record):
+def sessions(unique_owner, unique_stranger, record):
     """Owner: session A (3 calls, two models, 9:00-9:45), session B (1 call at 11:00), one call
     without a session; the stranger: a call in a session with A's id."""
     a = [
-        record_at(record, owner, at(9), session_id="sess-a"),
+        record_at(record, unique_owner, at(9), session_id="sess-a"),
         record_at(
             record,
-            owner,
+            unique_owner,
             at(9.5),
             session_id="sess-a",
             model_id=SONNET,
@@ -48,17 +48,17 @@ def sessions(owner, stranger, record):
                 input_tokens=10, output_tokens=20, cache_write_5m_tokens=30, cache_read_tokens=40
             ),
         ),
-        record_at(record, owner, at(9.75), session_id="sess-a"),
+        record_at(record, unique_owner, at(9.75), session_id="sess-a"),
     ]
-    b = [record_at(record, owner, at(11), session_id="sess-b")]
-    record_at(record, owner, at(10))
-    record_at(record, stranger, at(9.2), session_id="sess-a")
+    b = [record_at(record, unique_owner, at(11), session_id="sess-b")]
+    record_at(record, unique_owner, at(10))
+    record_at(record, unique_stranger, at(9.2), session_id="sess-a")
     return a, b
 
 
-def test_sessions_group_the_callers_records_newest_first(owner, sessions):
+def test_sessions_group_the_callers_records_newest_first(unique_owner, sessions):
     a, _b = sessions
-    body = client_for(owner).get("/api/usage/sessions").json()
+    body = client_for(unique_owner).get("/api/usage/sessions").json()
     assert body["count"] == 2
     first, second = body["results"]
     assert first["session_id"] == "sess-b"
@@ -82,8 +82,8 @@ def test_sessions_group_the_callers_records_newest_first(owner, sessions):
     assert len(second["models"]) == 2
 
 
-def test_sessions_range_keeps_whole_sessions_and_paginates(owner, sessions):
-    client = client_for(owner)
+def test_sessions_range_keeps_whole_sessions_and_paginates(unique_owner, sessions):
+    client = client_for(unique_owner)
     body = client.get("/api/usage/sessions", {"from": "2026-11-25T09:30:00Z",
                                               "to": "2026-11-25T10:30:00Z"}).json()  # fmt: skip
     assert [s["session_id"] for s in body["results"]] == ["sess-a"]
@@ -96,17 +96,24 @@ def test_sessions_range_keeps_whole_sessions_and_paginates(owner, sessions):
     assert client.get("/api/usage/sessions", {"from": "x"}).status_code == 400
 
 
-def test_sessions_of_another_user_are_for_administrators(owner, stranger, admin, sessions):
-    assert client_for(stranger).get("/api/usage/sessions", {"user": owner.pk}).status_code == 403
-    body = client_for(admin).get("/api/usage/sessions", {"user": owner.pk}).json()
+def test_sessions_of_another_user_are_for_administrators(
+    unique_owner, unique_stranger, admin, sessions
+):
+    assert (
+        client_for(unique_stranger)
+        .get("/api/usage/sessions", {"user": unique_owner.pk})
+        .status_code
+        == 403
+    )
+    body = client_for(admin).get("/api/usage/sessions", {"user": unique_owner.pk}).json()
     assert [s["session_id"] for s in body["results"]] == ["sess-b", "sess-a"]
     assert client_for(admin).get("/api/usage/sessions", {"user": 10**9}).status_code == 404
-    mine = client_for(stranger).get("/api/usage/sessions").json()
+    mine = client_for(unique_stranger).get("/api/usage/sessions").json()
     assert [(s["session_id"], s["calls"]) for s in mine["results"]] == [("sess-a", 1)]
 
 
-def test_sessions_list_is_one_group_by_plus_one_models_query(owner, sessions):
-    client = client_for(owner)
+def test_sessions_list_is_one_group_by_plus_one_models_query(unique_owner, sessions):
+    client = client_for(unique_owner)
     with CaptureQueriesContext(connection) as queries:
         assert client.get("/api/usage/sessions").status_code == 200
     usage_queries = [q["sql"] for q in queries.captured_queries if "usage_usagerecord" in q["sql"]]
@@ -115,9 +122,9 @@ def test_sessions_list_is_one_group_by_plus_one_models_query(owner, sessions):
     assert all("GROUP BY" in sql or "DISTINCT" in sql for sql in usage_queries)
 
 
-def test_sessions_page_lists_them_server_rendered(owner, sessions):
+def test_sessions_page_lists_them_server_rendered(unique_owner, sessions):
     page = Client()
-    page.force_login(owner)
+    page.force_login(unique_owner)
     response = page.get("/sessions")
     assert response.status_code == 200
     html = response.content.decode()
