@@ -100,6 +100,15 @@ class ReserveRequest:
     max_uncovered: int = NO_LIMIT
     session_key: str | None = None
 
+    @property
+    def worst_amounts(self) -> tuple[int, int]:
+        """The worst case (tokens, cost) it holds in flight: never below the estimate."""
+        worst = self.estimate if self.worst is None else self.worst
+        return (
+            max(worst.tokens, self.estimate.tokens),
+            max(worst.cost_micros, self.estimate.cost_micros),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SettleRequest:
@@ -365,8 +374,6 @@ class RedisCapStore:
 
     @staticmethod
     def _reserve_args(r: ReserveRequest) -> tuple[list[str], list[Any]]:
-        estimate = r.estimate
-        worst = estimate if r.worst is None else r.worst
         keys = [
             *window_keys(r.user_id, r.now),
             *aux_keys(r.user_id),
@@ -380,12 +387,11 @@ class RedisCapStore:
             r.version,
             r.rid,
             _ms(r.lease_expires_at),
-            *estimate,
+            *r.estimate,
             *window_ttls(),
             *r.limits[:9],
             r.lease_seconds + 3600,
-            max(worst.tokens, estimate.tokens),
-            max(worst.cost_micros, estimate.cost_micros),
+            *r.worst_amounts,
             r.max_in_flight,
             r.max_uncovered,
             session_ttl(),
@@ -675,11 +681,7 @@ class DatabaseCapStore:
         ttls = _ttls(session_key)
         limits = [*r.limits[:9], *_session_limits(r.limits)]
         version_key = aux_keys(user_id)[2]
-        worst = estimate if r.worst is None else r.worst
-        worst_amounts = (
-            max(worst.tokens, estimate.tokens),
-            max(worst.cost_micros, estimate.cost_micros),
-        )
+        worst_amounts = r.worst_amounts
         try:
             with transaction.atomic():
                 self._lock(user_id)
@@ -737,9 +739,9 @@ class DatabaseCapStore:
                     user_id=user_id,
                     started_at=now,
                     expires_at=r.lease_expires_at,
-                    requests=estimate[0],
-                    tokens=estimate[1],
-                    cost_micros=estimate[2],
+                    requests=estimate.requests,
+                    tokens=estimate.tokens,
+                    cost_micros=estimate.cost_micros,
                     worst_tokens=worst_amounts[0],
                     worst_cost_micros=worst_amounts[1],
                     uncovered=uncovered,
