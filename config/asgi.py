@@ -62,13 +62,16 @@ async def _lifespan(receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             from django.conf import settings
 
-            from gateway import services, streaming
+            from config.db import aclose_loop_connection
+            from gateway import services, streaming, upstream
 
             _servers_running -= 1
             if _servers_running <= 0:
                 grace = settings.GATEWAY.server.shutdown_grace_seconds
                 await streaming.cut_all(timeout=grace)
                 await services.drain(timeout=grace)
+                await upstream.close_pool()
+                await aclose_loop_connection()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

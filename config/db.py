@@ -10,11 +10,14 @@ connections stay with their thread: opening one costs more than keeping it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import psycopg
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection
 
 T = TypeVar("T")
@@ -39,3 +42,43 @@ async def in_db_thread(fn: Callable[..., T], *args: object, **kwargs: object) ->
     """Await `fn(*args, **kwargs)` run off the event loop (in the request's thread, as
     sync_to_async does by default); its pooled connection is released after."""
     return await sync_to_async(released(fn))(*args, **kwargs)
+
+
+# One autocommit connection per event loop for the proxy's own statements (its usage
+# records), opened on first use and dropped on a connection error.
+_loop_connections: dict[int, psycopg.AsyncConnection] = {}
+
+
+def _async_params() -> dict[str, Any]:
+    # Django's own connection parameters, less what only its sync cursor and adapters use.
+    params = connection.get_connection_params()
+    return {k: v for k, v in params.items() if k not in ("cursor_factory", "context")}
+
+
+async def aexecute(sql: str, params: list[object]) -> None:
+    """Run one statement on this event loop's PostgreSQL connection, in the loop: no thread
+    hop, no pool checkout, one round trip. A connection error (psycopg's OperationalError or
+    InterfaceError) drops the connection before it is raised; the next call opens another."""
+    loop = asyncio.get_running_loop()
+    conn = _loop_connections.get(id(loop))
+    if conn is None or conn.closed:
+        # As long as a pool checkout may wait (config/settings.py), in whole seconds (libpq).
+        wait = max(2, round(min(10, settings.GATEWAY.database.timeout_seconds)))
+        conn = await psycopg.AsyncConnection.connect(
+            **_async_params(), autocommit=True, connect_timeout=wait
+        )
+        _loop_connections[id(loop)] = conn
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(sql, params)
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        _loop_connections.pop(id(loop), None)
+        await conn.close()
+        raise
+
+
+async def aclose_loop_connection() -> None:
+    """Close this event loop's connection (the server is stopping)."""
+    conn = _loop_connections.pop(id(asyncio.get_running_loop()), None)
+    if conn is not None:
+        await conn.close()

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Callable
 
+import orjson
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
@@ -157,7 +158,7 @@ async def _send(
     known = betas.rejected(model_id)
     if known:
         body, headers = betas.strip(body, known), _headers_without(headers, known)
-    payload = json.dumps(body).encode()
+    payload = _dumps(body)
     response = await _start_upstream(call, model_id, verb, payload, stream=stream, headers=headers)
     if response.status_code != 400 or not body.get("anthropic_beta"):
         return response, None
@@ -167,7 +168,7 @@ async def _send(
         return response, raw
     metrics.BETA_RETRIES.inc()
     body, headers = betas.strip(body, found), _headers_without(headers, found)
-    payload = json.dumps(body).encode()
+    payload = _dumps(body)
     response = await _start_upstream(call, model_id, verb, payload, stream=stream, headers=headers)
     return response, None
 
@@ -187,13 +188,25 @@ async def _read_whole(call: ProxyCall, response: upstream.UpstreamResponse) -> b
         raise
 
 
-def _usage_of(raw: bytes, converse: bool) -> Usage | None:
-    """The usage in an answer's body; None when there is none to read (the call then counts
-    at its estimate)."""
+def _dumps(body: dict) -> bytes:
+    """A client's JSON body, encoded again for the upstream."""
     try:
-        data = json.loads(raw)
+        return orjson.dumps(body)
+    except TypeError:  # an integer beyond 64 bits, which the client's JSON may hold
+        return json.dumps(body).encode()
+
+
+def _parsed(raw: bytes) -> object:
+    """An answer's JSON, or None when it is not JSON."""
+    try:
+        return orjson.loads(raw)
     except ValueError:
         return None
+
+
+def _usage_of(data: object, converse: bool) -> Usage | None:
+    """The usage in an answer's parsed body; None when there is none to read (the call then
+    counts at its estimate)."""
     usage = data.get("usage") if isinstance(data, dict) else None
     # Another family's usage object (Nova's `inputTokens` on invoke) is not ours to read.
     if (
@@ -202,8 +215,8 @@ def _usage_of(raw: bytes, converse: bool) -> Usage | None:
     ):
         return None
     if converse:
-        return upstream.usage_from_converse(data["usage"])
-    return upstream.usage_from_message(data["usage"])
+        return upstream.usage_from_converse(usage)
+    return upstream.usage_from_message(usage)
 
 
 def _error_tail_bedrock(error_type: str, message: str) -> None:
@@ -256,7 +269,7 @@ async def _bedrock_model(request: HttpRequest, model_id: str, verb: str) -> Http
     headers = _relayed_headers(response, call)
     if not streams or response.status_code != 200:
         raw = raw if raw is not None else await _read_whole(call, response)
-        usage = _usage_of(raw, converse) if response.status_code == 200 else Usage()
+        usage = _usage_of(_parsed(raw), converse) if response.status_code == 200 else Usage()
         # Recorded in its own task: the answer does not wait for it.
         call.finish(usage, upstream_error_name(response.headers))
         content_type = response.headers.get("content-type", "application/json")
@@ -361,10 +374,12 @@ async def _messages(request: HttpRequest) -> HttpResponse:
         )
     if not streams:
         raw = await _read_whole(call, response)
-        usage = _usage_of(raw, converse=False)
-        call.finish(usage)  # recorded in its own task: the answer does not wait for it
-        result = anthropic.to_anthropic_response(json.loads(raw), requested)
-        return HttpResponse(json.dumps(result), content_type="application/json", headers=headers)
+        data = _parsed(raw)
+        call.finish(_usage_of(data, converse=False))  # in its own task: the answer goes now
+        if not isinstance(data, dict):
+            raise ProxyError("bad_gateway", "Bedrock's answer could not be read.")
+        result = anthropic.to_anthropic_response(data, requested)
+        return HttpResponse(orjson.dumps(result), content_type="application/json", headers=headers)
     translator = anthropic.SseTranslator(requested)
     meter = upstream.StreamMeter()
     reported: list[bool] = []

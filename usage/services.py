@@ -38,7 +38,7 @@ from django.db.models import Count, F, Field, Max, Min, Q, Sum
 from django.db.models.functions import TruncHour
 
 from config import clock
-from config.db import released
+from config.db import aexecute, released
 from costs.money import Usage, model_base_id
 from costs.pricing import call_cost_micros
 from usage.models import UsageRecord, UsageSummary
@@ -247,15 +247,10 @@ def _insert_rows(records: list[UsageRecord]) -> None:
             _insert_chunk(records[start : start + INSERT_CHUNK])
 
 
-def _insert_chunk(records: list[UsageRecord]) -> None:
-    """One multi-row INSERT, atomic as any single statement. Not the ORM's bulk_create, whose
-    per-row work and client-side parameter quoting cost ~1 ms of CPU per record; on
-    PostgreSQL the parameters are bound by the server (psycopg's plain cursor adapts UUIDs,
-    aware datetimes and the rest itself)."""
+def _insert_statement(records: list[UsageRecord], *, postgres: bool) -> tuple[str, list]:
     fields, insert = _insert_fields()
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = insert + ", ".join([row] * len(records))
-    postgres = connection.vendor == "postgresql"
     params = [
         getattr(record, f.attname)
         if postgres
@@ -263,6 +258,16 @@ def _insert_chunk(records: list[UsageRecord]) -> None:
         for record in records
         for f in fields
     ]
+    return sql, params
+
+
+def _insert_chunk(records: list[UsageRecord]) -> None:
+    """One multi-row INSERT, atomic as any single statement. Not the ORM's bulk_create, whose
+    per-row work and client-side parameter quoting cost ~1 ms of CPU per record; on
+    PostgreSQL the parameters are bound by the server (psycopg's plain cursor adapts UUIDs,
+    aware datetimes and the rest itself)."""
+    postgres = connection.vendor == "postgresql"
+    sql, params = _insert_statement(records, postgres=postgres)
     if not postgres:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -321,12 +326,16 @@ def usage_record_many(*, calls: list[CallRecord], now: datetime | None = None) -
         # One of them was recorded already, or the database refuses one: one at a time, each
         # idempotent on its call_id, so that one bad record never takes another's with it.
         return inserted + sum(_record_one(call, now) for call in current)
+    _live_add_many(_live_totals(records))
+    return inserted + len(records)
+
+
+def _live_totals(records: list[UsageRecord]) -> dict[tuple[int, datetime], Totals]:
     totals: dict[tuple[int, datetime], Totals] = {}
     for record in records:
         key = (record.user_id, floor_hour(record.started_at))
         totals[key] = totals.get(key, Totals()) + _record_totals(record)
-    _live_add_many(totals)
-    return inserted + len(records)
+    return totals
 
 
 def _record_one(call: CallRecord, now: datetime) -> bool:
@@ -343,8 +352,8 @@ def _live_add(*, user_id: int, hour: datetime, totals: Totals) -> None:
     _live_add_many({(user_id, hour): totals})
 
 
-def _live_add_many(totals: Mapping[tuple[int, datetime], Totals]) -> None:
-    increments = [
+def _live_increments(totals: Mapping[tuple[int, datetime], Totals]) -> list[Increment]:
+    return [
         Increment(
             key=summary_key(user_id, hour),
             deltas=value.as_dict(),
@@ -352,6 +361,10 @@ def _live_add_many(totals: Mapping[tuple[int, datetime], Totals]) -> None:
         )
         for (user_id, hour), value in totals.items()
     ]
+
+
+def _live_add_many(totals: Mapping[tuple[int, datetime], Totals]) -> None:
+    increments = _live_increments(totals)
     try:
         get_store().incr_many(increments)
     except Exception:
@@ -380,8 +393,39 @@ def _usage_record_many_pooled(calls: list[CallRecord]) -> int:
 
 
 async def ausage_record_many(*, calls: list[CallRecord]) -> int:
-    """`usage_record_many` for async callers, in a pool thread off the event loop."""
+    """`usage_record_many` for async callers (the proxy). On PostgreSQL, a batch of priced
+    calls of the current hour (the proxy's every call, normally) is inserted from the event
+    loop on its own connection (`config.db.aexecute`); anything else, or a batch the database
+    refuses (a call recorded already, a bad value), takes `usage_record_many` in a pool
+    thread, whose rules hold for each call. A connection error is raised: the caller spools
+    the batch, as for the thread's."""
+    if connection.vendor == "postgresql":
+        inserted = await _ainsert_current(calls, now=clock.now())
+        if inserted is not None:
+            return inserted
     return await sync_to_async(_usage_record_many_pooled, thread_sensitive=False)(calls)
+
+
+async def _ainsert_current(calls: list[CallRecord], *, now: datetime) -> int | None:
+    """How many were inserted, or None when the batch needs `usage_record_many`."""
+    if not all(call.priced and not _is_late(call, now) for call in calls):
+        return None
+    records = [_record_row(call) for call in calls]
+    try:
+        for start in range(0, len(records), INSERT_CHUNK):
+            chunk = records[start : start + INSERT_CHUNK]
+            await aexecute(*_insert_statement(chunk, postgres=True))
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise
+    except psycopg.Error:
+        # A row refused (a call_id recorded already, after a spool replay): one at a time.
+        return None
+    increments = _live_increments(_live_totals(records))
+    try:
+        await get_store().aincr_many(increments)
+    except Exception:
+        logger.exception("live usage counter update failed for %s", [i.key for i in increments])
+    return len(records)
 
 
 # --- Aggregates from records ----------------------------------------------------------------

@@ -114,3 +114,28 @@ def test_an_unreachable_upstream_is_a_502_and_nothing_is_recorded(alice_key):
         )
         assert reply.status_code == 502
     assert UsageRecord.objects.count() == 0
+
+
+def test_an_https_upstream_is_trusted_only_through_the_trust_store(emulator_tls, alice_key):
+    # The upstream client verifies Bedrock's certificate against the system's trust store
+    # (SSL_CERT_FILE names another, as for OpenSSL): a certificate it does not trust is an
+    # unreachable upstream, never an unverified call.
+    trusted = {"SSL_CERT_FILE": str(emulator_tls.ca_path)}
+    with start_gateway(upstream_url=emulator_tls.url, env=trusted) as gateway:
+        reply = httpx.post(
+            f"{gateway.url}/anthropic/v1/messages",
+            headers={"x-api-key": alice_key},
+            json=MESSAGE,
+            timeout=10,
+        )
+        assert reply.status_code == 200, reply.text
+        assert wait_for(lambda: UsageRecord.objects.count() == 1)
+    with start_gateway(upstream_url=emulator_tls.url) as gateway:
+        reply = httpx.post(
+            f"{gateway.url}/anthropic/v1/messages",
+            headers={"x-api-key": alice_key},
+            json=MESSAGE,
+            timeout=10,
+        )
+        assert reply.status_code == 502
+    assert UsageRecord.objects.count() == 1

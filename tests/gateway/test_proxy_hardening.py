@@ -128,7 +128,7 @@ def test_remembered_rejections_are_bounded_oldest_evicted(
             chunk = names[start : start + betas.MAX_BETAS]
             found = await betas.learn(HAIKU, invoke_body(chunk))
             assert found == set(chunk)  # each probed once and rejected by the emulator
-        await upstream._session().close()
+        await upstream.close_pool()
 
     asyncio.run(learn_all())
     assert betas.remembered() == betas.MAX_REMEMBERED

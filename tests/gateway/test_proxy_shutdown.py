@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from config.asgi import proxy_application
+from config.db import aclose_loop_connection
 from gateway import services, streaming, upstream
 from tests.fixtures.servers import start_gateway
 from tests.fixtures.waiting import wait_for
@@ -140,7 +141,8 @@ def test_a_stream_cancelled_twice_at_shutdown_is_still_recorded(emulator, alice_
         await services.drain(timeout=10)
         for serving in served:
             serving.cancel()
-        await upstream._session().close()
+        await upstream.close_pool()  # as the server's lifespan does when it stops
+        await aclose_loop_connection()
 
     asyncio.run(scenario())
     records = list(UsageRecord.objects.all())

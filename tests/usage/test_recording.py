@@ -10,14 +10,15 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from accounts.services import api_key_create
+from config.db import aclose_loop_connection
 from costs.money import Usage
 from tests.fixtures.calls import HAIKU, call_for
 from tests.fixtures.servers import free_port
 from usage import services
 from usage.models import UsageRecord
-from usage.services import ausage_record, client_family, usage_record
+from usage.services import ausage_record, ausage_record_many, client_family, usage_record
 from usage.store import RedisStore, get_store
-from usage.windows import summary_key
+from usage.windows import floor_hour, summary_key
 
 pytestmark = pytest.mark.django_db
 
@@ -218,3 +219,29 @@ def test_a_lost_store_heals_the_live_hours_from_the_records(unique_owner, record
     assert get_store().get_many([summary_key(unique_owner.pk, latest)])[
         summary_key(unique_owner.pk, latest)
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_batch_with_a_call_recorded_already_records_each_call_once(unique_owner):
+    # On PostgreSQL the proxy's batches are inserted from the event loop on its own connection;
+    # a batch the database refuses (one call was written already, by a spool replay) is
+    # written one call at a time instead, each once. On SQLite the thread path does it all.
+    first, second = (
+        call_for(unique_owner, priced=True, cost_micros=1234, usage=Usage(input_tokens=n))
+        for n in (10, 20)
+    )
+    hour = floor_hour(first.started_at)
+    before = (await get_store().aget_many([summary_key(unique_owner.id, hour)])).get(
+        summary_key(unique_owner.id, hour), {}
+    )
+    assert await ausage_record_many(calls=[first]) == 1
+    assert await ausage_record_many(calls=[first, second]) == 1
+    ids = [first.call_id, second.call_id]
+    assert await UsageRecord.objects.filter(call_id__in=ids).acount() == 2
+    key = summary_key(unique_owner.id, hour)
+    after = (await get_store().aget_many([key]))[key]
+    assert after.get("input_tokens", 0) - before.get("input_tokens", 0) == 30  # each once
+    assert after.get("requests", 0) - before.get("requests", 0) == 2
+    await aclose_loop_connection()
+    await asyncio.get_running_loop().run_in_executor(None, connections.close_all)
+    await sync_to_async(connections.close_all)()
