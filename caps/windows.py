@@ -8,6 +8,7 @@ script can move them: `usage_cap:{user_42}:hourly:2026-11-25T10`, `…:daily:202
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime
 
@@ -52,12 +53,16 @@ def window_key(user_id: int, cap_type: str, at: datetime) -> str:
 
 def window_keys(user_id: int, at: datetime) -> tuple[str, str, str]:
     """Hourly, daily and monthly keys of the windows holding `at`."""
-    tag = user_tag(user_id)
-    at = as_utc(at)
+    return _window_keys(user_tag(user_id), as_utc(at).replace(minute=0, second=0, microsecond=0))
+
+
+# Every call computes its owner's keys: formatted once per owner and hour.
+@functools.lru_cache(maxsize=4096)
+def _window_keys(tag: str, hour: datetime) -> tuple[str, str, str]:
     return (
-        f"{tag}:hourly:{at:%Y-%m-%dT%H}",
-        f"{tag}:daily:{at:%Y-%m-%d}",
-        f"{tag}:monthly:{at:%Y-%m}",
+        f"{tag}:hourly:{hour:%Y-%m-%dT%H}",
+        f"{tag}:daily:{hour:%Y-%m-%d}",
+        f"{tag}:monthly:{hour:%Y-%m}",
     )
 
 
@@ -79,5 +84,6 @@ def window_ttls() -> tuple[int, int, int]:
     return (r.hourly_cap_ttl, r.daily_cap_ttl, r.monthly_cap_ttl)
 
 
+@functools.lru_cache(maxsize=256)  # every answer's headroom headers name the same few resets
 def iso_z(at: datetime) -> str:
     return as_utc(at).strftime("%Y-%m-%dT%H:%M:%SZ")

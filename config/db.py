@@ -57,8 +57,10 @@ def _async_params() -> dict[str, Any]:
 
 async def aexecute(sql: str, params: list[object]) -> None:
     """Run one statement on this event loop's PostgreSQL connection, in the loop: no thread
-    hop, no pool checkout, one round trip. A connection error (psycopg's OperationalError or
-    InterfaceError) drops the connection before it is raised; the next call opens another."""
+    hop, no pool checkout, one round trip. `sql` takes PostgreSQL's own placeholders ($1, $2,
+    …: psycopg's raw cursor sends it as is, without parsing it for %s). A connection error
+    (psycopg's OperationalError or InterfaceError) drops the connection before it is raised;
+    the next call opens another."""
     loop = asyncio.get_running_loop()
     conn = _loop_connections.get(id(loop))
     if conn is None or conn.closed:
@@ -69,7 +71,7 @@ async def aexecute(sql: str, params: list[object]) -> None:
         )
         _loop_connections[id(loop)] = conn
     try:
-        async with conn.cursor() as cursor:
+        async with psycopg.AsyncRawCursor(conn) as cursor:
             await cursor.execute(sql, params)
     except (psycopg.OperationalError, psycopg.InterfaceError):
         _loop_connections.pop(id(loop), None)

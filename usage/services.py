@@ -247,18 +247,34 @@ def _insert_rows(records: list[UsageRecord]) -> None:
             _insert_chunk(records[start : start + INSERT_CHUNK])
 
 
-def _insert_statement(records: list[UsageRecord], *, postgres: bool) -> tuple[str, list]:
-    fields, insert = _insert_fields()
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    sql = insert + ", ".join([row] * len(records))
-    params = [
+def _insert_params(records: list[UsageRecord], *, postgres: bool) -> list:
+    fields, _ = _insert_fields()
+    return [
         getattr(record, f.attname)
         if postgres
         else f.get_db_prep_save(getattr(record, f.attname), connection)
         for record in records
         for f in fields
     ]
-    return sql, params
+
+
+def _insert_sql(rows: int) -> str:
+    """The INSERT of `rows` rows with %s placeholders (Django's cursors, psycopg's Cursor)."""
+    fields, insert = _insert_fields()
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    return insert + ", ".join([row] * rows)
+
+
+@functools.lru_cache(maxsize=INSERT_CHUNK)
+def _insert_sql_numbered(rows: int) -> str:
+    """The INSERT of `rows` rows with PostgreSQL's numbered placeholders (`config.db.aexecute`)."""
+    fields, insert = _insert_fields()
+    width = len(fields)
+    values = (
+        "(" + ", ".join(f"${row * width + n}" for n in range(1, width + 1)) + ")"
+        for row in range(rows)
+    )
+    return insert + ", ".join(values)
 
 
 def _insert_chunk(records: list[UsageRecord]) -> None:
@@ -267,7 +283,7 @@ def _insert_chunk(records: list[UsageRecord]) -> None:
     PostgreSQL the parameters are bound by the server (psycopg's plain cursor adapts UUIDs,
     aware datetimes and the rest itself)."""
     postgres = connection.vendor == "postgresql"
-    sql, params = _insert_statement(records, postgres=postgres)
+    sql, params = _insert_sql(len(records)), _insert_params(records, postgres=postgres)
     if not postgres:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -414,7 +430,8 @@ async def _ainsert_current(calls: list[CallRecord], *, now: datetime) -> int | N
     try:
         for start in range(0, len(records), INSERT_CHUNK):
             chunk = records[start : start + INSERT_CHUNK]
-            await aexecute(*_insert_statement(chunk, postgres=True))
+            params = _insert_params(chunk, postgres=True)
+            await aexecute(_insert_sql_numbered(len(chunk)), params)
     except (psycopg.OperationalError, psycopg.InterfaceError):
         raise
     except psycopg.Error:
