@@ -96,14 +96,15 @@ def test_a_connection_cut_mid_stream_is_recorded_with_its_tokens(stack, alice_ke
     assert record.output_tokens >= 1
 
 
+def _message(gateway, key: str) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}/anthropic/v1/messages", headers={"x-api-key": key}, json=MESSAGE, timeout=10
+    )
+
+
 def test_an_unreachable_upstream_is_a_502_and_nothing_is_recorded(alice_key):
     with start_gateway(upstream_url="http://127.0.0.1:9") as gateway:
-        reply = httpx.post(
-            f"{gateway.url}/anthropic/v1/messages",
-            headers={"x-api-key": alice_key},
-            json=MESSAGE,
-            timeout=10,
-        )
+        reply = _message(gateway, alice_key)
         assert reply.status_code == 502
         assert reply.json()["error"]["type"] == "api_error"
         reply = httpx.post(
@@ -122,20 +123,9 @@ def test_an_https_upstream_is_trusted_only_through_the_trust_store(emulator_tls,
     # unreachable upstream, never an unverified call.
     trusted = {"SSL_CERT_FILE": str(emulator_tls.ca_path)}
     with start_gateway(upstream_url=emulator_tls.url, env=trusted) as gateway:
-        reply = httpx.post(
-            f"{gateway.url}/anthropic/v1/messages",
-            headers={"x-api-key": alice_key},
-            json=MESSAGE,
-            timeout=10,
-        )
+        reply = _message(gateway, alice_key)
         assert reply.status_code == 200, reply.text
         assert wait_for(lambda: UsageRecord.objects.count() == 1)
     with start_gateway(upstream_url=emulator_tls.url) as gateway:
-        reply = httpx.post(
-            f"{gateway.url}/anthropic/v1/messages",
-            headers={"x-api-key": alice_key},
-            json=MESSAGE,
-            timeout=10,
-        )
-        assert reply.status_code == 502
+        assert _message(gateway, alice_key).status_code == 502
     assert UsageRecord.objects.count() == 1
