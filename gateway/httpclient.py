@@ -17,7 +17,8 @@ What it keeps of aiohttp's behaviour, because the proxy's guarantees rest on it:
   most `KEEPALIVE_SECONDS` idle; at most `limit` connections are open (a call waits for one).
 - A response closed before its end drops its connection (cancels the upstream call);
   one read to its end returns the connection to the pool.
-- Reading stops (`pause_reading`) while more than `HIGH_WATER` bytes wait for a slow reader.
+- Reading stops (`pause_reading`) while more than `HIGH_WATER` bytes wait for a slow reader
+  of `iter_raw` (`read` takes the whole body, however large).
   A reader gets what has arrived since its last read as one piece.
 """
 
@@ -109,6 +110,7 @@ class Response:
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self.complete = False
         self._released = False
+        self._whole = False  # read() takes the whole body: nothing to hold back for it
 
     # -- fed by the connection --------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class Response:
     def _on_body(self, data: bytes) -> None:
         self._chunks.append(data)
         self._buffered += len(data)
-        if self._buffered > HIGH_WATER:
+        if self._buffered > HIGH_WATER and not self._whole:
             self._connection.pause()
         self._wake()
 
@@ -164,6 +166,8 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body; the connection goes back to the pool (or is dropped on error)."""
+        self._whole = True
+        self._connection.resume()
         try:
             while not self.complete:
                 if self._error is not None:
@@ -325,8 +329,7 @@ class Pool:
             if connection is None:
                 self.slot_free()
             else:
-                connection.drop(None)
-                connection.release(reuse=False)
+                connection.release(reuse=False)  # drops it: its request may be half sent
             raise
         return response
 

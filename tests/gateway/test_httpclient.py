@@ -258,3 +258,23 @@ def test_a_line_break_in_a_header_is_refused_before_anything_is_sent():
             await pool.close()
 
     _run(test)
+
+
+def test_a_whole_body_larger_than_the_high_water_is_read_to_its_end():
+    body = b"x" * (3 * httpclient.HIGH_WATER)
+
+    async def large(reader, writer) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for start in range(0, len(body), 16_384):
+            writer.write(body[start : start + 16_384])
+            await writer.drain()
+
+    async def test() -> None:
+        async with _Server(large) as url:
+            pool = _pool(read_timeout=1.0)
+            response = await pool.post(f"{url}/x", b"{}", {})
+            assert await response.read() == body
+            await pool.close()
+
+    _run(test)
