@@ -46,7 +46,7 @@ async def in_db_thread(fn: Callable[..., T], *args: object, **kwargs: object) ->
 
 # One autocommit connection per event loop for the proxy's own statements (its usage
 # records), opened on first use and dropped on a connection error.
-_loop_connections: dict[int, psycopg.AsyncConnection] = {}
+_loop_connections: dict[int, tuple[asyncio.AbstractEventLoop, psycopg.AsyncConnection]] = {}
 
 
 def _async_params() -> dict[str, Any]:
@@ -62,14 +62,16 @@ async def aexecute(sql: str, params: list[object]) -> None:
     (psycopg's OperationalError or InterfaceError) drops the connection before it is raised;
     the next call opens another."""
     loop = asyncio.get_running_loop()
-    conn = _loop_connections.get(id(loop))
+    entry = _loop_connections.get(id(loop))
+    # A later loop may reuse a closed one's id: its connection is not this loop's.
+    conn = entry[1] if entry is not None and entry[0] is loop else None
     if conn is None or conn.closed:
         # As long as a pool checkout may wait (config/settings.py), in whole seconds (libpq).
         wait = max(2, round(min(10, settings.GATEWAY.database.timeout_seconds)))
         conn = await psycopg.AsyncConnection.connect(
             **_async_params(), autocommit=True, connect_timeout=wait
         )
-        _loop_connections[id(loop)] = conn
+        _loop_connections[id(loop)] = (loop, conn)
     try:
         async with psycopg.AsyncRawCursor(conn) as cursor:
             await cursor.execute(sql, params)
@@ -81,6 +83,7 @@ async def aexecute(sql: str, params: list[object]) -> None:
 
 async def aclose_loop_connection() -> None:
     """Close this event loop's connection (the server is stopping)."""
-    conn = _loop_connections.pop(id(asyncio.get_running_loop()), None)
-    if conn is not None:
-        await conn.close()
+    loop = asyncio.get_running_loop()
+    entry = _loop_connections.pop(id(loop), None)
+    if entry is not None and entry[0] is loop:
+        await entry[1].close()

@@ -259,7 +259,7 @@ def _insert_params(records: list[UsageRecord], *, postgres: bool) -> list:
 
 
 def _insert_sql(rows: int) -> str:
-    """The INSERT of `rows` rows with %s placeholders (Django's cursors, psycopg's Cursor)."""
+    """The INSERT of `rows` rows with %s placeholders (Django's cursor, on SQLite)."""
     fields, insert = _insert_fields()
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     return insert + ", ".join([row] * rows)
@@ -267,7 +267,8 @@ def _insert_sql(rows: int) -> str:
 
 @functools.lru_cache(maxsize=INSERT_CHUNK)
 def _insert_sql_numbered(rows: int) -> str:
-    """The INSERT of `rows` rows with PostgreSQL's numbered placeholders (`config.db.aexecute`)."""
+    """The INSERT of `rows` rows with PostgreSQL's numbered placeholders, sent as is by
+    psycopg's raw cursors (a %s query is parsed on each execute past 50 parameters)."""
     fields, insert = _insert_fields()
     width = len(fields)
     values = (
@@ -280,17 +281,16 @@ def _insert_sql_numbered(rows: int) -> str:
 def _insert_chunk(records: list[UsageRecord]) -> None:
     """One multi-row INSERT, atomic as any single statement. Not the ORM's bulk_create, whose
     per-row work and client-side parameter quoting cost ~1 ms of CPU per record; on
-    PostgreSQL the parameters are bound by the server (psycopg's plain cursor adapts UUIDs,
+    PostgreSQL the parameters are bound by the server (psycopg's raw cursor adapts UUIDs,
     aware datetimes and the rest itself)."""
-    postgres = connection.vendor == "postgresql"
-    sql, params = _insert_sql(len(records)), _insert_params(records, postgres=postgres)
-    if not postgres:
+    if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(_insert_sql(len(records)), _insert_params(records, postgres=False))
         return
     connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params)
+    params = _insert_params(records, postgres=True)
+    with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
+        cursor.execute(_insert_sql_numbered(len(records)), params)
 
 
 def _is_late(call: CallRecord, now: datetime) -> bool:
@@ -389,6 +389,15 @@ def _live_add_many(totals: Mapping[tuple[int, datetime], Totals]) -> None:
         logger.exception("live usage counter update failed for %s", [i.key for i in increments])
 
 
+async def _alive_add_many(totals: Mapping[tuple[int, datetime], Totals]) -> None:
+    """`_live_add_many` for the event loop."""
+    increments = _live_increments(totals)
+    try:
+        await get_store().aincr_many(increments)
+    except Exception:
+        logger.exception("live usage counter update failed for %s", [i.key for i in increments])
+
+
 @released
 def _usage_record_pooled(call: CallRecord) -> None:
     # Pool threads see no request signals: drop a connection that is broken or past
@@ -423,25 +432,21 @@ async def ausage_record_many(*, calls: list[CallRecord]) -> int:
 
 
 async def _ainsert_current(calls: list[CallRecord], *, now: datetime) -> int | None:
-    """How many were inserted, or None when the batch needs `usage_record_many`."""
-    if not all(call.priced and not _is_late(call, now) for call in calls):
+    """How many were inserted, or None when the batch needs `usage_record_many` (whose
+    batches of more than INSERT_CHUNK rows are one transaction)."""
+    if len(calls) > INSERT_CHUNK or not all(
+        call.priced and not _is_late(call, now) for call in calls
+    ):
         return None
     records = [_record_row(call) for call in calls]
     try:
-        for start in range(0, len(records), INSERT_CHUNK):
-            chunk = records[start : start + INSERT_CHUNK]
-            params = _insert_params(chunk, postgres=True)
-            await aexecute(_insert_sql_numbered(len(chunk)), params)
+        await aexecute(_insert_sql_numbered(len(records)), _insert_params(records, postgres=True))
     except (psycopg.OperationalError, psycopg.InterfaceError):
         raise
     except psycopg.Error:
         # A row refused (a call_id recorded already, after a spool replay): one at a time.
         return None
-    increments = _live_increments(_live_totals(records))
-    try:
-        await get_store().aincr_many(increments)
-    except Exception:
-        logger.exception("live usage counter update failed for %s", [i.key for i in increments])
+    await _alive_add_many(_live_totals(records))
     return len(records)
 
 
