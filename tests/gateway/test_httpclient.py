@@ -24,15 +24,17 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
 
 
 class _Server:
-    """A local server whose `handler` answers each connection; counts connections."""
+    """A local server whose `handler` answers each connection (counted), and a client pool
+    (`_pool(**pool_options)`) for the block: `async with _Server(handler) as (url, pool)`."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, **pool_options: float) -> None:
         self.handler = handler
+        self.pool_options = pool_options
         self.connections = 0
         self.requests: list[bytes] = []
         self.closed_by_client = asyncio.Event()
 
-    async def __aenter__(self) -> str:
+    async def __aenter__(self) -> tuple[str, httpclient.Pool]:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.connections += 1
             try:
@@ -44,9 +46,11 @@ class _Server:
 
         self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        self.pool = _pool(**self.pool_options)
+        return f"http://127.0.0.1:{port}", self.pool
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.pool.close()
         self.server.close()
 
 
@@ -81,8 +85,7 @@ def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given():
     server = _Server(echo)
 
     async def test() -> None:
-        async with server as url:
-            pool = _pool()
+        async with server as (url, pool):
             for n in range(3):
                 response = await pool.post(
                     f"{url}/model/a%3Ab/invoke", b'{"n": %d}' % n, {"X-Test": "yes"}
@@ -93,7 +96,6 @@ def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given():
                 assert "content-type" in response.headers
                 assert response.headers["set-thing"] == "a, b"
                 assert await response.read() == b'{"n": %d}' % n
-            await pool.close()
         assert server.connections == 1
         head = server.requests[0].split(b"\r\n\r\n")[0].split(b"\r\n")
         assert head[0] == b"POST /model/a%3Ab/invoke HTTP/1.1"  # not re-encoded
@@ -117,22 +119,20 @@ def test_a_chunked_body_arrives_decoded_in_order_and_whole():
         await writer.drain()
 
     async def test() -> None:
-        async with _Server(chunked) as url:
-            pool = _pool()
+        async with _Server(chunked) as (url, pool):
             response = await pool.post(f"{url}/x", b"{}", {})
             received = []
             async for data in response.iter_raw():
                 received.append(data)
                 await asyncio.sleep(0.001)  # a slow reader: the client stops reading meanwhile
             assert b"".join(received) == b"".join(parts)
-            await pool.close()
 
     _run(test)
 
 
 def test_an_unreachable_host_is_connect_failed():
     async def test() -> None:
-        async with _Server(lambda r, w: asyncio.sleep(0)) as url:
+        async with _Server(lambda r, w: asyncio.sleep(0)) as (url, _):
             pass  # the server is closed: its port refuses
         pool = _pool()
         with pytest.raises(httpclient.ConnectFailed):
@@ -148,15 +148,13 @@ def test_silence_is_a_read_timeout_and_the_connection_is_dropped():
         assert await reader.read() == b""  # until the client drops the connection
         server.closed_by_client.set()
 
-    server = _Server(silent)
+    server = _Server(silent, read_timeout=0.2)
 
     async def test() -> None:
-        async with server as url:
-            pool = _pool(read_timeout=0.2)
+        async with server as (url, pool):
             with pytest.raises(httpclient.ReadTimeout):
                 await pool.post(f"{url}/x", b"{}", {})
             await asyncio.wait_for(server.closed_by_client.wait(), 5)
-            await pool.close()
 
     _run(test)
 
@@ -168,12 +166,10 @@ def test_a_body_cut_short_is_connection_lost():
         await writer.drain()
 
     async def test() -> None:
-        async with _Server(cut) as url:
-            pool = _pool()
+        async with _Server(cut) as (url, pool):
             response = await pool.post(f"{url}/x", b"{}", {})
             with pytest.raises(httpclient.ConnectionLost):
                 await response.read()
-            await pool.close()
 
     _run(test)
 
@@ -186,11 +182,9 @@ def test_garbage_instead_of_http_is_connection_lost():
         await reader.read()
 
     async def test() -> None:
-        async with _Server(garbage) as url:
-            pool = _pool()
+        async with _Server(garbage) as (url, pool):
             with pytest.raises(httpclient.ConnectionLost):
                 await pool.post(f"{url}/x", b"{}", {})
-            await pool.close()
 
     _run(test)
 
@@ -206,15 +200,13 @@ def test_closing_an_unfinished_response_drops_its_connection():
     server = _Server(endless)
 
     async def test() -> None:
-        async with server as url:
-            pool = _pool()
+        async with server as (url, pool):
             response = await pool.post(f"{url}/x", b"{}", {})
             async for data in response.iter_raw():
                 assert data == b"hello"
                 break
             response.close()
             await asyncio.wait_for(server.closed_by_client.wait(), 5)
-            await pool.close()
 
     _run(test)
 
@@ -227,11 +219,10 @@ def test_the_pool_limit_queues_calls_until_a_connection_is_free():
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
         await writer.drain()
 
-    server = _Server(held)
+    server = _Server(held, limit=1)
 
     async def test() -> None:
-        async with server as url:
-            pool = _pool(limit=1)
+        async with server as (url, pool):
             first = asyncio.create_task(pool.post(f"{url}/x", b"{}", {}))
             second = asyncio.create_task(pool.post(f"{url}/x", b"{}", {}))
             await asyncio.wait_for(arrived.wait(), 5)
@@ -243,7 +234,6 @@ def test_the_pool_limit_queues_calls_until_a_connection_is_free():
             assert await (await first).read() == b"ok"
             assert await (await second).read() == b"ok"
             assert server.connections == 2  # "Connection: close": not reused
-            await pool.close()
 
     arrived, gate = asyncio.Event(), asyncio.Event()
     _run(test)
@@ -251,11 +241,9 @@ def test_the_pool_limit_queues_calls_until_a_connection_is_free():
 
 def test_a_line_break_in_a_header_is_refused_before_anything_is_sent():
     async def test() -> None:
-        async with _Server(lambda r, w: asyncio.sleep(0)) as url:
-            pool = _pool()
+        async with _Server(lambda r, w: asyncio.sleep(0)) as (url, pool):
             with pytest.raises(ValueError, match="line break"):
                 await pool.post(f"{url}/x", b"{}", {"anthropic-beta": "a\r\nX-Evil: 1"})
-            await pool.close()
 
     _run(test)
 
@@ -271,10 +259,8 @@ def test_a_whole_body_larger_than_the_high_water_is_read_to_its_end():
             await writer.drain()
 
     async def test() -> None:
-        async with _Server(large) as url:
-            pool = _pool(read_timeout=1.0)
+        async with _Server(large, read_timeout=1.0) as (url, pool):
             response = await pool.post(f"{url}/x", b"{}", {})
             assert await response.read() == body
-            await pool.close()
 
     _run(test)
